@@ -1,0 +1,1 @@
+"""Wire schemas of turnlog: msgspec Structs shared by every layer and every language."""

@@ -1,0 +1,153 @@
+"""Payloads of stored events, each with a stable type name and a schema version.
+
+The type name (``session.reply_sent``) is what the log stores; it never changes when
+code moves. A payload whose shape changes gets a new ``SCHEMA_VERSION`` and an upcaster
+that lifts the old shape on read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+
+class UserRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Who a session belongs to: the app user and, when they have one, their org."""
+
+    id: str
+    email: str | None = None
+    org_id: str | None = None
+
+
+class ChannelRef(msgspec.Struct, frozen=True, kw_only=True):
+    """The transport a session arrived through (web chat, terminal, a bus producer, ...)."""
+
+    type: str = "chat"
+    name: str | None = None
+
+
+class AttachmentRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A file attached to an inbound message, stored elsewhere and referenced by URL."""
+
+    name: str
+    content_type: str = "application/octet-stream"
+    url: str = ""
+    size: int = 0
+
+
+class EventPayload(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every stored payload. Unknown fields are tolerated on read (forward compatible)."""
+
+    TYPE: ClassVar[str]
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+
+class SessionStarted(EventPayload, frozen=True, kw_only=True):
+    """Recorded when the first message of a new session arrives, before the enter hook runs."""
+
+    TYPE: ClassVar[str] = "session.started"
+    app: str
+    user: UserRef
+    channel: ChannelRef
+
+
+class MessageReceived(EventPayload, frozen=True, kw_only=True):
+    """Recorded when an inbound message is accepted; it opens the turn that handles it."""
+
+    TYPE: ClassVar[str] = "session.message_received"
+    message_id: str
+    text: str
+    sender: str = "user"
+    channel_type: str = "chat"
+    attachments: tuple[AttachmentRef, ...] = ()
+    sent_at: float | None = None
+
+
+class ReplySent(EventPayload, frozen=True, kw_only=True):
+    """Recorded when the app replies; a streamed reply is recorded once, with its full text."""
+
+    TYPE: ClassVar[str] = "session.reply_sent"
+    text: str
+    streamed: bool = False
+    interrupted: bool = False
+
+
+class Notified(EventPayload, frozen=True, kw_only=True):
+    """Recorded when the app sends a lightweight status notification."""
+
+    TYPE: ClassVar[str] = "session.notified"
+    text: str
+
+
+class BlockShown(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a structured block is rendered; the same block id again is an update."""
+
+    TYPE: ClassVar[str] = "session.block_shown"
+    block_id: str
+    block_type: str
+    payload: dict[str, Any]
+
+
+class DataSet(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a top-level key of ``session.data`` gets a new value."""
+
+    TYPE: ClassVar[str] = "session.data_set"
+    key: str
+    value: Any
+
+
+class DataDeleted(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a top-level key is removed from ``session.data``."""
+
+    TYPE: ClassVar[str] = "session.data_deleted"
+    key: str
+
+
+class EffectRecorded(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a non-deterministic call's result is captured for deterministic replay."""
+
+    TYPE: ClassVar[str] = "session.effect_recorded"
+    name: str
+    result: Any
+
+
+class TurnCompleted(EventPayload, frozen=True, kw_only=True):
+    """Recorded when the handler of a turn returns (outcome ``ok``) or raises (``failed``)."""
+
+    TYPE: ClassVar[str] = "session.turn_completed"
+    message_id: str
+    outcome: str
+    duration_ms: float
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+class TurnInterrupted(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a turn that was started never completed (its process died)."""
+
+    TYPE: ClassVar[str] = "session.turn_interrupted"
+    message_id: str
+    reason: str
+
+
+class SessionEnded(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a session is closed explicitly or after its idle timeout."""
+
+    TYPE: ClassVar[str] = "session.ended"
+    reason: str
+
+
+SESSION_PAYLOADS: tuple[type[EventPayload], ...] = (
+    SessionStarted,
+    MessageReceived,
+    ReplySent,
+    Notified,
+    BlockShown,
+    DataSet,
+    DataDeleted,
+    EffectRecorded,
+    TurnCompleted,
+    TurnInterrupted,
+    SessionEnded,
+)

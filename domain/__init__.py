@@ -1,0 +1,1 @@
+"""The turnlog model: aggregates, their events and their rules. Pure: no I/O, no clock."""

@@ -1,0 +1,64 @@
+"""Errors raised by the model when a command would break one of its rules."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the model raises for a command it refuses."""
+
+
+class SessionClosed(DomainError):
+    """Raised when anything is recorded on a session after ``session.ended``."""
+
+    def __init__(self, session_id: object) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id} has ended; nothing more can be recorded on it")
+
+
+class TurnInProgress(DomainError):
+    """Raised when a message arrives, or the session ends, while another turn is still open."""
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(f"turn for message {message_id!r} is still in progress")
+
+
+class NoTurnInProgress(DomainError):
+    """Raised when a turn is completed or interrupted but none is open."""
+
+    def __init__(self) -> None:
+        super().__init__("no turn is in progress")
+
+
+class NotJSONEncodable(DomainError):
+    """Raised when a stored value (data, block payload, effect result) is not plain JSON."""
+
+    def __init__(self, path: str, value: object) -> None:
+        self.path = path
+        self.value_type = type(value).__name__
+        super().__init__(
+            f"{path} holds a {self.value_type}, which is not JSON-encodable "
+            "(allowed: None, bool, int, finite float, str, list, dict with str keys)"
+        )
+
+
+class TooLarge(DomainError):
+    """Raised when a text or an encoded payload is larger than the model accepts."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.what = what
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} is {size} long; the limit is {limit}")
+
+
+class InvalidValue(DomainError):
+    """Raised when a key, name or identifier is empty or otherwise unusable."""
+
+
+class UnknownDataKey(DomainError):
+    """Raised when a ``session.data`` key that is not set is deleted."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"session.data has no key {key!r}")

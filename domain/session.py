@@ -1,0 +1,263 @@
+"""The Session aggregate: one conversation, its turns, its data and what the user saw.
+
+Commands check the rules first and raise a DomainError; only then do they trigger the
+event whose ``apply`` changes state, so replaying recorded events never re-checks rules.
+Every command takes ``at``, the time to record: the model never reads a clock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
+from turnlog.domain import values
+from turnlog.domain.errors import (
+    InvalidValue,
+    NoTurnInProgress,
+    SessionClosed,
+    TurnInProgress,
+    UnknownDataKey,
+)
+
+HISTORY_LIMIT = 50
+OUTCOMES = ("ok", "failed")
+
+
+class Session(Aggregate):
+    """A conversation between one user and one app, recorded event by event."""
+
+    class Started(Aggregate.Created):
+        app: str
+        user: UserRef
+        channel: ChannelRef
+
+    class MessageReceived(Aggregate.Event):
+        message_id: str
+        text: str
+        sender: str
+        channel_type: str
+        attachments: tuple[AttachmentRef, ...]
+        sent_at: float | None
+
+        def apply(self, session: Session) -> None:
+            session._remember("user", self.text, self.message_id, self.timestamp)
+            session.open_turn = self.message_id
+            session.message_count += 1
+
+    class ReplySent(Aggregate.Event):
+        text: str
+        streamed: bool
+        interrupted: bool
+
+        def apply(self, session: Session) -> None:
+            session._remember("app", self.text, None, self.timestamp)
+
+    class Notified(Aggregate.Event):
+        text: str
+
+    class BlockShown(Aggregate.Event):
+        block_id: str
+        block_type: str
+        payload: dict[str, Any]
+
+        def apply(self, session: Session) -> None:
+            session.blocks[self.block_id] = {"type": self.block_type, "payload": self.payload}
+
+    class DataSet(Aggregate.Event):
+        key: str
+        value: Any
+
+        def apply(self, session: Session) -> None:
+            session.data[self.key] = self.value
+
+    class DataDeleted(Aggregate.Event):
+        key: str
+
+        def apply(self, session: Session) -> None:
+            session.data.pop(self.key, None)
+
+    class EffectRecorded(Aggregate.Event):
+        name: str
+        result: Any
+
+    class TurnCompleted(Aggregate.Event):
+        message_id: str
+        outcome: str
+        duration_ms: float
+        error_type: str | None
+        error_message: str | None
+
+        def apply(self, session: Session) -> None:
+            session.open_turn = None
+
+    class TurnInterrupted(Aggregate.Event):
+        message_id: str
+        reason: str
+
+        def apply(self, session: Session) -> None:
+            session.open_turn = None
+
+    class Ended(Aggregate.Event):
+        reason: str
+
+        def apply(self, session: Session) -> None:
+            session.ended = True
+
+    def __init__(self, app: str, user: UserRef, channel: ChannelRef) -> None:
+        self.app = app
+        self.user = user
+        self.channel = channel
+        self.history: list[dict[str, Any]] = []
+        self.message_count = 0
+        self.data: dict[str, Any] = {}
+        self.blocks: dict[str, dict[str, Any]] = {}
+        self.open_turn: str | None = None
+        self.ended = False
+
+    # -- commands ---------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls, session_id: UUID, *, app: str, user: UserRef, channel: ChannelRef, at: datetime
+    ) -> Session:
+        values.name(app, "app name")
+        values.name(user.id, "user id")
+        return cls._create(
+            cls.Started, id=session_id, app=app, user=user, channel=channel, timestamp=at
+        )
+
+    def receive_message(
+        self,
+        *,
+        message_id: str,
+        text: str,
+        at: datetime,
+        sender: str = "user",
+        channel_type: str = "chat",
+        attachments: tuple[AttachmentRef, ...] = (),
+        sent_at: float | None = None,
+    ) -> None:
+        self._check_open()
+        if self.open_turn is not None:
+            raise TurnInProgress(self.open_turn)
+        self.trigger_event(
+            self.MessageReceived,
+            timestamp=at,
+            message_id=values.name(message_id, "message id"),
+            text=values.bounded_text(text, "message text"),
+            sender=sender,
+            channel_type=channel_type,
+            attachments=tuple(attachments),
+            sent_at=sent_at,
+        )
+
+    def reply(
+        self, text: str, *, at: datetime, streamed: bool = False, interrupted: bool = False
+    ) -> None:
+        self._check_open()
+        text = values.bounded_text(text, "reply text")
+        self.trigger_event(
+            self.ReplySent, timestamp=at, text=text, streamed=streamed, interrupted=interrupted
+        )
+
+    def notify(self, text: str, *, at: datetime) -> None:
+        self._check_open()
+        self.trigger_event(
+            self.Notified, timestamp=at, text=values.bounded_text(text, "notification text")
+        )
+
+    def show_block(
+        self, block_id: str, block_type: str, payload: dict[str, Any], *, at: datetime
+    ) -> None:
+        self._check_open()
+        if not isinstance(payload, dict):
+            raise InvalidValue(f"block payload must be a dict, not {type(payload).__name__}")
+        self.trigger_event(
+            self.BlockShown,
+            timestamp=at,
+            block_id=values.name(block_id, "block id"),
+            block_type=values.name(block_type, "block type"),
+            payload=values.bounded_json(payload, "block payload"),
+        )
+
+    def set_data(self, key: str, value: Any, *, at: datetime) -> None:
+        self._check_open()
+        key = values.name(key, "session.data key")
+        plain = values.bounded_json(value, f"session.data[{key!r}]")
+        self.trigger_event(self.DataSet, timestamp=at, key=key, value=plain)
+
+    def delete_data(self, key: str, *, at: datetime) -> None:
+        self._check_open()
+        if key not in self.data:
+            raise UnknownDataKey(key)
+        self.trigger_event(self.DataDeleted, timestamp=at, key=key)
+
+    def record_effect(self, name: str, result: Any, *, at: datetime) -> None:
+        self._check_open()
+        name = values.name(name, "effect name")
+        plain = values.bounded_json(result, f"effect {name!r} result")
+        self.trigger_event(self.EffectRecorded, timestamp=at, name=name, result=plain)
+
+    def complete_turn(
+        self,
+        *,
+        outcome: str,
+        duration_ms: float,
+        at: datetime,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        self._check_open()
+        if self.open_turn is None:
+            raise NoTurnInProgress()
+        if outcome not in OUTCOMES:
+            raise InvalidValue(f"turn outcome must be one of {OUTCOMES}, got {outcome!r}")
+        if error_message is not None:
+            error_message = values.bounded_text(error_message[: values.MAX_TEXT_CHARS], "error")
+        self.trigger_event(
+            self.TurnCompleted,
+            timestamp=at,
+            message_id=self.open_turn,
+            outcome=outcome,
+            duration_ms=float(duration_ms),
+            error_type=error_type,
+            error_message=error_message,
+        )
+
+    def interrupt_turn(self, reason: str, *, at: datetime) -> None:
+        self._check_open()
+        if self.open_turn is None:
+            raise NoTurnInProgress()
+        self.trigger_event(
+            self.TurnInterrupted, timestamp=at, message_id=self.open_turn, reason=reason
+        )
+
+    def end(self, reason: str, *, at: datetime) -> None:
+        self._check_open()
+        if self.open_turn is not None:
+            raise TurnInProgress(self.open_turn)
+        self.trigger_event(self.Ended, timestamp=at, reason=values.name(reason, "end reason"))
+
+    # -- queries ------------------------------------------------------------------------
+
+    def recent_messages(self) -> list[dict[str, Any]]:
+        """Up to HISTORY_LIMIT messages before the current one, oldest first."""
+        past = self.history[:-1] if self.open_turn is not None else self.history
+        return past[-HISTORY_LIMIT:]
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.ended:
+            raise SessionClosed(self.id)
+
+    def _remember(self, sender: str, text: str, message_id: str | None, at: datetime) -> None:
+        self.history.append(
+            {"sender": sender, "text": text, "message_id": message_id, "at": at.timestamp()}
+        )
+        if len(self.history) > HISTORY_LIMIT + 1:
+            del self.history[0]

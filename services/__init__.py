@@ -1,0 +1,1 @@
+"""Everything with I/O: event store, infrastructure, runtime, bus, CLI."""

@@ -1,0 +1,1 @@
+"""Embedded PostgreSQL and NATS servers that turnlog runs for itself."""

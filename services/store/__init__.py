@@ -1,0 +1,1 @@
+"""The event log on PostgreSQL (asyncpg): append, read, follow, snapshots."""
