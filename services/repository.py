@@ -1,0 +1,67 @@
+"""Loading and saving Session aggregates on the event store, with snapshots."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import structlog
+
+from turnlog.domain.session import Session
+from turnlog.services import mapping
+from turnlog.services.mapping import Metadata
+from turnlog.services.store.codec import EventCodec
+from turnlog.services.store.errors import StoreError
+from turnlog.services.store.eventstore import EventStore
+from turnlog.services.store.records import RecordedEvent
+
+log = structlog.get_logger("turnlog.repository")
+
+
+class SessionNotFound(StoreError):
+    """Raised when a session id has no recorded events."""
+
+    def __init__(self, session_id: UUID) -> None:
+        self.session_id = session_id
+        super().__init__(f"no session {session_id}")
+
+
+class SessionRepository:
+    """Sessions as aggregates: a snapshot plus the events after it, and appends back."""
+
+    def __init__(
+        self, store: EventStore, codec: EventCodec | None = None, snapshot_every: int = 200
+    ) -> None:
+        self.store = store
+        self.codec = codec or mapping.session_codec()
+        self.snapshot_every = snapshot_every
+
+    async def load(self, session_id: UUID, *, use_snapshot: bool = True) -> Session:
+        stream_id = str(session_id)
+        session: Session | None = None
+        if use_snapshot:
+            snapshot = await self.store.load_snapshot(stream_id)
+            if snapshot is not None and snapshot.schema_version == mapping.SNAPSHOT_SCHEMA_VERSION:
+                session = mapping.from_snapshot(snapshot)
+        after = session.version if session is not None else 0
+        for record in await self.store.read_stream(stream_id, after_version=after):
+            session = mapping.to_domain_event(record, self.codec).mutate(session)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    async def save(self, session: Session, meta: Metadata | None = None) -> list[RecordedEvent]:
+        """Append the session's pending events; snapshot when a threshold is crossed."""
+        pending = session.collect_events()
+        if not pending:
+            return []
+        meta = meta or Metadata()
+        expected = pending[0].originator_version - 1
+        new = [mapping.to_new_event(e, self.codec, meta) for e in pending]
+        recorded = await self.store.append(str(session.id), expected, new)
+        last = recorded[-1]
+        if (
+            self.snapshot_every
+            and last.version // self.snapshot_every > expected // self.snapshot_every
+        ):
+            await self.store.save_snapshot(mapping.take_snapshot(session, last.hash))
+        return recorded

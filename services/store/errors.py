@@ -1,0 +1,50 @@
+"""Errors raised by the event store."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every error the event store raises."""
+
+
+class ConcurrencyConflict(StoreError):
+    """Raised when an append names an expected version that is not the stream's version."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream_id}: expected version {expected}, but it is at version {actual}"
+        )
+
+
+class UnknownEventType(StoreError):
+    """Raised when a stored event's type name has no registered payload type."""
+
+    def __init__(self, type_name: str, known: list[str]) -> None:
+        self.type_name = type_name
+        super().__init__(
+            f"unknown event type {type_name!r}; known types: {', '.join(sorted(known))}"
+        )
+
+
+class UnsupportedSchemaVersion(StoreError):
+    """Raised when a stored payload's schema version cannot be read by this code: it is
+    newer than the code knows, or no upcaster lifts it."""
+
+    def __init__(self, type_name: str, found: int, current: int, reason: str) -> None:
+        self.type_name = type_name
+        self.found = found
+        self.current = current
+        super().__init__(
+            f"{type_name} schema version {found} (this code reads {current}): {reason}"
+        )
+
+
+class StreamNotFound(StoreError):
+    """Raised when a stream that must exist has no events."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"no events for stream {stream_id}")
