@@ -1,5 +1,128 @@
-"""The turnlog command line."""
+"""The turnlog command line: ``turnlog infra ...``, ``turnlog events ...``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from uuid import UUID
+
+from turnlog.services import logs
+from turnlog.services.config import Settings
+from turnlog.services.infra.embedded import EmbeddedInfra
+from turnlog.services.infra.endpoints import endpoints
+from turnlog.services.infra.processes import InfraError, port_open
+from turnlog.services.store.errors import StoreError
+
+Command = Callable[[argparse.Namespace, Settings], int]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    logs.configure(settings)
+    handler: Command | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return handler(args, settings)
+    except (InfraError, StoreError) as e:
+        print(f"turnlog: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="turnlog", description=__doc__)
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    infra = sub.add_parser("infra", help="the embedded PostgreSQL and NATS servers")
+    infra_sub = infra.add_subparsers(metavar="ACTION", required=True)
+    infra_sub.add_parser("up", help="start them and keep them running").set_defaults(
+        handler=_infra_up
+    )
+    infra_sub.add_parser("status", help="where they are and whether they run").set_defaults(
+        handler=_infra_status
+    )
+    down = infra_sub.add_parser("down", help="stop them")
+    down.add_argument("--force", action="store_true", help="stop even while in use")
+    down.set_defaults(handler=_infra_down)
+
+    events = sub.add_parser("events", help="a session's events, in order")
+    events.add_argument("session_id", type=_uuid, metavar="SESSION_ID")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.set_defaults(handler=_events)
+    return parser
+
+
+def _uuid(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a session id (a UUID): {text!r}") from None
+
+
+def _infra_up(args: argparse.Namespace, settings: Settings) -> int:
+    status = EmbeddedInfra(settings.home).acquire(
+        postgres=settings.database_url is None, nats=settings.nats_url is None, pin=True
+    )
+    print(f"embedded servers running under {settings.home}")
+    if status.postgres:
+        print(f"  postgres  {status.postgres.url}")
+    if status.nats:
+        print(f"  nats      {status.nats.url}")
     return 0
+
+
+def _infra_status(args: argparse.Namespace, settings: Settings) -> int:
+    status = EmbeddedInfra(settings.home).status()
+    rows: list[tuple[str, str, str, bool]] = []
+    for name, external, embedded in (
+        ("database", settings.database_url, status.postgres),
+        ("nats", settings.nats_url, status.nats),
+    ):
+        if external:
+            rows.append((name, "external", external, _reachable(external)))
+        elif embedded:
+            rows.append((name, "embedded", embedded.url, True))
+        else:
+            rows.append((name, "embedded", "(not running)", False))
+    for name, kind, url, up in rows:
+        state = "running" if up else "unreachable" if kind == "external" else "stopped"
+        print(f"{name:<9} {kind:<9} {state:<11} {url}")
+    print(f"home      {settings.home}")
+    if status.holders:
+        print(f"in use by pid {', '.join(map(str, status.holders))}")
+    return 0 if all(up for *_, up in rows) else 3
+
+
+def _infra_down(args: argparse.Namespace, settings: Settings) -> int:
+    before = EmbeddedInfra(settings.home).down(force=args.force)
+    if before.postgres is None and before.nats is None:
+        print("embedded servers were not running")
+    else:
+        print("embedded servers stopped")
+    return 0
+
+
+def _reachable(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    default = 5432 if parts.scheme.startswith("postgres") else 4222
+    return port_open(parts.hostname or "127.0.0.1", parts.port or default)
+
+
+def _events(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.audit import print_events
+
+    with endpoints(settings, nats=False) as where:
+        return asyncio.run(print_events(where.database_url, args.session_id, as_json=args.json))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,14 +19,14 @@ class Endpoints:
 
 
 @contextmanager
-def endpoints(settings: Settings) -> Iterator[Endpoints]:
+def endpoints(settings: Settings, *, nats: bool = True) -> Iterator[Endpoints]:
     """The servers to talk to, held for the duration of the block.
 
     Embedded servers are started on demand, shared with other processes on the same
     home directory, and stopped when the last user releases them (unless pinned).
     """
     want_pg = settings.database_url is None
-    want_nats = settings.nats_url is None
+    want_nats = nats and settings.nats_url is None
     if not (want_pg or want_nats):
         yield Endpoints(settings.database_url or "", settings.nats_url or "", False, False)
         return

@@ -1,0 +1,95 @@
+"""Real servers for the tests: the embedded PostgreSQL and NATS started in a temporary
+home (always stopped at the end), or the external ones named by TURNLOG_DATABASE_URL /
+TURNLOG_NATS_URL. Every test that touches PostgreSQL gets a database of its own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from turnlog.services.config import Settings
+from turnlog.services.infra.embedded import EmbeddedInfra
+from turnlog.services.infra.endpoints import Endpoints
+from turnlog.services.store.eventstore import EventStore
+
+
+def new_home() -> Path:
+    """A temporary data directory another system user can traverse (PostgreSQL runs as
+    one when the tests run as root)."""
+    home = Path(tempfile.mkdtemp(prefix="turnlog-test-"))
+    home.chmod(0o755)
+    return home
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Endpoints]:
+    settings = Settings.from_env()
+    if settings.database_url and settings.nats_url:
+        yield Endpoints(settings.database_url, settings.nats_url, False, False)
+        return
+    home = new_home()
+    infra = EmbeddedInfra(home)
+    try:
+        status = infra.acquire(postgres=not settings.database_url, nats=not settings.nats_url)
+        yield Endpoints(
+            settings.database_url or (status.postgres.url if status.postgres else ""),
+            settings.nats_url or (status.nats.url if status.nats else ""),
+            not settings.database_url,
+            not settings.nats_url,
+        )
+    finally:
+        infra.down(force=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def database_url(servers: Endpoints) -> AsyncIterator[str]:
+    name = f"turnlog_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield with_database(servers.database_url, name)
+    finally:
+        admin = await asyncpg.connect(servers.database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[EventStore]:
+    store = await EventStore.connect(database_url, min_size=2, max_size=20)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def cli_env(database_url: str, servers: Endpoints, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the turnlog command against this test's database."""
+    env = dict(os.environ)
+    env.update(
+        TURNLOG_DATABASE_URL=database_url,
+        TURNLOG_NATS_URL=servers.nats_url,
+        TURNLOG_HOME=str(tmp_path / "home"),
+        TURNLOG_LOG_LEVEL="warning",
+    )
+    return env
