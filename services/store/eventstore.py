@@ -85,15 +85,23 @@ class EventStore:
     # -- writing ------------------------------------------------------------------------
 
     async def append(
-        self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        connection: asyncpg.Connection | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` after ``expected_version`` (0 for a new stream), atomically.
 
         Raises ConcurrencyConflict, naming the actual version, when the stream is elsewhere.
+        Given a ``connection`` inside the caller's transaction, the append commits with it;
+        the caller then calls ``announce()`` once that transaction has committed.
         """
         if not events:
             return []
-        prev = await self._tip_hash(stream_id, expected_version)
+        db = connection if connection is not None else self.pool
+        prev = await self._tip_hash(db, stream_id, expected_version)
         columns: list[list[Any]] = [[] for _ in range(7)]
         prev_hashes, hashes = [], []
         for offset, e in enumerate(events, start=1):
@@ -127,7 +135,7 @@ class EventStore:
             hashes.append(digest)
             prev = digest
         try:
-            positions = await self.pool.fetchval(
+            positions = await db.fetchval(
                 _APPEND,
                 stream_id,
                 expected_version,
@@ -139,8 +147,9 @@ class EventStore:
         except asyncpg.PostgresError as e:
             await self._raise_conflict(e, stream_id, expected_version)
             raise
-        self._remember_tip(stream_id, expected_version + len(events), hashes[-1])
-        self._signal()
+        if connection is None:
+            self._remember_tip(stream_id, expected_version + len(events), hashes[-1])
+            self.announce()
         return [
             RecordedEvent(
                 position=p,
@@ -161,12 +170,14 @@ class EventStore:
             )
         ]
 
-    async def _tip_hash(self, stream_id: str, expected_version: int) -> bytes:
+    async def _tip_hash(
+        self, db: asyncpg.Pool | asyncpg.Connection, stream_id: str, expected_version: int
+    ) -> bytes:
         if expected_version == 0:
             return hashing.GENESIS
         tip = self._tips.get(stream_id)
         if tip is None or tip[0] != expected_version:
-            row = await self.pool.fetchrow(_LAST, stream_id)
+            row = await db.fetchrow(_LAST, stream_id)
             actual = row[0] if row else 0
             if actual != expected_version:
                 raise ConcurrencyConflict(stream_id, expected_version, actual)
@@ -265,7 +276,8 @@ class EventStore:
     def drop_waker(self, waker: asyncio.Event) -> None:
         self._local_wakers.discard(waker)
 
-    def _signal(self) -> None:
+    def announce(self) -> None:
+        """Wake followers: in this process at once, in others by a coalesced NOTIFY."""
         for waker in self._local_wakers:
             waker.set()
         self._notify_pending = True

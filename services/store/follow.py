@@ -1,12 +1,16 @@
 """Reading the global log in position order without ever skipping a late commit.
 
 Writers commit out of position order: position 7 can become visible before 6. A reader
-that jumped past the hole at 6 would never see it. So the reader stops at a hole until it
-knows the hole is permanent. Each append takes its transaction id before drawing a
-position, so any transaction that could still fill a hole seen under snapshot S was
-already running under S, i.e. has an xid below S's xmax. Once the oldest running
-transaction (xmin) is at or past that xmax, every such writer has finished and whatever is
-still missing (a rolled-back append) never will be there.
+that jumped past the hole at 6 would never see it, so the reader stops at a hole until it
+knows the hole is permanent.
+
+Each append takes its transaction id (xid) before it draws a position. So when a reader
+sees position h but not g < h, the writer holding g already had its xid when the reader
+looked. The reader then draws a fresh xid N (a tiny committed transaction): every such
+writer has an xid below N. Once no transaction below N is running (a later snapshot's
+xmin >= N), the writer of g has finished, and if g is still missing it was rolled back.
+(A snapshot's xmax is one past the latest *completed* xid, not the next xid to assign, so
+it cannot serve as that bound: a running writer can sit above it, in no xip list.)
 """
 
 from __future__ import annotations
@@ -22,10 +26,9 @@ from turnlog.services.store.records import RecordedEvent
 
 _READ = f"""
 WITH snap AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(s)::text::bigint AS xmin, pg_snapshot_xmax(s)::text::bigint AS xmax
-      FROM pg_current_snapshot() AS s
+    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
 )
-SELECT snap.xmin, snap.xmax, e.*
+SELECT snap.xmin, NULL, e.*
   FROM snap LEFT JOIN LATERAL (
       SELECT {COLUMNS} FROM turnlog_events WHERE position > $1 ORDER BY position LIMIT $2
   ) AS e ON true
@@ -39,7 +42,9 @@ class GlobalReader:
         self.store = store
         self.position = position
         self.batch_size = batch_size
-        self._hole: tuple[int, int] | None = None  # (first missing position, xmax bound)
+        self._hole: tuple[int, int] | None = None  # (first missing position, xid bound)
+        self.reads = 0
+        self.held_at_holes = 0
 
     @property
     def waiting_on_hole(self) -> bool:
@@ -47,33 +52,47 @@ class GlobalReader:
 
     async def read(self) -> list[RecordedEvent]:
         """The next events in position order; empty when nothing safe is there yet."""
-        rows = await self.store.pool.fetch(_READ, self.position, self.batch_size)
-        xmin, xmax = rows[0][0], rows[0][1]
+        out: list[RecordedEvent] = []
+        for _ in range(2):
+            rows = await self.store.pool.fetch(_READ, self.position, self.batch_size)
+            self.reads += 1
+            batch, hole = self._take(rows)
+            out += batch
+            if hole is None:
+                break
+            if self._hole is not None and self._hole[0] == hole:
+                self.held_at_holes += 1  # a writer that may fill it is still running
+                break
+            bound = await self.store.pool.fetchval("SELECT pg_current_xact_id()::text::bigint")
+            self._hole = (hole, bound)
+        return out
+
+    def _take(self, rows: list[asyncpg.Record]) -> tuple[list[RecordedEvent], int | None]:
+        """Rows up to the first undecided hole, and that hole's position (None if none)."""
+        xmin = rows[0][0]
         expected = self.position + 1
         out: list[RecordedEvent] = []
+        hole: int | None = None
         for row in rows:
-            if row[2] is None:
-                break
             position = row[2]
+            if position is None:
+                break
             if position > expected:
-                if self._hole is None or self._hole[0] != expected:
-                    self._hole = (expected, xmax)
-                if xmin < self._hole[1]:
-                    break  # a writer that may fill the hole is still running
-                self._hole = None  # permanent hole: nothing will ever be written there
-            elif self._hole is not None and self._hole[0] == expected:
-                self._hole = None
+                known = self._hole
+                if known is None or known[0] != expected or xmin < known[1]:
+                    hole = expected
+                    break
+            if self._hole is not None and self._hole[0] <= position:
+                self._hole = None  # filled, or known to stay empty
             out.append(to_record(row[2:]))
             expected = position + 1
-        self.position = expected - 1 if out else self.position
-        return out
+        self.position = expected - 1
+        return out, hole
 
 
 async def follow(
-    store: EventStore,
-    position: int = 0,
+    reader: GlobalReader,
     *,
-    batch_size: int = 1000,
     idle_timeout: float = 5.0,
     hole_recheck: float = 0.05,
 ) -> AsyncIterator[list[RecordedEvent]]:
@@ -83,7 +102,7 @@ async def follow(
     while holding at a hole it re-checks briefly, since a rolled-back writer announces
     nothing. ``idle_timeout`` only bounds how long a lost notification can delay.
     """
-    reader = GlobalReader(store, position, batch_size)
+    store = reader.store
     waker = store.local_waker()
     listener: asyncpg.Connection = await store.pool.acquire()
 
