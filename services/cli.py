@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args, settings)
-    except (InfraError, StoreError) as e:
+    except (InfraError, StoreError, OSError) as e:
         print(f"turnlog: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -85,7 +85,7 @@ class EmbeddedInfra:
             before = self._status(self.postgres.status(), self.nats.status())
             self._stop_all()
             self._pin.unlink(missing_ok=True)
-            for lease in self._leases.iterdir():
+            for lease in self._leases.glob("*"):
                 lease.unlink(missing_ok=True)
             return before
 
@@ -104,6 +104,8 @@ class EmbeddedInfra:
 
     def _live_holders(self) -> list[int]:
         live = []
+        if not self._leases.is_dir():
+            return live
         for lease in self._leases.iterdir():
             pid = int(lease.name) if lease.name.isdigit() else 0
             if alive(pid):

@@ -1,0 +1,77 @@
+"""The turnlog command as a user runs it: a real process, real servers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from turnlog.contracts.events import ChannelRef, UserRef
+from turnlog.domain.session import Session
+from turnlog.services.mapping import Metadata
+from turnlog.services.repository import SessionRepository
+from turnlog.services.store.eventstore import EventStore
+
+
+def turnlog(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "turnlog", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_events_lists_a_sessions_events_in_order(
+    store: EventStore, cli_env: dict[str, str]
+) -> None:
+    t = datetime(2026, 2, 2, 9, 30, tzinfo=UTC)
+    session = Session.start(uuid4(), app="notes", user=UserRef(id="u1"), channel=ChannelRef(), at=t)
+    session.receive_message(message_id="m1", text="remember buy coffee", at=t)
+    session.reply("Noted: buy coffee", at=t)
+    session.set_data("notes", ["buy coffee"], at=t)
+    session.complete_turn(outcome="ok", duration_ms=2, at=t)
+    await SessionRepository(store).save(session, Metadata(correlation_id="m1", actor="user:u1"))
+
+    text = turnlog(cli_env, "events", str(session.id))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["1", "session.started"],
+        ["2", "session.message_received"],
+        ["3", "session.reply_sent"],
+        ["4", "session.data_set"],
+        ["5", "session.turn_completed"],
+    ]
+    assert "2026-02-02T09:30:00.000000+00:00" in lines[0]
+    assert '"text":"remember buy coffee"' in lines[1]
+
+    as_json = turnlog(cli_env, "events", str(session.id), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["version"] for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[3]["payload"] == {"key": "notes", "value": ["buy coffee"]}
+    assert rows[1]["correlation_id"] == "m1" and rows[1]["actor"] == "user:u1"
+    assert rows[0]["recorded_at"].startswith("2026-02-02T09:30:00")
+
+
+async def test_events_for_an_unknown_or_malformed_session_fail_clearly(
+    store: EventStore, cli_env: dict[str, str]
+) -> None:
+    missing = turnlog(cli_env, "events", str(uuid4()))
+    assert missing.returncode == 1 and "no events for session" in missing.stderr
+    malformed = turnlog(cli_env, "events", "not-a-uuid")
+    assert malformed.returncode == 2 and "not a session id" in malformed.stderr
+    assert "Traceback" not in missing.stderr + malformed.stderr
+
+
+def test_an_unreachable_database_is_a_clear_error(cli_env: dict[str, str]) -> None:
+    env = dict(cli_env, TURNLOG_DATABASE_URL="postgresql://postgres@127.0.0.1:1/nothing")
+    result = turnlog(env, "events", str(uuid4()))
+    assert result.returncode == 1
+    assert "cannot connect to PostgreSQL" in result.stderr
+    assert "Traceback" not in result.stderr
