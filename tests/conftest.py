@@ -20,13 +20,25 @@ from turnlog.services.infra.embedded import EmbeddedInfra
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.store.eventstore import EventStore
 
+HOME_PREFIX = "turnlog-test-"
+
 
 def new_home() -> Path:
     """A temporary data directory another system user can traverse (PostgreSQL runs as
     one when the tests run as root)."""
-    home = Path(tempfile.mkdtemp(prefix="turnlog-test-"))
+    home = Path(tempfile.mkdtemp(prefix=HOME_PREFIX))
     home.chmod(0o755)
     return home
+
+
+def reap_stale_homes() -> None:
+    """Stop and remove test homes left by a test run that was killed: no live holder."""
+    for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*"):
+        infra = EmbeddedInfra(home)
+        if infra.status().holders:
+            continue
+        infra.down(force=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +47,7 @@ def servers() -> Iterator[Endpoints]:
     if settings.database_url and settings.nats_url:
         yield Endpoints(settings.database_url, settings.nats_url, False, False)
         return
+    reap_stale_homes()
     home = new_home()
     infra = EmbeddedInfra(home)
     try:
