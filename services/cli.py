@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--force", action="store_true", help="stop even while in use")
     down.set_defaults(handler=_infra_down)
 
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
+        handler=_migrate
+    )
+
     events = sub.add_parser("events", help="a session's events, in order")
     events.add_argument("session_id", type=_uuid, metavar="SESSION_ID")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -115,6 +119,19 @@ def _reachable(url: str) -> bool:
     parts = urlsplit(url)
     default = 5432 if parts.scheme.startswith("postgres") else 4222
     return port_open(parts.hostname or "127.0.0.1", parts.port or default)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.store.eventstore import EventStore
+
+    async def run(url: str) -> None:
+        store = await EventStore.connect(url, min_size=1, max_size=1)
+        await store.close()
+
+    with endpoints(settings, nats=False) as where:
+        asyncio.run(run(where.database_url))
+    print("schema is up to date")
+    return 0
 
 
 def _events(args: argparse.Namespace, settings: Settings) -> int:
