@@ -1,0 +1,78 @@
+"""Session load time: snapshot + tail against full replay, at 100 / 1,000 / 10,000 events.
+
+python -m bench.load [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+from bench.common import machine, scratch_database, server_url, table
+from turnlog.contracts.events import ChannelRef, UserRef
+from turnlog.domain.session import Session
+from turnlog.services.repository import SessionRepository
+from turnlog.services.store.eventstore import EventStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def build(repo: SessionRepository, events: int) -> Session:
+    """A session of ``events`` events: turns of message, reply, data key, completion."""
+    session = Session.start(uuid4(), app="bench", user=UserRef(id="u"), channel=ChannelRef(), at=T0)
+    i = 0
+    while session.version + len(session.pending_events) + 4 <= events:
+        at = T0 + timedelta(seconds=i)
+        session.receive_message(message_id=f"m{i}", text=f"message {i}", at=at)
+        session.reply(f"reply {i}", at=at)
+        session.set_data("counter", i, at=at)
+        session.complete_turn(outcome="ok", duration_ms=1, at=at)
+        i += 1
+        if len(session.pending_events) >= 400:
+            await repo.save(session)
+    while session.version + len(session.pending_events) < events:
+        session.notify("pad", at=T0)
+    await repo.save(session)
+    return session
+
+
+async def timed(repo: SessionRepository, session: Session, snapshot: bool, repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        loaded = await repo.load(session.id, use_snapshot=snapshot)
+        samples.append(time.perf_counter() - started)
+        assert loaded.version == session.version
+    return statistics.median(samples) * 1000
+
+
+async def main(repeat: int) -> None:
+    rows = []
+    with server_url() as url:
+        async with scratch_database(url) as db:
+            store = await EventStore.connect(db)
+            repo = SessionRepository(store, snapshot_every=200)
+            for events in (100, 1_000, 10_000):
+                session = await build(repo, events)
+                with_snapshot = await timed(repo, session, True, repeat)
+                replay = await timed(repo, session, False, repeat)
+                rows.append([f"{events:,}", f"{with_snapshot:.1f}", f"{replay:.1f}"])
+                print(
+                    f"  {events:,} events: snapshot + tail {with_snapshot:.1f} ms, "
+                    f"full replay {replay:.1f} ms",
+                    flush=True,
+                )
+            await store.close()
+    print()
+    print(f"session load time (median of {repeat}) — {machine()}")
+    print(table(["events", "snapshot + tail (ms)", "full replay (ms)"], rows))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    asyncio.run(main(parser.parse_args().repeat))
