@@ -1,5 +1,27 @@
-"""turnlog: an event-sourced runtime and service for conversational apps."""
+"""turnlog: an event-sourced runtime and service for conversational apps.
+
+Write handlers against ``App`` and ``Session``; turnlog records everything that happens
+in a session as immutable events.
+"""
 
 from __future__ import annotations
 
+from turnlog.services.sdk.app import App, AppError
+from turnlog.services.sdk.context import current_session
+from turnlog.services.sdk.session import Session, StreamReply
+from turnlog.services.sdk.types import Attachment, Block, Message, SessionChannel, UserInfo
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "AppError",
+    "Attachment",
+    "Block",
+    "Message",
+    "Session",
+    "SessionChannel",
+    "StreamReply",
+    "UserInfo",
+    "current_session",
+]

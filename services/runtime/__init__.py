@@ -1,0 +1,1 @@
+"""Running handlers on the event log: live sessions, turns, delivery, hooks."""

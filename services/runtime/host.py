@@ -1,0 +1,243 @@
+"""Runs an App's handlers on the event log: one turn at a time per session, sessions
+concurrently, live sessions cached with a bound, lifecycle hooks at the right moments."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import structlog
+
+from turnlog.contracts.events import ChannelRef, UserRef
+from turnlog.domain.session import Session as SessionAggregate
+from turnlog.services.mapping import Metadata
+from turnlog.services.repository import SessionNotFound, SessionRepository
+from turnlog.services.runtime.delivery import Delivery, NoDelivery
+from turnlog.services.runtime.live import LiveSession, utcnow
+from turnlog.services.runtime.turn import Inbound, Slot, TurnResult, call_hook, run_turn
+from turnlog.services.sdk.app import App, AppError
+from turnlog.services.sdk.context import _current
+from turnlog.services.sdk.session import Session
+from turnlog.services.store.errors import StoreError
+
+log = structlog.get_logger("turnlog.runtime")
+_copy = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
+
+
+class SessionEnded(StoreError):
+    """Raised when a message arrives for a session that has ended."""
+
+    def __init__(self, session_id: UUID) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id} has ended")
+
+
+class _Entry:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.slot: Slot | None = None
+
+
+class SessionHost:
+    """The runtime for one App: ``handle(inbound)`` runs a turn and returns its result."""
+
+    def __init__(
+        self,
+        app: App,
+        repo: SessionRepository,
+        delivery: Delivery | None = None,
+        *,
+        max_live: int = 10_000,
+        idle_timeout: float | None = None,
+    ) -> None:
+        if app.message_handler is None:
+            raise AppError(f"app {app.name!r} has no @app.message() handler")
+        self.app = app
+        self.repo = repo
+        self.delivery = delivery or NoDelivery()
+        self.max_live = max_live
+        self.idle_timeout = idle_timeout
+        self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
+        self._booted = False
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- process lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run the boot hooks (once), and start closing idle sessions if configured."""
+        if not self._booted:
+            for hook in self.app.boot_hooks:
+                await call_hook(hook)
+            self._booted = True
+        if self.idle_timeout and self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def stop(self) -> None:
+        """Wait for running turns, then run the shutdown hooks. Sessions stay open."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for entry in list(self._entries.values()):
+            async with entry.lock:
+                pass
+        for hook in self.app.shutdown_hooks:
+            await call_hook(hook)
+
+    # -- turns --------------------------------------------------------------------------
+
+    async def handle(self, inbound: Inbound) -> TurnResult:
+        """Run the turn for ``inbound``, after every earlier message of its session."""
+        await self.start()
+        session_id = inbound.session_id or uuid.uuid4()
+        entry = self._entry(session_id)
+        async with entry.lock:
+            try:
+                slot = entry.slot or await self._open(session_id, inbound)
+                entry.slot = slot
+                if slot.live.aggregate.ended:
+                    raise SessionEnded(session_id)
+                handler = self.app.message_handler
+                assert handler is not None
+                with structlog.contextvars.bound_contextvars(
+                    session_id=str(session_id), correlation_id=inbound.message_id
+                ):
+                    result = await run_turn(self.app.name, handler, slot, inbound)
+                slot.live.last_active = time.monotonic()
+                return result
+            except BaseException:
+                entry.slot = None  # whatever is in memory may be ahead of the record
+                raise
+            finally:
+                self._trim()
+
+    async def close(self, session_id: UUID, reason: str = "closed") -> bool:
+        """Run the exit hooks and end the session. False if it had already ended."""
+        entry = self._entry(session_id)
+        async with entry.lock:
+            slot = entry.slot or await self._load(session_id)
+            entry.slot = None
+            self._entries.pop(session_id, None)
+            agg = slot.live.aggregate
+            if agg.ended:
+                return False
+            slot.live.meta = Metadata(
+                actor=f"app:{self.app.name}", correlation_id=f"close:{reason}"
+            )
+            await self._run_hooks(self.app.exit_hooks, slot)
+            agg.end(reason, at=utcnow())
+            await slot.live.commit()
+            log.info("session ended", session_id=str(session_id), reason=reason)
+            return True
+
+    def live_count(self) -> int:
+        return sum(1 for e in self._entries.values() if e.slot is not None)
+
+    # -- loading and creating -----------------------------------------------------------
+
+    async def _open(self, session_id: UUID, inbound: Inbound) -> Slot:
+        try:
+            return await self._load(session_id)
+        except SessionNotFound:
+            return await self._create(session_id, inbound)
+
+    async def _load(self, session_id: UUID) -> Slot:
+        agg = await self.repo.load(session_id)
+        slot = self._slot(agg)
+        if agg.open_turn is not None:
+            log.warning(
+                "turn was interrupted", session_id=str(session_id), correlation_id=agg.open_turn
+            )
+            slot.live.meta = Metadata(correlation_id=agg.open_turn, actor="turnlog")
+            agg.interrupt_turn("the process stopped before the turn completed", at=utcnow())
+            await slot.live.commit()
+        return slot
+
+    async def _create(self, session_id: UUID, inbound: Inbound) -> Slot:
+        user = inbound.user
+        agg = SessionAggregate.start(
+            session_id,
+            app=self.app.name,
+            at=utcnow(),
+            user=UserRef(id=user.id, email=user.email, org_id=user.org_id),
+            channel=ChannelRef(type=inbound.channel.type, name=inbound.channel.name),
+        )
+        slot = self._slot(agg)
+        slot.live.meta = Metadata(
+            correlation_id=inbound.message_id,
+            causation_id=inbound.message_id,
+            actor=f"app:{self.app.name}",
+        )
+        await slot.live.commit()
+        await self._run_hooks(self.app.enter_hooks, slot)
+        await slot.live.commit()
+        return slot
+
+    def _slot(self, agg: SessionAggregate) -> Slot:
+        live = LiveSession(agg, self.repo, self.delivery)
+        return Slot(live, Session(live, _copy.decode(_encode(agg.data))))
+
+    async def _run_hooks(self, hooks: list[Callable[..., Any]], slot: Slot) -> None:
+        token = _current.set(slot.session)
+        try:
+            for hook in hooks:
+                try:
+                    await call_hook(hook, slot.session)
+                    await slot.live.settle()
+                except Exception as e:
+                    log.error(
+                        "hook failed",
+                        hook=hook.__qualname__,
+                        session_id=slot.live.id,
+                        error=str(e),
+                        exc_info=(type(e), e, e.__traceback__),
+                    )
+        finally:
+            _current.reset(token)
+
+    # -- the cache ----------------------------------------------------------------------
+
+    def _entry(self, session_id: UUID) -> _Entry:
+        entry = self._entries.get(session_id)
+        if entry is None:
+            entry = self._entries[session_id] = _Entry()
+        self._entries.move_to_end(session_id)
+        return entry
+
+    def _trim(self) -> None:
+        """Forget the least recently used idle sessions beyond ``max_live``."""
+        excess = len(self._entries) - self.max_live
+        for session_id in list(self._entries):
+            if excess <= 0:
+                break
+            if not self._entries[session_id].lock.locked():
+                del self._entries[session_id]
+                excess -= 1
+
+    async def _reap_idle(self) -> None:
+        assert self.idle_timeout
+        interval = max(0.05, min(self.idle_timeout / 2, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - self.idle_timeout
+            idle = [
+                sid
+                for sid, e in self._entries.items()
+                if e.slot is not None and not e.lock.locked() and e.slot.live.last_active < cutoff
+            ]
+            for session_id in idle:
+                try:
+                    await self.close(session_id, reason="idle_timeout")
+                except Exception as e:
+                    log.error(
+                        "closing idle session failed", session_id=str(session_id), error=str(e)
+                    )

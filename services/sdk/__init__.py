@@ -1,0 +1,1 @@
+"""The app developer's API: App, Session, Message and friends (what `import turnlog` gives)."""

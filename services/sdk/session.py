@@ -1,0 +1,190 @@
+"""``Session``: what a handler uses to read the conversation and answer in it."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from types import MappingProxyType, TracebackType
+from typing import Any, TypeVar
+
+from turnlog.services.runtime.delivery import BlockView, Chunk, Notification, Reply
+from turnlog.services.runtime.live import LiveSession
+from turnlog.services.sdk.types import Block, Message, SessionChannel, UserInfo
+
+T = TypeVar("T")
+
+
+class Session:
+    """The runtime context of one conversation: identity, history, data, and replies.
+
+    Effects (``reply``, ``notify``, ``show``...) take place when called and return an
+    awaitable that completes once the effect is recorded and delivered; awaiting it is
+    how an async handler waits for that, and a sync handler may simply not await.
+    """
+
+    def __init__(
+        self, live: LiveSession, data: dict[str, Any], integrations: Mapping[str, Any] | None = None
+    ) -> None:
+        self._live = live
+        agg = live.aggregate
+        self.id = str(agg.id)
+        self.user = UserInfo(id=agg.user.id, email=agg.user.email, org_id=agg.user.org_id)
+        self.channel = SessionChannel(type=agg.channel.type, name=agg.channel.name)
+        self.data = data
+        self.integrations: Mapping[str, Any] = MappingProxyType(dict(integrations or {}))
+
+    @property
+    def history(self) -> list[Message]:
+        """Recent messages (up to 50), oldest first, without the one being handled."""
+        return [
+            Message(
+                text=m["text"],
+                sender=m["sender"],
+                timestamp=m["at"],
+                channel_type=self.channel.type,
+                id=m["message_id"] or "",
+            )
+            for m in self._live.aggregate.recent_messages()
+        ]
+
+    def chat_messages(
+        self, current: Message | None = None, cls: Callable[..., T] | None = None
+    ) -> list[Any]:
+        """History (plus ``current``) as alternating user / assistant messages; consecutive
+        messages of one role are joined with a blank line."""
+        turns = [("user" if m.sender == "user" else "assistant", m.text) for m in self.history]
+        if current is not None:
+            turns.append(("user", current.text))
+        merged: list[tuple[str, str]] = []
+        for role, text in turns:
+            if merged and merged[-1][0] == role:
+                merged[-1] = (role, f"{merged[-1][1]}\n\n{text}")
+            else:
+                merged.append((role, text))
+        if cls is not None:
+            return [cls(role=role, content=text) for role, text in merged]
+        return [{"role": role, "content": text} for role, text in merged]
+
+    # -- answering ----------------------------------------------------------------------
+
+    def reply(self, text: str) -> Awaitable[None]:
+        """Send a complete response."""
+        text = _text(text)
+        return self._live.record(lambda at: self._live.aggregate.reply(text, at=at), Reply(text))
+
+    def notify(self, text: str) -> Awaitable[None]:
+        """Send a lightweight status update (not part of the chat history)."""
+        text = _text(text)
+        return self._live.record(
+            lambda at: self._live.aggregate.notify(text, at=at), Notification(text)
+        )
+
+    def stream_reply(self) -> StreamReply:
+        """A reply written in pieces: ``async with session.stream_reply() as r: r.write(...)``."""
+        return StreamReply(self._live)
+
+    async def stream(self, chunks: AsyncIterable[Any]) -> str:
+        """Pipe an async iterator of strings into one streamed reply; returns its text."""
+        async with self.stream_reply() as reply:
+            async for chunk in chunks:
+                reply.write(_chunk_text(chunk))
+        return reply.text
+
+    async def stream_reply_from(self, stream: AsyncIterable[Any]) -> str:
+        """Pipe a model stream (strings or chunk objects) into one reply; return the text."""
+        return await self.stream(stream)
+
+    def show(self, block: Block) -> Awaitable[None]:
+        """Render a structured block; the same block id again updates it."""
+        payload = dict(block.payload)
+        return self._live.record(
+            lambda at: self._live.aggregate.show_block(block.id, block.type, payload, at=at),
+            BlockView(block.id, block.type, payload),
+        )
+
+    def show_task(self, handle_or_id: Any, message: str | None = None) -> Awaitable[None]:
+        """Show a live card for a background task (a task handle or its id)."""
+        task_id = str(getattr(handle_or_id, "task_id", handle_or_id))
+        payload = {"task_id": task_id, "message": message, "status": "submitted"}
+        return self.show(Block("task", payload, id=f"task:{task_id}"))
+
+    def show_integration(self, type: str, reason: str = "") -> Awaitable[None]:
+        """Show a non-blocking card inviting the user to connect an integration."""
+        payload = {"integration": type, "reason": reason, "connected": type in self.integrations}
+        return self.show(Block("integration", payload, id=f"integration:{type}"))
+
+    def show_image(
+        self, source: str | bytes, alt: str = "", width: int | None = None
+    ) -> Awaitable[None]:
+        """Render an image inline, from a URL or path, or from raw bytes."""
+        if isinstance(source, bytes):
+            source = "data:image/png;base64," + base64.b64encode(source).decode()
+        return self.show(Block("image", {"source": str(source), "alt": alt, "width": width}))
+
+
+class StreamReply:
+    """A reply being streamed: chunks go out live as written; the full text is recorded
+    once when the block exits (marked interrupted if the block raised)."""
+
+    def __init__(self, live: LiveSession) -> None:
+        self._live = live
+        self._parts: list[str] = []
+        self._id = uuid.uuid4().hex
+        self._open = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def write(self, text: str) -> None:
+        if not self._open:
+            raise RuntimeError("write() outside 'async with session.stream_reply()'")
+        text = _text(text)
+        self._parts.append(text)
+        self._live.send(Chunk(self._id, text))
+
+    async def __aenter__(self) -> StreamReply:
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._open = False
+        interrupted = exc_type is not None
+        text = self.text
+        if interrupted and not text:
+            return
+        await self._live.record(
+            lambda at: self._live.aggregate.reply(
+                text, at=at, streamed=True, interrupted=interrupted
+            ),
+            Reply(text, streamed=True, interrupted=interrupted),
+        )
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text (str), got {type(value).__name__}")
+    return value
+
+
+def _chunk_text(chunk: Any) -> str:
+    """Text of a stream chunk: a str, or a model chunk with ``choices[0].delta.content``,
+    ``.text``, ``.content`` or ``.delta``."""
+    if isinstance(chunk, str):
+        return chunk
+    choices = getattr(chunk, "choices", None)
+    if choices:
+        delta = getattr(choices[0], "delta", None)
+        content = getattr(delta, "content", None)
+        return content or ""
+    for name in ("text", "content", "delta"):
+        value = getattr(chunk, name, None)
+        if isinstance(value, str):
+            return value
+    return str(chunk)
