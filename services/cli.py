@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 from collections.abc import Callable, Sequence
 from uuid import UUID
@@ -13,6 +14,8 @@ from turnlog.services.config import Settings
 from turnlog.services.infra.embedded import EmbeddedInfra
 from turnlog.services.infra.endpoints import endpoints
 from turnlog.services.infra.processes import InfraError, port_open
+from turnlog.services.runtime.loader import AppLoadError
+from turnlog.services.sdk.app import AppError
 from turnlog.services.store.errors import StoreError
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -29,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args, settings)
-    except (InfraError, StoreError, OSError) as e:
+    except (InfraError, StoreError, AppLoadError, AppError, OSError) as e:
         print(f"turnlog: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -51,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     down = infra_sub.add_parser("down", help="stop them")
     down.add_argument("--force", action="store_true", help="stop even while in use")
     down.set_defaults(handler=_infra_down)
+
+    chat = sub.add_parser("chat", help="talk to an app from this terminal (or pipe lines in)")
+    chat.add_argument("app_path", metavar="APP.py")
+    chat.add_argument("--session", type=_uuid, metavar="ID", help="resume this session")
+    chat.add_argument(
+        "--user",
+        default=getpass.getuser(),
+        metavar="ID",
+        help="the user id to chat as (default: your login name)",
+    )
+    chat.set_defaults(handler=_chat)
 
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
         handler=_migrate
@@ -119,6 +133,17 @@ def _reachable(url: str) -> bool:
     parts = urlsplit(url)
     default = 5432 if parts.scheme.startswith("postgres") else 4222
     return port_open(parts.hostname or "127.0.0.1", parts.port or default)
+
+
+def _chat(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.runtime.loader import load_app
+    from turnlog.services.terminal import chat
+
+    app = load_app(args.app_path)
+    with endpoints(settings, nats=False) as where:
+        return asyncio.run(
+            chat(app, where.database_url, settings, session_id=args.session, user_id=args.user)
+        )
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
