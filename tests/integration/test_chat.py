@@ -113,3 +113,48 @@ def test_bad_app_files_fail_clearly(cli_env: dict[str, str], tmp_path: Path) -> 
     (tmp_path / "nohandler.py").write_text("import turnlog\napp = turnlog.App('x')\n")
     no_handler = run(cli_env, "chat", str(tmp_path / "nohandler.py"), stdin="hi\n")
     assert no_handler.returncode == 1 and "no @app.message() handler" in no_handler.stderr
+
+
+def test_interactive_chat_on_a_terminal_streams_and_dims_notifications(
+    cli_env: dict[str, str],
+) -> None:
+    import os
+    import pty
+    import select
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "turnlog", "chat", str(NOTES)],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=cli_env,
+        close_fds=True,
+    )
+    os.close(follower)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 30) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                seen += os.read(leader, 4096)
+        assert marker in seen, seen.decode(errors="replace")
+
+    try:
+        read_until(b"you>")
+        os.write(leader, b"hello\n")
+        read_until(b"remember hello'.")
+        read_until(b"you>")
+        os.write(leader, b"\x04")  # Ctrl-D leaves
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    text = seen.decode()
+    assert "\033[2m\033[3m  … Thinking...\033[0m" in text  # notification dimmed
+    assert "app>\033[0m I keep notes." in text  # streamed reply, shown as it streams
