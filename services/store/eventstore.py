@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -28,6 +29,86 @@ _APPEND = "SELECT turnlog_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $
 _LAST = (
     "SELECT version, hash FROM turnlog_events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1"
 )
+_TIPS = (
+    "SELECT DISTINCT ON (stream_id) stream_id, version, hash FROM turnlog_events"
+    " WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, version DESC"
+)
+_APPEND_BATCH = (
+    "SELECT conflicts, positions FROM turnlog_append_batch("
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+)
+
+
+@dataclass
+class _Request:
+    stream_id: str
+    expected: int
+    events: Sequence[NewEvent]
+    future: asyncio.Future[list[RecordedEvent]]
+
+
+def _fail(request: _Request, error: BaseException) -> None:
+    if not request.future.done():
+        request.future.set_exception(error)
+
+
+class _Prepared:
+    """Events of one append with their hash chain computed from ``prev``."""
+
+    def __init__(
+        self, stream_id: str, expected: int, events: Sequence[NewEvent], prev: bytes
+    ) -> None:
+        self.stream_id, self.expected, self.events, self.prev = stream_id, expected, events, prev
+        self.prev_hashes: list[bytes] = []
+        self.hashes: list[bytes] = []
+        for offset, e in enumerate(events, start=1):
+            body = hashing.canonical(
+                stream_id,
+                expected + offset,
+                e.type,
+                e.schema_version,
+                e.recorded_at,
+                e.correlation_id,
+                e.causation_id,
+                e.actor,
+                e.payload,
+            )
+            self.prev_hashes.append(prev)
+            prev = hashing.chain(prev, body)
+            self.hashes.append(prev)
+
+    def columns(self) -> tuple[list[Any], ...]:
+        ev = self.events
+        return (
+            [e.type for e in ev],
+            [e.schema_version for e in ev],
+            [e.payload for e in ev],
+            [e.recorded_at for e in ev],
+            [e.correlation_id for e in ev],
+            [e.causation_id for e in ev],
+            [e.actor for e in ev],
+        )
+
+    def records(self, positions: Sequence[int]) -> list[RecordedEvent]:
+        return [
+            RecordedEvent(
+                position=p,
+                stream_id=self.stream_id,
+                version=self.expected + i,
+                type=e.type,
+                schema_version=e.schema_version,
+                payload=e.payload,
+                recorded_at=e.recorded_at,
+                correlation_id=e.correlation_id,
+                causation_id=e.causation_id,
+                actor=e.actor,
+                prev_hash=ph,
+                hash=h,
+            )
+            for i, (p, e, ph, h) in enumerate(
+                zip(positions, self.events, self.prev_hashes, self.hashes, strict=True), start=1
+            )
+        ]
 
 
 def to_record(row: asyncpg.Record) -> RecordedEvent:
@@ -54,8 +135,14 @@ class EventStore:
     stream is one round trip; rows never change, so that knowledge never goes stale.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, tip_cache_size: int = 100_000) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, tip_cache_size: int = 100_000, batch_limit: int = 256
+    ) -> None:
         self.pool = pool
+        self.batch_limit = batch_limit
+        self._queue: deque[_Request] = deque()
+        self._flushing = False
+        self.batches = 0  # group-commit transactions sent, for metrics
         self._tips: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._tip_cache_size = tip_cache_size
         self._local_wakers: set[asyncio.Event] = set()
@@ -95,80 +182,158 @@ class EventStore:
         """Append ``events`` after ``expected_version`` (0 for a new stream), atomically.
 
         Raises ConcurrencyConflict, naming the actual version, when the stream is elsewhere.
-        Given a ``connection`` inside the caller's transaction, the append commits with it;
-        the caller then calls ``announce()`` once that transaction has committed.
+        Appends made concurrently to different streams share one transaction (group
+        commit). Given a ``connection`` inside the caller's transaction, the append commits
+        with it instead; the caller then calls ``announce()`` once it has committed.
         """
         if not events:
             return []
-        db = connection if connection is not None else self.pool
-        prev = await self._tip_hash(db, stream_id, expected_version)
-        columns: list[list[Any]] = [[] for _ in range(7)]
-        prev_hashes, hashes = [], []
-        for offset, e in enumerate(events, start=1):
-            body = hashing.canonical(
-                stream_id,
-                expected_version + offset,
-                e.type,
-                e.schema_version,
-                e.recorded_at,
-                e.correlation_id,
-                e.causation_id,
-                e.actor,
-                e.payload,
+        if connection is not None:
+            return await self._append_direct(
+                connection, stream_id, expected_version, events, remember=False
             )
-            digest = hashing.chain(prev, body)
-            for column, value in zip(
-                columns,
-                (
-                    e.type,
-                    e.schema_version,
-                    e.payload,
-                    e.recorded_at,
-                    e.correlation_id,
-                    e.causation_id,
-                    e.actor,
-                ),
-                strict=False,
-            ):
-                column.append(value)
-            prev_hashes.append(prev)
-            hashes.append(digest)
-            prev = digest
+        future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(stream_id, expected_version, events, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush_queue())
+        return await future
+
+    async def _append_direct(
+        self,
+        db: asyncpg.Pool | asyncpg.Connection,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        remember: bool = True,
+    ) -> list[RecordedEvent]:
+        prev = await self._tip_hash(db, stream_id, expected_version)
+        batch = _Prepared(stream_id, expected_version, events, prev)
         try:
             positions = await db.fetchval(
                 _APPEND,
                 stream_id,
                 expected_version,
-                prev_hashes[0],
-                *columns[:7],
-                prev_hashes,
-                hashes,
+                prev,
+                *batch.columns(),
+                batch.prev_hashes,
+                batch.hashes,
             )
         except asyncpg.PostgresError as e:
             await self._raise_conflict(e, stream_id, expected_version)
             raise
-        if connection is None:
-            self._remember_tip(stream_id, expected_version + len(events), hashes[-1])
+        if remember:
+            self._remember_tip(stream_id, expected_version + len(events), batch.hashes[-1])
             self.announce()
-        return [
-            RecordedEvent(
-                position=p,
-                stream_id=stream_id,
-                version=expected_version + i,
-                type=e.type,
-                schema_version=e.schema_version,
-                payload=e.payload,
-                recorded_at=e.recorded_at,
-                correlation_id=e.correlation_id,
-                causation_id=e.causation_id,
-                actor=e.actor,
-                prev_hash=ph,
-                hash=h,
+        return batch.records(positions)
+
+    async def _flush_queue(self) -> None:
+        try:
+            while self._queue:
+                await self._flush(self._take_batch())
+        finally:
+            self._flushing = False
+
+    def _take_batch(self) -> list[_Request]:
+        """Queued requests, oldest first, at most one per stream and ``batch_limit`` in all."""
+        batch: list[_Request] = []
+        streams: set[str] = set()
+        later: list[_Request] = []
+        while self._queue and len(batch) < self.batch_limit:
+            request = self._queue.popleft()
+            if request.stream_id in streams:
+                later.append(request)
+            else:
+                streams.add(request.stream_id)
+                batch.append(request)
+        self._queue.extendleft(reversed(later))
+        return batch
+
+    async def _flush(self, batch: list[_Request]) -> None:
+        try:
+            await self._refresh_tips(batch)
+            prepared: list[tuple[_Request, _Prepared]] = []
+            for request in batch:
+                tip = self._tips.get(request.stream_id)
+                if request.expected == 0:
+                    prev = hashing.GENESIS
+                elif tip is not None and tip[0] == request.expected:
+                    prev = tip[1]
+                else:
+                    _fail(
+                        request,
+                        ConcurrencyConflict(
+                            request.stream_id, request.expected, tip[0] if tip else 0
+                        ),
+                    )
+                    continue
+                prepared.append(
+                    (request, _Prepared(request.stream_id, request.expected, request.events, prev))
+                )
+            if prepared:
+                await self._append_prepared(prepared)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            # A writer in another process raced one of these streams (or the connection
+            # failed): retry each request on its own, so each gets its own outcome.
+            await asyncio.gather(*(self._retry_alone(r) for r in batch if not r.future.done()))
+
+    async def _append_prepared(self, prepared: list[tuple[_Request, _Prepared]]) -> None:
+        flat: list[list[Any]] = [[] for _ in range(11)]
+        for index, (_, p) in enumerate(prepared, start=1):
+            count = len(p.events)
+            flat[0].extend([index] * count)
+            flat[1].extend(range(p.expected + 1, p.expected + count + 1))
+            for column, values in zip(flat[2:9], p.columns(), strict=True):
+                column.extend(values)
+            flat[9].extend(p.prev_hashes)
+            flat[10].extend(p.hashes)
+        self.batches += 1
+        row = await self.pool.fetchrow(
+            _APPEND_BATCH,
+            [p.stream_id for _, p in prepared],
+            [p.expected for _, p in prepared],
+            [p.prev for _, p in prepared],
+            *flat,
+        )
+        conflicts, positions = row[0], iter(row[1])
+        for (request, p), actual in zip(prepared, conflicts, strict=True):
+            if actual is not None:
+                self._tips.pop(p.stream_id, None)
+                _fail(request, ConcurrencyConflict(p.stream_id, p.expected, actual))
+                continue
+            records = p.records([next(positions) for _ in p.events])
+            self._remember_tip(p.stream_id, records[-1].version, records[-1].hash)
+            if not request.future.done():
+                request.future.set_result(records)
+        self.announce()
+
+    async def _retry_alone(self, request: _Request) -> None:
+        try:
+            records = await self._append_direct(
+                self.pool, request.stream_id, request.expected, request.events
             )
-            for i, (p, e, ph, h) in enumerate(
-                zip(positions, events, prev_hashes, hashes, strict=True), start=1
-            )
+        except Exception as e:
+            _fail(request, e)
+        else:
+            if not request.future.done():
+                request.future.set_result(records)
+
+    async def _refresh_tips(self, batch: list[_Request]) -> None:
+        """Read the last (version, hash) of every stream whose tip this store does not
+        know at the expected version, in one query."""
+        unknown = [
+            r.stream_id
+            for r in batch
+            if r.expected > 0 and self._tips.get(r.stream_id, (-1,))[0] != r.expected
         ]
+        if not unknown:
+            return
+        rows = await self.pool.fetch(_TIPS, unknown)
+        for stream_id in unknown:
+            self._tips.pop(stream_id, None)
+        for row in rows:
+            self._remember_tip(row[0], row[1], row[2])
 
     async def _tip_hash(
         self, db: asyncpg.Pool | asyncpg.Connection, stream_id: str, expected_version: int

@@ -9,7 +9,10 @@ import asyncpg
 # A fixed advisory-lock key, so two processes starting at once migrate one after the other.
 _LOCK_KEY = 0x7475726E6C6F67  # "turnlog"
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "001_event_log.sql"),)
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, "001_event_log.sql"),
+    (2, "002_append_batch.sql"),
+)
 
 
 async def migrate(conn: asyncpg.Connection) -> list[int]:
