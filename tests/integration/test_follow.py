@@ -61,9 +61,9 @@ async def test_reader_skips_the_hole_of_a_rolled_back_append(store: EventStore) 
 async def test_follower_never_misses_events_under_eight_concurrent_writers(
     store: EventStore,
 ) -> None:
-    """8 writers, 150 rounds each, random commit delays and 10% rollbacks, while a
-    follower reads "after position P" in a loop: it sees every committed event, once,
-    in position order."""
+    """8 writers, 150 rounds each, random commit delays and 10% rollbacks, plus 4 writers
+    whose appends are group-committed, while a follower reads "after position P" in a
+    loop: it sees every committed event, once, in position order."""
     rng = random.Random(20261121)
     writers, rounds = 8, 150
     seen: list[int] = []
@@ -94,8 +94,14 @@ async def test_follower_never_misses_events_under_eight_concurrent_writers(
             if reader.position >= target[0]:
                 caught_up.set()
 
+    async def batched_writer(w: int) -> None:
+        for r in range(rounds):
+            await store.append(f"b{w}", r, [ev(f"b{w}.{r}")])
+
     following = asyncio.create_task(follower())
-    await asyncio.gather(*(writer(w) for w in range(writers)))
+    await asyncio.gather(
+        *(writer(w) for w in range(writers)), *(batched_writer(w) for w in range(4))
+    )
     committed = await committed_positions(store)
     target[0] = committed[-1]
     if reader.position >= target[0]:
