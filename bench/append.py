@@ -1,6 +1,6 @@
 """Append throughput: turnlog's append path against raw asyncpg INSERTs of the same rows.
 
-    python -m bench.append [--seconds 3]
+    python -m bench.append [--seconds 2] [--repeat 3]
 
 turnlog's figure includes payload encoding, the hash chain and the version check; the
 raw figure is one INSERT ... SELECT FROM unnest(...) of the same rows into a table of the
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import statistics
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -91,7 +92,7 @@ async def run_raw(pool: asyncpg.Pool, writers: int, size: int, seconds: float) -
     return sum(await asyncio.gather(*(writer(w) for w in range(writers))))
 
 
-async def main(seconds: float) -> None:
+async def main(seconds: float, repeat: int) -> None:
     with server_url() as url:
         async with scratch_database(url) as db:
             store = await EventStore.connect(db, min_size=10, max_size=10)
@@ -103,25 +104,22 @@ async def main(seconds: float) -> None:
             for writers in (1, 8):
                 for size in (1, 5):
                     await run_turnlog(store, writers, size, 0.3)  # warm up
-                    ours = await run_turnlog(store, writers, size, seconds) / seconds
-                    raw = await run_raw(store.pool, writers, size, seconds) / seconds
-                    rows.append(
-                        [
-                            str(writers),
-                            str(size),
-                            f"{ours:,.0f}",
-                            f"{raw:,.0f}",
-                            f"{ours / raw:.0%}",
-                        ]
-                    )
+                    ours, raw = [], []
+                    for _ in range(repeat):  # alternate, so drift hits both alike
+                        ours.append(await run_turnlog(store, writers, size, seconds) / seconds)
+                        raw.append(await run_raw(store.pool, writers, size, seconds) / seconds)
+                    o, r = statistics.median(ours), statistics.median(raw)
+                    rows.append([str(writers), str(size), f"{o:,.0f}", f"{r:,.0f}", f"{o / r:.0%}"])
                     print(
                         f"  {writers} writer(s) x {size}-event appends: "
-                        f"turnlog {ours:,.0f} ev/s, raw {raw:,.0f} ev/s",
+                        f"turnlog {o:,.0f} ev/s, raw {r:,.0f} ev/s",
                         flush=True,
                     )
             await store.close()
     print()
-    print(f"append throughput, {seconds:.0f} s per cell — {machine()}")
+    print(
+        f"append throughput, median of {repeat} alternating runs of {seconds:.0f} s — {machine()}"
+    )
     print(
         table(
             [
@@ -139,5 +137,7 @@ async def main(seconds: float) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    asyncio.run(main(parser.parse_args().seconds))
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.seconds, args.repeat))

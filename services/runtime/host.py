@@ -216,6 +216,8 @@ class SessionHost:
     def _trim(self) -> None:
         """Forget the least recently used idle sessions beyond ``max_live``."""
         excess = len(self._entries) - self.max_live
+        if excess <= 0:
+            return
         for session_id in list(self._entries):
             if excess <= 0:
                 break

@@ -142,7 +142,7 @@ class StreamReply:
             raise RuntimeError("write() outside 'async with session.stream_reply()'")
         text = _text(text)
         self._parts.append(text)
-        self._live.send(Chunk(self._id, text))
+        self._live.send_live(Chunk(self._id, text))
 
     async def __aenter__(self) -> StreamReply:
         self._open = True

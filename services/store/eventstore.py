@@ -136,12 +136,20 @@ class EventStore:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, *, tip_cache_size: int = 100_000, batch_limit: int = 256
+        self,
+        pool: asyncpg.Pool,
+        *,
+        tip_cache_size: int = 100_000,
+        batch_limit: int = 256,
+        max_inflight: int = 2,
     ) -> None:
         self.pool = pool
         self.batch_limit = batch_limit
+        self.max_inflight = max_inflight
         self._queue: deque[_Request] = deque()
-        self._flushing = False
+        self._inflight = 0
+        self._busy: set[str] = set()
+        self._flushers: set[asyncio.Task[None]] = set()
         self.batches = 0  # group-commit transactions sent, for metrics
         self._tips: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._tip_cache_size = tip_cache_size
@@ -164,6 +172,8 @@ class EventStore:
         return cls(pool)
 
     async def close(self) -> None:
+        if self._flushers:
+            await asyncio.gather(*self._flushers, return_exceptions=True)
         if self._notifier is not None:
             with contextlib.suppress(Exception):
                 await self._notifier
@@ -192,12 +202,30 @@ class EventStore:
             return await self._append_direct(
                 connection, stream_id, expected_version, events, remember=False
             )
+        if self._inflight == 0 and not self._queue:
+            # Nothing in flight: go straight to the database; whatever arrives meanwhile
+            # queues up and is committed in batches right behind.
+            self._inflight += 1
+            self._busy.add(stream_id)
+            try:
+                return await self._append_direct(self.pool, stream_id, expected_version, events)
+            finally:
+                self._busy.discard(stream_id)
+                self._inflight -= 1
+                self._kick()
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(stream_id, expected_version, events, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush_queue())
+        self._kick()
         return await future
+
+    def _kick(self) -> None:
+        """Start batch flushers while there is queued work and room in flight."""
+        loop = asyncio.get_running_loop()
+        while self._queue and self._inflight < self.max_inflight:
+            self._inflight += 1
+            task = loop.create_task(self._flush_queue())
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
 
     async def _append_direct(
         self,
@@ -230,22 +258,27 @@ class EventStore:
 
     async def _flush_queue(self) -> None:
         try:
-            while self._queue:
-                await self._flush(self._take_batch())
+            while batch := self._take_batch():
+                try:
+                    await self._flush(batch)
+                finally:
+                    self._busy.difference_update(r.stream_id for r in batch)
         finally:
-            self._flushing = False
+            self._inflight -= 1
+            if self._queue and self._inflight == 0:
+                self._kick()
 
     def _take_batch(self) -> list[_Request]:
-        """Queued requests, oldest first, at most one per stream and ``batch_limit`` in all."""
+        """Queued requests, oldest first, at most one per stream, none for a stream that
+        another batch is writing, and ``batch_limit`` in all. Marks their streams busy."""
         batch: list[_Request] = []
-        streams: set[str] = set()
         later: list[_Request] = []
         while self._queue and len(batch) < self.batch_limit:
             request = self._queue.popleft()
-            if request.stream_id in streams:
+            if request.stream_id in self._busy:
                 later.append(request)
             else:
-                streams.add(request.stream_id)
+                self._busy.add(request.stream_id)
                 batch.append(request)
         self._queue.extendleft(reversed(later))
         return batch
