@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from turnlog.services import logs
-from turnlog.services.config import Settings
+from turnlog.services.config import ConfigError, Settings
 from turnlog.services.infra.embedded import EmbeddedInfra
 from turnlog.services.infra.endpoints import endpoints
 from turnlog.services.infra.processes import InfraError, port_open
@@ -24,7 +24,11 @@ Command = Callable[[argparse.Namespace, Settings], int]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as e:
+        print(f"turnlog: {e}", file=sys.stderr)
+        return 2
     logs.configure(settings)
     handler: Command | None = getattr(args, "handler", None)
     if handler is None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,8 @@ class Settings:
     log_level: str = "info"
     log_format: str = "auto"
     snapshot_every: int = 200
+    session_idle_timeout: float = 0.0
+    max_live_sessions: int = 10_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -31,5 +36,24 @@ class Settings:
             nats_url=env.get("TURNLOG_NATS_URL") or None,
             log_level=env.get("TURNLOG_LOG_LEVEL", "info").lower(),
             log_format=env.get("TURNLOG_LOG_FORMAT", "auto").lower(),
-            snapshot_every=int(env.get("TURNLOG_SNAPSHOT_EVERY", "200")),
+            snapshot_every=_number(env, "TURNLOG_SNAPSHOT_EVERY", 200, int),
+            session_idle_timeout=_number(env, "TURNLOG_SESSION_IDLE_TIMEOUT", 0.0, float),
+            max_live_sessions=_number(env, "TURNLOG_MAX_LIVE_SESSIONS", 10_000, int),
         )
+
+
+class ConfigError(ValueError):
+    """Raised when a configuration value cannot be used."""
+
+
+def _number(env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N]) -> N:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:  # type: ignore[operator]
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
