@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, CanMutateAggregate
 
 from turnlog.contracts import events as wire
 from turnlog.domain.session import Session
@@ -50,8 +50,8 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True):
     actor: str | None = None
 
 
-def to_new_event(event: Aggregate.Event, codec: EventCodec, meta: Metadata) -> NewEvent:
-    payload_type = _TO_WIRE[type(event)]
+def to_new_event(event: CanMutateAggregate[UUID], codec: EventCodec, meta: Metadata) -> NewEvent:
+    payload_type = _TO_WIRE[type(event)]  # type: ignore[index]
     payload = payload_type(**{f: getattr(event, f) for f in payload_type.__struct_fields__})
     return NewEvent(
         type=payload_type.TYPE,

@@ -103,7 +103,7 @@ class EmbeddedInfra:
         self.postgres.stop()
 
     def _live_holders(self) -> list[int]:
-        live = []
+        live: list[int] = []
         if not self._leases.is_dir():
             return live
         for lease in self._leases.iterdir():

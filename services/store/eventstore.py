@@ -111,7 +111,7 @@ class _Prepared:
         ]
 
 
-def to_record(row: asyncpg.Record) -> RecordedEvent:
+def to_record(row: asyncpg.Record | Sequence[Any]) -> RecordedEvent:
     return RecordedEvent(
         position=row[0],
         stream_id=row[1],
@@ -329,6 +329,7 @@ class EventStore:
             [p.prev for _, p in prepared],
             *flat,
         )
+        assert row is not None  # the function always returns one row
         conflicts, positions = row[0], iter(row[1])
         for (request, p), actual in zip(prepared, conflicts, strict=True):
             if actual is not None:
@@ -377,7 +378,7 @@ class EventStore:
         if tip is None or tip[0] != expected_version:
             row = await db.fetchrow(_LAST, stream_id)
             actual = row[0] if row else 0
-            if actual != expected_version:
+            if row is None or actual != expected_version:
                 raise ConcurrencyConflict(stream_id, expected_version, actual)
             tip = (row[0], row[1])
             self._remember_tip(stream_id, *tip)

@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from turnlog.services.store.eventstore import CHANNEL, COLUMNS, EventStore, to_record
 from turnlog.services.store.records import RecordedEvent
@@ -104,7 +105,7 @@ async def follow(
     """
     store = reader.store
     waker = store.local_waker()
-    listener: asyncpg.Connection = await store.pool.acquire()
+    listener: PoolConnectionProxy = await store.pool.acquire()
 
     def wake(*_: object) -> None:
         waker.set()

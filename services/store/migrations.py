@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import resources
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 # A fixed advisory-lock key, so two processes starting at once migrate one after the other.
 _LOCK_KEY = 0x7475726E6C6F67  # "turnlog"
@@ -15,7 +16,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 )
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
+async def migrate(conn: asyncpg.Connection | PoolConnectionProxy) -> list[int]:
     """Apply every migration not applied yet; return the versions applied now."""
     applied_now: list[int] = []
     async with conn.transaction():
