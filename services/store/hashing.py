@@ -4,9 +4,14 @@ canonical encoding of the event, so altering, removing or reordering a row shows
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import msgspec
+
+if TYPE_CHECKING:
+    from turnlog.services.store.records import RecordedEvent
 
 GENESIS = bytes(32)
 
@@ -42,3 +47,25 @@ def canonical(
 
 def chain(prev_hash: bytes, canonical_bytes: bytes) -> bytes:
     return hashlib.sha256(prev_hash + canonical_bytes).digest()
+
+
+def first_broken(records: Iterable[RecordedEvent]) -> RecordedEvent | None:
+    """The first event of a stream (given in version order, from version 1) whose hash does
+    not follow from its predecessor and its own content; None if the chain holds."""
+    prev = GENESIS
+    for r in records:
+        body = canonical(
+            r.stream_id,
+            r.version,
+            r.type,
+            r.schema_version,
+            r.recorded_at,
+            r.correlation_id,
+            r.causation_id,
+            r.actor,
+            r.payload,
+        )
+        if r.prev_hash != prev or chain(prev, body) != r.hash:
+            return r
+        prev = r.hash
+    return None

@@ -12,6 +12,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from tests.helpers import said as ev
 from turnlog.contracts.events import EventPayload
 from turnlog.services.store import hashing
 from turnlog.services.store.codec import EventCodec
@@ -22,39 +23,7 @@ from turnlog.services.store.errors import (
 )
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.migrations import MIGRATIONS, migrate
-from turnlog.services.store.records import NewEvent, RecordedEvent
-
-
-def ev(text: str, type_name: str = "test.said", schema_version: int = 1) -> NewEvent:
-    return NewEvent(
-        type=type_name,
-        schema_version=schema_version,
-        payload=msgspec.json.encode({"text": text}),
-        recorded_at=datetime.now(UTC),
-        correlation_id="corr-1",
-        actor="user:u1",
-    )
-
-
-def verify(records: list[RecordedEvent]) -> int | None:
-    """Version of the first event whose hash does not follow from the chain, or None."""
-    prev = hashing.GENESIS
-    for r in records:
-        body = hashing.canonical(
-            r.stream_id,
-            r.version,
-            r.type,
-            r.schema_version,
-            r.recorded_at,
-            r.correlation_id,
-            r.causation_id,
-            r.actor,
-            r.payload,
-        )
-        if r.prev_hash != prev or hashing.chain(prev, body) != r.hash:
-            return r.version
-        prev = r.hash
-    return None
+from turnlog.services.store.records import NewEvent
 
 
 async def test_append_then_read_back_in_order(store: EventStore) -> None:
@@ -114,7 +83,7 @@ async def test_hash_chain_links_every_event_of_a_stream(store: EventStore) -> No
         await store.append("s1", i * 2, [ev(f"{i}a"), ev(f"{i}b")])
     records = await store.read_stream("s1")
     assert records[0].prev_hash == hashing.GENESIS
-    assert verify(records) is None
+    assert hashing.first_broken(records) is None
 
 
 async def test_hash_chain_detects_an_altered_payload(store: EventStore) -> None:
@@ -125,7 +94,7 @@ async def test_hash_chain_detects_an_altered_payload(store: EventStore) -> None:
             "UPDATE turnlog_events SET payload = $1 WHERE stream_id = 's1' AND version = 2",
             msgspec.json.encode({"text": "forged"}),
         )
-    assert verify(await store.read_stream("s1")) == 2
+    assert hashing.first_broken(await store.read_stream("s1")).version == 2
 
 
 async def test_the_log_refuses_update_and_delete(store: EventStore) -> None:

@@ -6,22 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from datetime import UTC, datetime
 
-import msgspec
-
+from tests.helpers import said as ev
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.follow import GlobalReader, follow
-from turnlog.services.store.records import NewEvent
-
-
-def ev(text: str) -> NewEvent:
-    return NewEvent(
-        type="test.said",
-        schema_version=1,
-        recorded_at=datetime.now(UTC),
-        payload=msgspec.json.encode({"text": text}),
-    )
 
 
 async def committed_positions(store: EventStore) -> list[int]:

@@ -3,44 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import msgspec
 import pytest
 
+from tests.helpers import said as ev
 from turnlog.services.store import hashing
 from turnlog.services.store.errors import ConcurrencyConflict
 from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent, RecordedEvent
-
-
-def ev(text: str) -> NewEvent:
-    return NewEvent(
-        type="test.said",
-        schema_version=1,
-        recorded_at=datetime.now(UTC),
-        payload=msgspec.json.encode({"text": text}),
-    )
-
-
-def chain_ok(records: list[RecordedEvent]) -> bool:
-    prev = hashing.GENESIS
-    for r in records:
-        body = hashing.canonical(
-            r.stream_id,
-            r.version,
-            r.type,
-            r.schema_version,
-            r.recorded_at,
-            r.correlation_id,
-            r.causation_id,
-            r.actor,
-            r.payload,
-        )
-        if r.prev_hash != prev or hashing.chain(prev, body) != r.hash:
-            return False
-        prev = r.hash
-    return True
 
 
 async def transactions(store: EventStore) -> int:
@@ -64,7 +34,7 @@ async def test_concurrent_appends_to_many_streams_commit_together(store: EventSt
     for i, records in enumerate(results):
         assert [r.version for r in records] == [2, 3]
         stored = await store.read_stream(f"s{i}")
-        assert stored[1:] == records and chain_ok(stored)
+        assert stored[1:] == records and hashing.first_broken(stored) is None
 
 
 async def test_a_conflict_in_a_batch_fails_only_its_own_append(store: EventStore) -> None:
@@ -89,7 +59,7 @@ async def test_queued_appends_to_one_stream_go_in_order(store: EventStore) -> No
     assert [r.version for r in await second] == [2]
     with pytest.raises(ConcurrencyConflict):
         await third
-    assert chain_ok(await store.read_stream("one"))
+    assert hashing.first_broken(await store.read_stream("one")) is None
 
 
 async def test_a_race_with_another_process_still_gives_each_append_its_outcome(
