@@ -131,6 +131,16 @@ class TurnInterrupted(EventPayload, frozen=True, kw_only=True):
     reason: str
 
 
+class InputRejected(EventPayload, frozen=True, kw_only=True):
+    """Recorded when an inbound message for this session could not be handled (it went
+    to the dead-letter subject with the same reason)."""
+
+    TYPE: ClassVar[str] = "session.input_rejected"
+    message_id: str | None
+    reason: str
+    detail: str
+
+
 class SessionEnded(EventPayload, frozen=True, kw_only=True):
     """Recorded when a session is closed explicitly or after its idle timeout."""
 
@@ -149,5 +159,6 @@ SESSION_PAYLOADS: tuple[type[EventPayload], ...] = (
     EffectRecorded,
     TurnCompleted,
     TurnInterrupted,
+    InputRejected,
     SessionEnded,
 )

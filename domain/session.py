@@ -101,6 +101,11 @@ class Session(Aggregate):
         def apply(self, session: Session) -> None:
             session.open_turn = None
 
+    class InputRejected(Aggregate.Event):
+        message_id: str | None
+        reason: str
+        detail: str
+
     class Ended(Aggregate.Event):
         reason: str
 
@@ -234,6 +239,18 @@ class Session(Aggregate):
             raise NoTurnInProgress()
         self.trigger_event(
             self.TurnInterrupted, timestamp=at, message_id=self.open_turn, reason=reason
+        )
+
+    def reject_input(
+        self, message_id: str | None, reason: str, detail: str, *, at: datetime
+    ) -> None:
+        self._check_open()
+        self.trigger_event(
+            self.InputRejected,
+            timestamp=at,
+            message_id=message_id,
+            reason=values.name(reason, "rejection reason"),
+            detail=values.bounded_text(detail[:4096], "rejection detail"),
         )
 
     def end(self, reason: str, *, at: datetime) -> None:

@@ -70,6 +70,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     chat.set_defaults(handler=_chat)
 
+    run = sub.add_parser("run", help="serve an app over NATS: runtime and relay in one process")
+    run.add_argument("app_path", metavar="APP.py")
+    run.set_defaults(handler=_run)
+
+    serve = sub.add_parser("serve", help="run one part on its own")
+    parts = serve.add_subparsers(metavar="PART", required=True)
+    runtime = parts.add_parser("runtime", help="ingress and handlers for an app")
+    runtime.add_argument("app_path", metavar="APP.py")
+    runtime.set_defaults(handler=_serve_runtime)
+    parts.add_parser("relay", help="publish committed events on NATS").set_defaults(
+        handler=_serve_relay
+    )
+
+    contracts = sub.add_parser("contracts", help="the wire contracts")
+    contracts_sub = contracts.add_subparsers(metavar="ACTION", required=True)
+    contracts_sub.add_parser("schema", help="print their JSON Schema").set_defaults(
+        handler=_contracts_schema
+    )
+
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
         handler=_migrate
     )
@@ -148,6 +167,38 @@ def _chat(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(
             chat(app, where.database_url, settings, session_id=args.session, user_id=args.user)
         )
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    return _serve(settings, args.app_path, relay=True)
+
+
+def _serve_runtime(args: argparse.Namespace, settings: Settings) -> int:
+    return _serve(settings, args.app_path, relay=False)
+
+
+def _serve_relay(args: argparse.Namespace, settings: Settings) -> int:
+    return _serve(settings, None, relay=True)
+
+
+def _serve(settings: Settings, app_path: str | None, *, relay: bool) -> int:
+    from turnlog.services.runtime.loader import load_app
+    from turnlog.services.serve import serve
+
+    app = load_app(app_path) if app_path else None
+    with endpoints(settings) as where:
+        asyncio.run(serve(settings, where.database_url, where.nats_url, app=app, relay=relay))
+    return 0
+
+
+def _contracts_schema(args: argparse.Namespace, settings: Settings) -> int:
+    import msgspec
+
+    from turnlog.contracts.bus import WIRE_TYPES
+
+    schemas = {name: msgspec.json.schema(kind) for name, kind in WIRE_TYPES.items()}
+    print(msgspec.json.format(msgspec.json.encode(schemas), indent=2).decode())
+    return 0
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -26,6 +26,8 @@ class Settings:
     snapshot_every: int = 200
     session_idle_timeout: float = 0.0
     max_live_sessions: int = 10_000
+    subject_prefix: str = "turnlog"
+    max_inbound_bytes: int = 256 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -39,6 +41,8 @@ class Settings:
             snapshot_every=_number(env, "TURNLOG_SNAPSHOT_EVERY", 200, int),
             session_idle_timeout=_number(env, "TURNLOG_SESSION_IDLE_TIMEOUT", 0.0, float),
             max_live_sessions=_number(env, "TURNLOG_MAX_LIVE_SESSIONS", 10_000, int),
+            subject_prefix=env.get("TURNLOG_SUBJECT_PREFIX") or "turnlog",
+            max_inbound_bytes=_number(env, "TURNLOG_MAX_INBOUND_BYTES", 256 * 1024, int),
         )
 
 

@@ -26,6 +26,7 @@ PAIRS: tuple[tuple[type[Aggregate.Event], type[wire.EventPayload]], ...] = (
     (Session.EffectRecorded, wire.EffectRecorded),
     (Session.TurnCompleted, wire.TurnCompleted),
     (Session.TurnInterrupted, wire.TurnInterrupted),
+    (Session.InputRejected, wire.InputRejected),
     (Session.Ended, wire.SessionEnded),
 )
 _TO_WIRE = dict(PAIRS)

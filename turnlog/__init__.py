@@ -6,6 +6,7 @@ in a session as immutable events.
 
 from __future__ import annotations
 
+from turnlog.services.bus.client import Client, ClientError, ClientSession, Round
 from turnlog.services.sdk.app import App, AppError
 from turnlog.services.sdk.context import current_session
 from turnlog.services.sdk.session import Session, StreamReply
@@ -18,7 +19,11 @@ __all__ = [
     "AppError",
     "Attachment",
     "Block",
+    "Client",
+    "ClientError",
+    "ClientSession",
     "Message",
+    "Round",
     "Session",
     "SessionChannel",
     "StreamReply",

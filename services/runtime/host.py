@@ -57,6 +57,7 @@ class SessionHost:
         *,
         max_live: int = 10_000,
         idle_timeout: float | None = None,
+        dedupe: bool = False,
     ) -> None:
         if app.message_handler is None:
             raise AppError(f"app {app.name!r} has no @app.message() handler")
@@ -65,6 +66,7 @@ class SessionHost:
         self.delivery = delivery or NoDelivery()
         self.max_live = max_live
         self.idle_timeout = idle_timeout
+        self.dedupe = dedupe
         self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
         self._booted = False
         self._reaper: asyncio.Task[None] | None = None
@@ -106,6 +108,13 @@ class SessionHost:
                 entry.slot = slot
                 if slot.live.aggregate.ended:
                     raise SessionEnded(session_id)
+                if self.dedupe and await self.repo.store.message_handled(inbound.message_id):
+                    log.info(
+                        "duplicate message skipped",
+                        session_id=str(session_id),
+                        correlation_id=inbound.message_id,
+                    )
+                    return TurnResult(session_id, inbound.message_id, "duplicate", ())
                 handler = self.app.message_handler
                 assert handler is not None
                 with structlog.contextvars.bound_contextvars(
@@ -137,6 +146,52 @@ class SessionHost:
             agg.end(reason, at=utcnow())
             await slot.live.commit()
             log.info("session ended", session_id=str(session_id), reason=reason)
+            return True
+
+    async def set_vars(
+        self, session_id: UUID, variables: dict[str, Any], *, actor: str, message_id: str
+    ) -> list[str]:
+        """Set ``session.data`` keys from outside a turn; returns the keys that changed."""
+        entry = self._entry(session_id)
+        async with entry.lock:
+            slot = entry.slot or await self._load(session_id)
+            entry.slot = slot
+            agg = slot.live.aggregate
+            if agg.ended:
+                raise SessionEnded(session_id)
+            slot.live.meta = Metadata(
+                correlation_id=message_id, causation_id=message_id, actor=actor
+            )
+            changed = []
+            try:
+                for key, value in variables.items():
+                    if slot.recorded.get(key) == _encoded_or_none(value):
+                        continue
+                    agg.set_data(key, value, at=utcnow())
+                    slot.recorded[key] = _encode(agg.data[key])
+                    slot.session.data[key] = _copy.decode(slot.recorded[key])
+                    changed.append(key)
+            finally:
+                await slot.live.commit()
+            return changed
+
+    async def reject(
+        self, session_id: UUID, message_id: str | None, reason: str, detail: str
+    ) -> bool:
+        """Record on the session that an input for it was rejected; False if there is no
+        such (open) session."""
+        entry = self._entry(session_id)
+        async with entry.lock:
+            try:
+                slot = entry.slot or await self._load(session_id)
+            except SessionNotFound:
+                return False
+            entry.slot = slot
+            if slot.live.aggregate.ended:
+                return False
+            slot.live.meta = Metadata(correlation_id=message_id, actor="turnlog")
+            slot.live.aggregate.reject_input(message_id, reason, detail, at=utcnow())
+            await slot.live.commit()
             return True
 
     def live_count(self) -> int:
@@ -243,3 +298,10 @@ class SessionHost:
                     log.error(
                         "closing idle session failed", session_id=str(session_id), error=str(e)
                     )
+
+
+def _encoded_or_none(value: Any) -> bytes | None:
+    try:
+        return _encode(value)
+    except (TypeError, ValueError):
+        return None

@@ -424,6 +424,16 @@ class EventStore:
         row = await self.pool.fetchrow(_LAST, stream_id)
         return int(row[0]) if row else 0
 
+    async def message_handled(self, message_id: str) -> bool:
+        """Whether a message with this id was ever received (its turn is on record)."""
+        return bool(
+            await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM turnlog_events WHERE correlation_id = $1"
+                " AND type = 'session.message_received')",
+                message_id,
+            )
+        )
+
     async def last_position(self) -> int:
         return int(
             await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM turnlog_events")

@@ -13,6 +13,7 @@ _LOCK_KEY = 0x7475726E6C6F67  # "turnlog"
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "001_event_log.sql"),
     (2, "002_append_batch.sql"),
+    (3, "003_bus.sql"),
 )
 
 

@@ -216,6 +216,22 @@ def test_replies_enter_history_as_app_messages() -> None:
     assert session.message_count == 1
 
 
+def test_rejected_input_is_recorded_with_its_reason() -> None:
+    session = given(history_of())
+    session.reject_input("m7", "schema_violation", "missing field `text`", at=at(1))
+    assert then(session) == [
+        (
+            "InputRejected",
+            {
+                "message_id": "m7",
+                "reason": "schema_violation",
+                "detail": "missing field `text`",
+                "timestamp": at(1),
+            },
+        )
+    ]
+
+
 def test_effects_are_recorded_with_json_results() -> None:
     session = given(history_of(message()))
     session.record_effect("llm", {"text": "answer"}, at=at(2))

@@ -1,0 +1,1 @@
+"""NATS JetStream: inbound messages, the event relay, live output, the producer client."""

@@ -1,0 +1,237 @@
+"""``turnlog.Client``: talk to a turnlog app over NATS, as a message-bus producer.
+
+client = await Client.connect("nats://127.0.0.1:4222")
+session = client.session("notes", user={"id": "u1"})
+round = await session.send_message("remember milk", on_event=print)
+print(round.reply)
+await session.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from turnlog.contracts import bus
+from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
+from turnlog.services.bus.subjects import Subjects
+
+EventHandler = Callable[[bus.EventEnvelope | bus.Live], Awaitable[None] | None]
+_envelope = msgspec.json.Decoder(bus.EventEnvelope)
+_live = msgspec.json.Decoder(bus.Live)
+_encode = msgspec.json.Encoder().encode
+
+
+class ClientError(Exception):
+    """Raised when the runtime does not answer in time or refuses a request."""
+
+
+@dataclass
+class Round:
+    """One message and everything recorded for it: the events of its turn, in order."""
+
+    message_id: str
+    session_id: str
+    events: list[bus.EventEnvelope] = field(default_factory=list)
+    outcome: str = ""
+
+    @property
+    def reply(self) -> str:
+        """The full text of the turn's replies (joined with blank lines)."""
+        texts = [
+            str(e.payload.get("text", "")) for e in self.events if e.type == "session.reply_sent"
+        ]
+        return "\n\n".join(texts)
+
+
+class Client:
+    """A connection to NATS for producing messages to turnlog apps."""
+
+    def __init__(self, nc: NATS, subjects: Subjects) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.subjects = subjects
+
+    @classmethod
+    async def connect(cls, nats_url: str, *, prefix: str = "turnlog") -> Client:
+        try:
+            nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=-1)
+        except Exception as e:
+            raise ClientError(f"cannot connect to NATS at {nats_url}: {e}") from e
+        return cls(nc, Subjects(prefix))
+
+    def session(
+        self,
+        app: str,
+        session_id: str | None = None,
+        user: Mapping[str, Any] | UserRef | None = None,
+        channel: str = "bus",
+    ) -> ClientSession:
+        """A session of ``app``: an existing one by id, or a new one (its id is chosen
+        here, so every message of it goes to the same subject)."""
+        if isinstance(user, Mapping):
+            user = UserRef(**user)
+        return ClientSession(
+            self,
+            app,
+            session_id or str(uuid.uuid4()),
+            user or UserRef(id="producer"),
+            ChannelRef(type=channel),
+        )
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class ClientSession:
+    def __init__(
+        self, client: Client, app: str, session_id: str, user: UserRef, channel: ChannelRef
+    ) -> None:
+        self.client, self.app, self.id = client, app, session_id
+        self.user, self.channel = user, channel
+        self._subs: list[Subscription] = []
+        self._waiters: dict[str, tuple[Round, asyncio.Future[Any], EventHandler | None]] = {}
+
+    async def send_message(
+        self,
+        text: str,
+        *,
+        on_event: EventHandler | None = None,
+        files: list[Mapping[str, Any]] | None = None,
+        timeout: float = 60.0,
+    ) -> Round:
+        """Send ``text`` and wait for its turn to complete. ``on_event`` receives live
+        chunks, notifications and replies as they happen and each recorded event."""
+        message = bus.InboundMessage(
+            message_id=uuid.uuid4().hex,
+            session_id=self.id,
+            user=self.user,
+            channel=self.channel,
+            text=text,
+            sent_at=time.time(),
+            attachments=tuple(_attachment(f) for f in files or ()),
+        )
+        return await self._request(message, on_event, timeout, until="session.turn_completed")
+
+    async def update_session_var(
+        self, variables: Mapping[str, Any], *, timeout: float = 30.0
+    ) -> None:
+        """Set ``session.data`` keys; recorded with this producer as the actor."""
+        await self._request(
+            bus.SetSessionVars(
+                message_id=uuid.uuid4().hex, session_id=self.id, variables=dict(variables)
+            ),
+            None,
+            timeout,
+        )
+
+    async def stop(self, *, timeout: float = 30.0) -> None:
+        """End the session: its exit hooks run and ``session.ended`` is recorded."""
+        await self._request(
+            bus.CloseSession(message_id=uuid.uuid4().hex, session_id=self.id), None, timeout
+        )
+        for sub in self._subs:
+            await sub.unsubscribe()
+        self._subs.clear()
+
+    async def _request(
+        self,
+        message: bus.Inbound,
+        on_event: EventHandler | None,
+        timeout: float,
+        until: str | None = None,
+    ) -> Round:
+        await self._subscribe()
+        result = Round(message.message_id, self.id)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[message.message_id] = (result, done, on_event)
+        try:
+            subject = self.client.subjects.inbound(self.app, self.id)
+            await self.client.js.publish(
+                subject, _encode(message), headers={"Nats-Msg-Id": message.message_id}
+            )
+            outcome = await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            raise ClientError(
+                f"no answer from app {self.app!r} within {timeout}s "
+                "(is `turnlog run` serving it, relay included?)"
+            ) from None
+        finally:
+            self._waiters.pop(message.message_id, None)
+        if isinstance(outcome, bus.LiveDone) and outcome.outcome != "ok":
+            raise ClientError(f"{self.app} refused the message: {outcome.error}")
+        result.outcome = outcome if isinstance(outcome, str) else outcome.outcome
+        return result
+
+    async def _subscribe(self) -> None:
+        if self._subs:
+            return
+        nc, subjects = self.client.nc, self.client.subjects
+        self._subs = [
+            await nc.subscribe(subjects.events(self.app, self.id), cb=self._on_event),
+            await nc.subscribe(subjects.live(self.app, self.id), cb=self._on_live),
+        ]
+
+    async def _on_event(self, msg: Msg) -> None:
+        event = _envelope.decode(msg.data)
+        waiter = self._waiters.get(event.correlation_id or "")
+        if waiter is None:
+            return
+        result, done, handler = waiter
+        result.events.append(event)
+        await _call(handler, event)
+        if event.type == "session.turn_completed" and not done.done():
+            done.set_result(str(event.payload.get("outcome", "")))
+
+    async def _on_live(self, msg: Msg) -> None:
+        item = _live.decode(msg.data)
+        if isinstance(item, bus.LiveDone):
+            waiter = self._waiters.get(item.message_id)
+            if waiter and not waiter[1].done():
+                waiter[1].set_result(item)
+            return
+        for _, _, handler in list(self._waiters.values()):
+            await _call(handler, item)
+
+
+async def _call(handler: EventHandler | None, item: Any) -> None:
+    if handler is not None:
+        result = handler(item)
+        if inspect.isawaitable(result):
+            await result
+
+
+def _attachment(spec: Mapping[str, Any]) -> AttachmentRef:
+    """A file given as {"name", "path"} (or {"name", "url"}): referenced, not copied."""
+    if "path" in spec:
+        path = Path(spec["path"]).resolve()
+        return AttachmentRef(
+            name=spec.get("name", path.name),
+            url=path.as_uri(),
+            size=path.stat().st_size,
+            content_type=spec.get("content_type", "application/octet-stream"),
+        )
+    return AttachmentRef(
+        name=spec["name"],
+        url=spec.get("url", ""),
+        size=spec.get("size", 0),
+        content_type=spec.get("content_type", "application/octet-stream"),
+    )

@@ -1,0 +1,230 @@
+"""Inbound messages from NATS to the runtime: validate, run the turn, then ack.
+
+A message is acked only once its turn is on record; a redelivered or republished one
+whose id is on record runs no second turn (the host checks under the session's lock).
+What cannot be handled goes to ``turnlog.dlq.<app>`` with its reason and original bytes,
+and is recorded on its session when that session exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from turnlog.contracts import bus
+from turnlog.domain.errors import DomainError
+from turnlog.services.bus.live import BusDelivery
+from turnlog.services.bus.subjects import Subjects
+from turnlog.services.repository import SessionNotFound
+from turnlog.services.runtime.host import SessionEnded, SessionHost
+from turnlog.services.runtime.turn import Inbound
+from turnlog.services.sdk.types import Attachment, SessionChannel, UserInfo
+
+log = structlog.get_logger("turnlog.ingress")
+_decoder = msgspec.json.Decoder(bus.Inbound)
+_encode = msgspec.json.Encoder().encode
+
+
+class Rejected(Exception):
+    """An inbound message that cannot be handled, with a reason code for the DLQ."""
+
+    def __init__(
+        self, reason: str, detail: str, session_id: str | None = None, message_id: str | None = None
+    ) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+        self.session_id, self.message_id = session_id, message_id
+
+
+def decode(subject: str, data: bytes, subjects: Subjects, app: str, max_bytes: int) -> bus.Inbound:
+    """The inbound message in ``data``, checked against its subject; raises Rejected."""
+    parts = subject.split(".")
+    token = parts[3] if len(parts) == 4 else None
+    subject_session = token if token and token != "new" else None
+    if len(parts) != 4 or parts[:2] != [subjects.prefix, "in"]:
+        raise Rejected("bad_subject", f"expected {subjects.inbound_all(app)}, got {subject}")
+    if parts[2] != app:
+        raise Rejected("unknown_app", f"no app {parts[2]!r} is served here", subject_session)
+    if len(data) > max_bytes:
+        raise Rejected("too_large", f"{len(data)} bytes; the limit is {max_bytes}", subject_session)
+    try:
+        message: bus.Inbound = _decoder.decode(data)
+    except msgspec.ValidationError as e:
+        raise Rejected("schema_violation", str(e), subject_session) from None
+    except msgspec.DecodeError as e:
+        raise Rejected("undecodable", str(e), subject_session) from None
+    named = message.session_id
+    if named != subject_session:
+        raise Rejected(
+            "schema_violation",
+            f"subject names session {token!r} but the message names {named!r}",
+            subject_session,
+            message.message_id,
+        )
+    if named is not None:
+        try:
+            uuid.UUID(named)
+        except ValueError:
+            raise Rejected(
+                "schema_violation", f"session_id {named!r} is not a UUID", None, message.message_id
+            ) from None
+    return message
+
+
+class Ingress:
+    """Consumes ``turnlog.in.<app>.*`` through a durable consumer and feeds the host."""
+
+    def __init__(
+        self,
+        host: SessionHost,
+        js: JetStreamContext,
+        subjects: Subjects,
+        delivery: BusDelivery,
+        *,
+        max_bytes: int = 256 * 1024,
+        fetch_batch: int = 100,
+    ) -> None:
+        self.host = host
+        self.js = js
+        self.subjects = subjects
+        self.delivery = delivery
+        self.app = host.app.name
+        self.max_bytes = max_bytes
+        self.fetch_batch = fetch_batch
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        durable = f"{self.subjects.prefix}-runtime-{self.app}"
+        sub = await self.js.pull_subscribe(
+            self.subjects.inbound_all(self.app),
+            durable=durable,
+            stream=self.subjects.stream_in,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=300,
+                max_ack_pending=1000,
+                deliver_policy=DeliverPolicy.ALL,
+            ),
+        )
+        log.info("ingress started", app=self.app, consumer=durable)
+        try:
+            while True:
+                try:
+                    messages = await sub.fetch(self.fetch_batch, timeout=1)
+                except TimeoutError:
+                    continue
+                for msg in messages:  # tasks start in arrival order: per-session FIFO
+                    task = asyncio.create_task(self._handle(msg))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        finally:
+            for task in list(self._tasks):
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            message = decode(msg.subject, msg.data, self.subjects, self.app, self.max_bytes)
+            await self._dispatch(message)
+        except Rejected as rejected:
+            await self._dead_letter(msg, rejected)
+        except Exception as e:
+            # Not the message's fault (database or bus away): let JetStream redeliver.
+            log.error(
+                "handling an inbound message failed; will retry",
+                subject=msg.subject,
+                error=str(e) or type(e).__name__,
+            )
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1)
+            return
+        await msg.ack()
+
+    async def _dispatch(self, message: bus.Inbound) -> None:
+        if isinstance(message, bus.InboundMessage):
+            await self._turn(message)
+            return
+        sid = uuid.UUID(message.session_id)
+        try:
+            if isinstance(message, bus.CloseSession):
+                await self.host.close(sid, reason=message.reason)
+            else:
+                await self.host.set_vars(
+                    sid,
+                    message.variables,
+                    message_id=message.message_id,
+                    actor=f"producer:{message.actor}",
+                )
+        except SessionNotFound:
+            raise Rejected(
+                "unknown_session", f"no session {sid}", None, message.message_id
+            ) from None
+        except (SessionEnded, DomainError) as e:
+            raise Rejected(_reason(e), str(e), str(sid), message.message_id) from None
+        await self.delivery.done(str(sid), message.message_id, "ok")
+
+    async def _turn(self, message: bus.InboundMessage) -> None:
+        inbound = Inbound(
+            message_id=message.message_id,
+            text=message.text,
+            session_id=uuid.UUID(message.session_id) if message.session_id else None,
+            user=UserInfo(id=message.user.id, email=message.user.email, org_id=message.user.org_id),
+            channel=SessionChannel(type=message.channel.type, name=message.channel.name),
+            attachments=tuple(
+                Attachment(name=a.name, content_type=a.content_type, url=a.url, size=a.size)
+                for a in message.attachments
+            ),
+            sent_at=message.sent_at or time.time(),
+        )
+        try:
+            await self.host.handle(inbound)
+        except (SessionEnded, DomainError) as e:
+            raise Rejected(_reason(e), str(e), message.session_id, message.message_id) from None
+
+    async def _dead_letter(self, msg: Msg, rejected: Rejected) -> None:
+        log.warning(
+            "inbound message rejected",
+            subject=msg.subject,
+            reason=rejected.reason,
+            detail=rejected.detail,
+        )
+        letter = bus.DeadLetter(
+            reason=rejected.reason,
+            detail=rejected.detail,
+            subject=msg.subject,
+            app=self.app,
+            session_id=rejected.session_id,
+            original=msg.data,
+            received_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+        )
+        await self.js.publish(self.subjects.dlq(self.app), _encode(letter))
+        if rejected.session_id:
+            with contextlib.suppress(ValueError):
+                await self.host.reject(
+                    uuid.UUID(rejected.session_id),
+                    rejected.message_id,
+                    rejected.reason,
+                    rejected.detail,
+                )
+        if rejected.session_id and rejected.message_id:
+            await self.delivery.done(
+                rejected.session_id,
+                rejected.message_id,
+                "rejected",
+                f"{rejected.reason}: {rejected.detail}",
+            )
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, SessionEnded):
+        return "session_ended"
+    return "invalid_" + type(error).__name__.lower()

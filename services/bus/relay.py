@@ -1,0 +1,148 @@
+"""The relay: every committed event onto TURNLOG_EVENTS, in position order, exactly once
+after JetStream's dedupe (``Nats-Msg-Id`` = position)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import msgspec
+import structlog
+from nats.js import JetStreamContext
+
+from turnlog.services.bus.subjects import Subjects
+from turnlog.services.store.eventstore import EventStore
+from turnlog.services.store.follow import GlobalReader, follow
+from turnlog.services.store.records import RecordedEvent
+
+log = structlog.get_logger("turnlog.relay")
+
+
+class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """Encode-side twin of contracts.bus.EventEnvelope: the payload goes out as stored."""
+
+    position: int
+    stream_id: str
+    version: int
+    type: str
+    schema_version: int
+    recorded_at: str
+    correlation_id: str | None
+    causation_id: str | None
+    actor: str | None
+    payload: msgspec.Raw
+
+
+_encode = msgspec.json.Encoder().encode
+_app_of = msgspec.json.Decoder(dict[str, object])
+
+
+class Relay:
+    """Publishes the log after its saved position; saves the position only once
+    JetStream has acknowledged everything before it, so a restart republishes at most
+    an unacknowledged tail, which JetStream drops as duplicates."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        js: JetStreamContext,
+        subjects: Subjects,
+        *,
+        name: str = "relay",
+        batch_size: int = 500,
+    ) -> None:
+        self.store = store
+        self.js = js
+        self.subjects = subjects
+        self.name = name
+        self.batch_size = batch_size
+        self.reader: GlobalReader | None = None
+        self._apps: OrderedDict[str, str] = OrderedDict()
+
+    async def saved_position(self) -> int:
+        value = await self.store.pool.fetchval(
+            "SELECT position FROM turnlog_relay_positions WHERE name = $1", self.name
+        )
+        return int(value or 0)
+
+    async def run(self) -> None:
+        start = await self.saved_position()
+        self.reader = GlobalReader(self.store, start, self.batch_size)
+        log.info("relay started", name=self.name, position=start)
+        async for batch in follow(self.reader):
+            await self._publish(batch)
+            await self.store.pool.execute(
+                "INSERT INTO turnlog_relay_positions (name, position) VALUES ($1, $2)"
+                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                self.name,
+                batch[-1].position,
+            )
+
+    async def _publish(self, batch: Sequence[RecordedEvent]) -> None:
+        apps = await self._apps_of(batch)
+        delay = 0.1
+        while True:
+            try:
+                acks = [
+                    await self.js.publish_async(
+                        self.subjects.events(apps[r.stream_id], r.stream_id),
+                        _body(r),
+                        headers={"Nats-Msg-Id": str(r.position)},
+                    )
+                    for r in batch
+                ]
+                await asyncio.gather(*acks)
+                return
+            except Exception as e:  # NATS away or JetStream not ready: republish all
+                log.warning(
+                    "relay publish failed; retrying",
+                    error=str(e) or type(e).__name__,
+                    first=batch[0].position,
+                    retry_in=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _apps_of(self, batch: Sequence[RecordedEvent]) -> dict[str, str]:
+        """The app of each stream, from its first event (cached)."""
+        for r in batch:
+            if r.version == 1 and r.stream_id not in self._apps:
+                self._remember(r.stream_id, _app_in(r.payload))
+        missing = list({r.stream_id for r in batch if r.stream_id not in self._apps})
+        if missing:
+            rows = await self.store.pool.fetch(
+                "SELECT stream_id, payload FROM turnlog_events"
+                " WHERE stream_id = ANY($1::text[]) AND version = 1",
+                missing,
+            )
+            for row in rows:
+                self._remember(row[0], _app_in(row[1]))
+        return {r.stream_id: self._apps.get(r.stream_id, "_") for r in batch}
+
+    def _remember(self, stream_id: str, app: str) -> None:
+        self._apps[stream_id] = app
+        if len(self._apps) > 100_000:
+            self._apps.popitem(last=False)
+
+
+def _app_in(payload: bytes) -> str:
+    app = _app_of.decode(payload).get("app")
+    return app if isinstance(app, str) and app else "_"
+
+
+def _body(r: RecordedEvent) -> bytes:
+    return _encode(
+        _Envelope(
+            position=r.position,
+            stream_id=r.stream_id,
+            version=r.version,
+            type=r.type,
+            schema_version=r.schema_version,
+            recorded_at=r.recorded_at.isoformat(timespec="microseconds"),
+            correlation_id=r.correlation_id,
+            causation_id=r.causation_id,
+            actor=r.actor,
+            payload=msgspec.Raw(r.payload),
+        )
+    )

@@ -1,0 +1,48 @@
+"""Subject and stream names, all under one configurable prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """``turnlog.in.<app>.<session_id>``, ``turnlog.events.<app>.<stream_id>``,
+    ``turnlog.live.<app>.<session_id>``, ``turnlog.dlq.<app>`` and streams
+    ``TURNLOG_IN``, ``TURNLOG_EVENTS``, ``TURNLOG_DLQ`` (for prefix ``turnlog``)."""
+
+    prefix: str = "turnlog"
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(c in self.prefix for c in " .*>"):
+            raise ValueError(f"subject prefix must be one token, got {self.prefix!r}")
+
+    @property
+    def stream_in(self) -> str:
+        return f"{self.prefix.upper()}_IN"
+
+    @property
+    def stream_events(self) -> str:
+        return f"{self.prefix.upper()}_EVENTS"
+
+    @property
+    def stream_dlq(self) -> str:
+        return f"{self.prefix.upper()}_DLQ"
+
+    def inbound(self, app: str, session_id: str | None) -> str:
+        return f"{self.prefix}.in.{app}.{session_id or 'new'}"
+
+    def inbound_all(self, app: str = "*") -> str:
+        return f"{self.prefix}.in.{app}.*"
+
+    def events(self, app: str, stream_id: str) -> str:
+        return f"{self.prefix}.events.{app}.{stream_id}"
+
+    def events_all(self, app: str = "*") -> str:
+        return f"{self.prefix}.events.{app}.*"
+
+    def live(self, app: str, session_id: str) -> str:
+        return f"{self.prefix}.live.{app}.{session_id}"
+
+    def dlq(self, app: str) -> str:
+        return f"{self.prefix}.dlq.{app}"
