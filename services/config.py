@@ -28,6 +28,7 @@ class Settings:
     max_live_sessions: int = 10_000
     subject_prefix: str = "turnlog"
     max_inbound_bytes: int = 256 * 1024
+    ack_wait: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -43,6 +44,7 @@ class Settings:
             max_live_sessions=_number(env, "TURNLOG_MAX_LIVE_SESSIONS", 10_000, int),
             subject_prefix=env.get("TURNLOG_SUBJECT_PREFIX") or "turnlog",
             max_inbound_bytes=_number(env, "TURNLOG_MAX_INBOUND_BYTES", 256 * 1024, int),
+            ack_wait=_number(env, "TURNLOG_ACK_WAIT", 30.0, float),
         )
 
 

@@ -67,7 +67,14 @@ async def serve(
         )
         await host.start()
         jobs.append(
-            Ingress(host, js, subjects, delivery, max_bytes=settings.max_inbound_bytes).run()
+            Ingress(
+                host,
+                js,
+                subjects,
+                delivery,
+                max_bytes=settings.max_inbound_bytes,
+                ack_wait=settings.ack_wait,
+            ).run()
         )
     if relay:
         jobs.append(Relay(store, js, subjects).run())

@@ -92,6 +92,7 @@ class Ingress:
         *,
         max_bytes: int = 256 * 1024,
         fetch_batch: int = 100,
+        ack_wait: float = 30.0,
     ) -> None:
         self.host = host
         self.js = js
@@ -100,6 +101,7 @@ class Ingress:
         self.app = host.app.name
         self.max_bytes = max_bytes
         self.fetch_batch = fetch_batch
+        self.ack_wait = max(ack_wait, 1.0)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -110,7 +112,7 @@ class Ingress:
             stream=self.subjects.stream_in,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=300,
+                ack_wait=self.ack_wait,
                 max_ack_pending=1000,
                 deliver_policy=DeliverPolicy.ALL,
             ),
@@ -132,6 +134,7 @@ class Ingress:
                     await task
 
     async def _handle(self, msg: Msg) -> None:
+        heartbeat = asyncio.create_task(self._in_progress(msg))
         try:
             message = decode(msg.subject, msg.data, self.subjects, self.app, self.max_bytes)
             await self._dispatch(message)
@@ -147,7 +150,17 @@ class Ingress:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=1)
             return
+        finally:
+            heartbeat.cancel()
         await msg.ack()
+
+    async def _in_progress(self, msg: Msg) -> None:
+        """Tell JetStream a long turn is still being worked on, so it is not redelivered
+        while it runs (only once this process is gone)."""
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
 
     async def _dispatch(self, message: bus.Inbound) -> None:
         if isinstance(message, bus.InboundMessage):
