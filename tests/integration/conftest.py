@@ -1,0 +1,59 @@
+"""Fixtures for bus tests: a subject prefix of their own, turnlog serving in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import nats
+import pytest
+
+from turnlog.services.bus.subjects import Subjects
+from turnlog.services.config import Settings
+from turnlog.services.infra.endpoints import Endpoints
+from turnlog.services.sdk.app import App
+from turnlog.services.serve import serve
+
+Start = Callable[..., Awaitable[asyncio.Task[None]]]
+
+
+@pytest.fixture
+async def prefix(servers: Endpoints) -> AsyncIterator[str]:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    nc = await nats.connect(servers.nats_url)
+    js = nc.jetstream()
+    subjects = Subjects(name)
+    for stream in (subjects.stream_in, subjects.stream_events, subjects.stream_dlq):
+        with contextlib.suppress(Exception):
+            await js.delete_stream(stream)
+    await nc.close()
+
+
+@pytest.fixture
+async def start_serving(
+    database_url: str, servers: Endpoints, prefix: str, tmp_path: Path
+) -> AsyncIterator[Start]:
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start(app: App | None, *, relay: bool = True) -> asyncio.Task[None]:
+        settings = Settings(home=tmp_path, subject_prefix=prefix, ack_wait=2.0)
+        ready = asyncio.Event()
+        task = asyncio.create_task(
+            serve(settings, database_url, servers.nats_url, app=app, relay=relay, ready=ready)
+        )
+        tasks.append(task)
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([task, waiting], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        assert ready.is_set(), "turnlog did not start serving"
+        return task
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
