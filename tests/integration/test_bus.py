@@ -115,11 +115,6 @@ async def test_malformed_messages_land_in_the_dead_letter_subject(
             assert letter.reason == reason, letter
             assert letter.original == data and letter.session_id == session.id
             assert letter.subject == subjects.inbound("notes", session.id)
-        assert (
-            "missing required field `text`"
-            in (await session.send_message("notes")).events[0].payload.get("text", "")
-            or True
-        )
         records = await store.read_stream(session.id)
         rejected = [
             msgspec.json.decode(r.payload) for r in records if r.type == "session.input_rejected"
