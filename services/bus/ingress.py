@@ -219,8 +219,7 @@ class Ingress:
             original=msg.data,
             received_at=datetime.now(UTC).isoformat(timespec="microseconds"),
         )
-        await self.js.publish(self.subjects.dlq(self.app), _encode(letter))
-        if rejected.session_id:
+        if rejected.session_id:  # on the session's record first, then announced
             with contextlib.suppress(ValueError):
                 await self.host.reject(
                     uuid.UUID(rejected.session_id),
@@ -228,6 +227,7 @@ class Ingress:
                     rejected.reason,
                     rejected.detail,
                 )
+        await self.js.publish(self.subjects.dlq(self.app), _encode(letter))
         if rejected.session_id and rejected.message_id:
             await self.delivery.done(
                 rejected.session_id,
