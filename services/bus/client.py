@@ -26,6 +26,7 @@ from nats.aio.subscription import Subscription
 
 from turnlog.contracts import bus
 from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
+from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
 
 EventHandler = Callable[[bus.EventEnvelope | bus.Live], Awaitable[None] | None]
@@ -65,12 +66,19 @@ class Client:
         self.subjects = subjects
 
     @classmethod
-    async def connect(cls, nats_url: str, *, prefix: str = "turnlog") -> Client:
+    async def connect(
+        cls, nats_url: str, *, prefix: str = "turnlog", create_streams: bool = True
+    ) -> Client:
+        """Connect to NATS. The streams are created if missing, so messages sent before
+        the app is served wait for it."""
         try:
             nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=-1)
         except Exception as e:
             raise ClientError(f"cannot connect to NATS at {nats_url}: {e}") from e
-        return cls(nc, Subjects(prefix))
+        client = cls(nc, Subjects(prefix))
+        if create_streams:
+            await ensure_streams(client.js, client.subjects)
+        return client
 
     def session(
         self,

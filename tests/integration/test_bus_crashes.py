@@ -1,0 +1,181 @@
+"""Killing turnlog processes with SIGKILL: nothing lost, nothing run twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import msgspec
+import nats
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+import turnlog
+from turnlog.contracts import bus
+from turnlog.services.bus.subjects import Subjects
+from turnlog.services.infra.endpoints import Endpoints
+from turnlog.services.store.eventstore import EventStore
+from turnlog.services.store.records import NewEvent
+
+SLOW = Path(__file__).resolve().parents[1] / "apps" / "slow.py"
+
+
+def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "turnlog", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def env_for(cli_env: dict[str, str], prefix: str, **extra: str) -> dict[str, str]:
+    return cli_env | {"TURNLOG_SUBJECT_PREFIX": prefix, "TURNLOG_ACK_WAIT": "2"} | extra
+
+
+async def eventually(check, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_runtime_killed_mid_turn_records_it_interrupted_and_never_reruns_it(
+    cli_env: dict[str, str],
+    prefix: str,
+    servers: Endpoints,
+    store: EventStore,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "runs.txt"
+    marker.touch()
+    env = env_for(cli_env, prefix, SLOW_MARKER=str(marker))
+    runtime = spawn(env, "run", str(SLOW))
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        session = client.session("slow")
+        assert (await session.send_message("hello", timeout=60)).reply == "done hello"
+        working = asyncio.Event()
+        pending = asyncio.create_task(
+            session.send_message(
+                "slow",
+                timeout=120,
+                on_event=lambda e: working.set() if isinstance(e, bus.LiveNotification) else None,
+            )
+        )
+        await asyncio.wait_for(working.wait(), timeout=30)  # the handler is mid-turn
+        runtime.send_signal(signal.SIGKILL)
+        runtime.wait(timeout=30)
+        pending.cancel()
+
+        runtime = spawn(env, "run", str(SLOW))  # JetStream redelivers the unacked message
+
+        async def interrupted() -> bool:
+            return "session.turn_interrupted" in [
+                r.type for r in await store.read_stream(session.id)
+            ]
+
+        await eventually(interrupted)
+        assert (await session.send_message("after", timeout=60)).reply == "done after"
+
+        runs = marker.read_text().split("\n")
+        assert [line.split(" ", 1)[1] for line in runs if line] == ["hello", "slow", "after"]
+        types = [r.type for r in await store.read_stream(session.id)]
+        assert types.count("session.message_received") == 3
+        slow_turn = types[types.index("session.notified") :]
+        assert slow_turn[:2] == ["session.notified", "session.turn_interrupted"]
+    finally:
+        runtime.kill()
+        runtime.wait(timeout=30)
+        await client.close()
+
+
+async def test_relay_killed_under_load_publishes_every_position_exactly_once(
+    cli_env: dict[str, str],
+    prefix: str,
+    servers: Endpoints,
+    store: EventStore,
+) -> None:
+    from datetime import UTC, datetime
+
+    def event(type_name: str, payload: dict[str, object]) -> NewEvent:
+        return NewEvent(
+            type=type_name,
+            schema_version=1,
+            recorded_at=datetime.now(UTC),
+            payload=msgspec.json.encode(payload),
+        )
+
+    streams = [f"load-{i}" for i in range(20)]
+    for stream in streams:
+        await store.append(stream, 0, [event("test.started", {"app": "load"})])
+    writing = True
+
+    async def write() -> None:
+        versions = dict.fromkeys(streams, 1)
+        n = 0
+        while writing and n < 6000:
+            stream = streams[n % len(streams)]
+            await store.append(stream, versions[stream], [event("test.tick", {"n": n})] * 2)
+            versions[stream] += 2
+            n += 1
+
+    env = env_for(cli_env, prefix)
+    relay = spawn(env, "serve", "relay")
+    writer = asyncio.create_task(write())
+    try:
+        await asyncio.sleep(2.0)
+        relay.send_signal(signal.SIGKILL)
+        relay.wait(timeout=30)
+        await asyncio.sleep(0.5)
+        relay = spawn(env, "serve", "relay")
+        await asyncio.sleep(1.0)
+        writing = False
+        await writer
+        last = await store.last_position()
+
+        async def caught_up() -> bool:
+            saved = await store.pool.fetchval(
+                "SELECT position FROM turnlog_relay_positions WHERE name = 'relay'"
+            )
+            return saved == last
+
+        await eventually(caught_up, timeout=60)
+    finally:
+        writing = False
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(timeout=30)
+
+    rows = await store.pool.fetch("SELECT position, stream_id FROM turnlog_events ORDER BY 1")
+    expected = [r[0] for r in rows]
+    nc = await nats.connect(servers.nats_url)
+    try:
+        js = nc.jetstream()
+        subjects = Subjects(prefix)
+        info = await js.stream_info(subjects.stream_events)
+        sub = await js.pull_subscribe(
+            subjects.events_all(),
+            stream=subjects.stream_events,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        published: list[bus.EventEnvelope] = []
+        while len(published) < info.state.messages:
+            for msg in await sub.fetch(500, timeout=5):
+                published.append(msgspec.json.decode(msg.data, type=bus.EventEnvelope))
+                await msg.ack()
+    finally:
+        await nc.close()
+    positions = [e.position for e in published]
+    assert len(positions) == len(set(positions))  # JetStream dropped the republished ones
+    assert sorted(positions) == expected  # and nothing is missing
+    per_stream: dict[str, list[int]] = defaultdict(list)
+    for e in published:
+        per_stream[e.stream_id].append(e.position)
+    assert all(p == sorted(p) for p in per_stream.values())  # in position order per stream
+    assert len(expected) > 2000
+    assert all(os.path.basename(e.stream_id).startswith("load-") for e in published)
