@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from turnlog.services.bus.ingress import Ingress
 from turnlog.services.bus.live import BusDelivery
 from turnlog.services.bus.relay import Relay
+from turnlog.services.bus.router import Router, register
 from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.config import Settings
@@ -76,6 +77,8 @@ async def serve(
                 ack_wait=settings.ack_wait,
             ).run()
         )
+        await register(js, subjects, app.name)
+        jobs.append(Router(js, subjects).run())
     if relay:
         jobs.append(Relay(store, js, subjects).run())
     tasks = [asyncio.create_task(job) for job in jobs]

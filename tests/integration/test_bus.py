@@ -131,6 +131,27 @@ async def test_malformed_messages_land_in_the_dead_letter_subject(
         await client.close()
 
 
+async def test_messages_for_an_app_nobody_serves_are_dead_lettered(
+    start_serving: Start, servers: Endpoints, prefix: str
+) -> None:
+    await start_serving(load_app(NOTES))
+    subjects = Subjects(prefix)
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        letters = await client.nc.subscribe(subjects.dlq("ghost"))
+        data = msgspec.json.encode(
+            bus.InboundMessage(message_id="g-1", user=UserRef(id="u"), text="anyone?")
+        )
+        await client.js.publish(subjects.inbound("ghost", None), data)
+        letter = msgspec.json.decode((await letters.next_msg(timeout=10)).data, type=bus.DeadLetter)
+        assert letter.reason == "unknown_app" and letter.app == "ghost"
+        assert letter.original == data
+        notes = client.session("notes")  # a served app is not affected
+        assert (await notes.send_message("notes")).outcome == "ok"
+    finally:
+        await client.close()
+
+
 async def test_producer_sets_session_vars_and_stops_the_session(
     start_serving: Start, servers: Endpoints, prefix: str, store: EventStore, tmp_path: Path
 ) -> None:

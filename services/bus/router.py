@@ -1,0 +1,102 @@
+"""Which apps exist, and what happens to messages for any other.
+
+Every runtime registers its app in a JetStream key-value bucket when it starts. The
+router (one consumer shared by all runtimes) reads every inbound message and dead-letters
+those for an app no runtime has ever registered; messages for a registered app wait in
+the stream for it, even while it is down. (A message for a brand-new app that the router
+reads just before that app's first runtime registers is dead-lettered and handled too.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from turnlog.contracts import bus
+from turnlog.services.bus.subjects import Subjects
+
+log = structlog.get_logger("turnlog.router")
+_encode = msgspec.json.Encoder().encode
+
+
+async def registry(js: JetStreamContext, subjects: Subjects) -> KeyValue:
+    bucket = f"{subjects.prefix.upper()}_APPS"
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket))
+
+
+async def register(js: JetStreamContext, subjects: Subjects, app: str) -> bool:
+    """Record that ``app`` is served; True if this is the first time ever."""
+    apps = await registry(js, subjects)
+    try:
+        await apps.get(app)
+        first = False
+    except KeyNotFoundError:
+        first = True
+    await apps.put(app, datetime.now(UTC).isoformat().encode())
+    return first
+
+
+class Router:
+    """Dead-letters inbound messages for unregistered apps (reason ``unknown_app``)."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects) -> None:
+        self.js = js
+        self.subjects = subjects
+        self._known: dict[str, float] = {}
+
+    async def run(self) -> None:
+        apps = await registry(self.js, self.subjects)
+        sub = await self.js.pull_subscribe(
+            self.subjects.inbound_all(),
+            durable=f"{self.subjects.prefix}-router",
+            stream=self.subjects.stream_in,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT, ack_wait=30, deliver_policy=DeliverPolicy.ALL
+            ),
+        )
+        while True:
+            try:
+                messages = await sub.fetch(200, timeout=1)
+            except TimeoutError:
+                continue
+            for msg in messages:
+                app = msg.subject.split(".")[2] if msg.subject.count(".") == 3 else ""
+                if not await self._is_known(apps, app):
+                    await self._dead_letter(app, msg.subject, msg.data)
+                with contextlib.suppress(Exception):
+                    await msg.ack()
+
+    async def _is_known(self, apps: KeyValue, app: str) -> bool:
+        if self._known.get(app, 0.0) > time.monotonic():
+            return True
+        try:
+            await apps.get(app)
+        except (KeyNotFoundError, ValueError):
+            return False
+        self._known[app] = time.monotonic() + 60
+        return True
+
+    async def _dead_letter(self, app: str, subject: str, data: bytes) -> None:
+        log.warning("message for an unknown app", subject=subject, app=app)
+        parts = subject.split(".")
+        letter = bus.DeadLetter(
+            reason="unknown_app",
+            detail=f"no runtime has ever served app {app!r}",
+            subject=subject,
+            app=app or "_",
+            session_id=parts[3] if len(parts) == 4 and parts[3] != "new" else None,
+            received_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+            original=data,
+        )
+        await self.js.publish(self.subjects.dlq(app or "_"), _encode(letter))
