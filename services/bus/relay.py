@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import msgspec
 import structlog
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.store.eventstore import EventStore
@@ -51,12 +52,14 @@ class Relay:
         *,
         name: str = "relay",
         batch_size: int = 500,
+        ack_timeout: float = 5.0,
     ) -> None:
         self.store = store
         self.js = js
         self.subjects = subjects
         self.name = name
         self.batch_size = batch_size
+        self.ack_timeout = ack_timeout
         self.reader: GlobalReader | None = None
         self._apps: OrderedDict[str, str] = OrderedDict()
 
@@ -80,21 +83,26 @@ class Relay:
             )
 
     async def _publish(self, batch: Sequence[RecordedEvent]) -> None:
+        """Publish ``batch`` until JetStream has acknowledged all of it. A batch cut off
+        by a disconnect is published again whole; JetStream drops what it already has."""
         apps = await self._apps_of(batch)
         delay = 0.1
         while True:
+            acks: list[asyncio.Future[PubAck]] = []
             try:
-                acks = [
-                    await self.js.publish_async(
-                        self.subjects.events(apps[r.stream_id], r.stream_id),
-                        _body(r),
-                        headers={"Nats-Msg-Id": str(r.position)},
+                for r in batch:
+                    acks.append(
+                        await self.js.publish_async(
+                            self.subjects.events(apps[r.stream_id], r.stream_id),
+                            _body(r),
+                            headers={"Nats-Msg-Id": str(r.position)},
+                        )
                     )
-                    for r in batch
-                ]
-                await asyncio.gather(*acks)
+                await asyncio.wait_for(asyncio.gather(*acks), self.ack_timeout)
                 return
             except Exception as e:  # NATS away or JetStream not ready: republish all
+                for ack in acks:
+                    ack.cancel()  # an ack that never comes must not hold a publish slot
                 log.warning(
                     "relay publish failed; retrying",
                     error=str(e) or type(e).__name__,

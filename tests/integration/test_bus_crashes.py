@@ -179,3 +179,71 @@ async def test_relay_killed_under_load_publishes_every_position_exactly_once(
     assert all(p == sorted(p) for p in per_stream.values())  # in position order per stream
     assert len(expected) > 2000
     assert all(os.path.basename(e.stream_id).startswith("load-") for e in published)
+
+
+async def test_relay_survives_a_nats_restart_without_gaps(
+    store: EventStore, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from turnlog.services.bus.relay import Relay
+    from turnlog.services.bus.streams import ensure_streams
+    from turnlog.services.infra.nats import EmbeddedNats
+    from turnlog.services.serve import connect_nats
+
+    def event(n: int) -> NewEvent:
+        payload = {"app": "load"} if n == 0 else {"n": n}
+        return NewEvent(
+            type="test.tick",
+            schema_version=1,
+            recorded_at=datetime.now(UTC),
+            payload=msgspec.json.encode(payload),
+        )
+
+    server = EmbeddedNats(tmp_path)
+    status = server.start(None)
+    subjects = Subjects("restart")
+    nc = await connect_nats(status.url)
+    relay_task = None
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, subjects)
+        relay = Relay(store, js, subjects)
+        relay_task = asyncio.create_task(relay.run())
+        version = 0
+        for n in range(200):
+            await store.append("s", version, [event(n)])
+            version += 1
+        server.stop()  # NATS goes away while events keep coming
+        for n in range(200, 400):
+            await store.append("s", version, [event(n)])
+            version += 1
+        await asyncio.sleep(1.0)
+        server.start(status.port)
+        last = await store.last_position()
+
+        async def caught_up() -> bool:
+            return relay.reader is not None and await relay.saved_position() == last
+
+        await eventually(caught_up, timeout=60)
+        info = await js.stream_info(subjects.stream_events)
+        sub = await js.pull_subscribe(
+            subjects.events_all(),
+            stream=subjects.stream_events,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        positions: list[int] = []
+        while len(positions) < info.state.messages:
+            for msg in await sub.fetch(500, timeout=5):
+                positions.append(msgspec.json.decode(msg.data, type=bus.EventEnvelope).position)
+        expected = [
+            r[0]
+            for r in await store.pool.fetch("SELECT position FROM turnlog_events ORDER BY position")
+        ]
+        assert positions == expected  # all 400, once each, in order
+    finally:
+        if relay_task is not None:
+            relay_task.cancel()
+            await asyncio.gather(relay_task, return_exceptions=True)
+        await nc.close()
+        server.stop()
