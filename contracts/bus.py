@@ -54,7 +54,7 @@ Inbound = InboundMessage | CloseSession | SetSessionVars
 
 class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     """A committed event as published on ``turnlog.events.<app>.<stream_id>``; the
-    message id (``Nats-Msg-Id``) is ``position``, so republishing is idempotent."""
+    message id (``Nats-Msg-Id``) is ``<log id>:<position>``, so republishing is idempotent."""
 
     position: int
     stream_id: str

@@ -163,9 +163,16 @@ def _chat(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.terminal import chat
 
     app = load_app(args.app_path)
-    with endpoints(settings, nats=False) as where:
+    with endpoints(settings) as where:
         return asyncio.run(
-            chat(app, where.database_url, settings, session_id=args.session, user_id=args.user)
+            chat(
+                app,
+                where.database_url,
+                where.nats_url,
+                settings,
+                session_id=args.session,
+                user_id=args.user,
+            )
         )
 
 

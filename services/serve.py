@@ -46,6 +46,7 @@ async def serve(
     app: App | None,
     relay: bool,
     ready: asyncio.Event | None = None,
+    handle_signals: bool = True,
 ) -> None:
     """Run until SIGINT/SIGTERM (or cancellation): the runtime for ``app`` if given, the
     relay if asked; stop cleanly, finishing turns in progress."""
@@ -84,7 +85,8 @@ async def serve(
     tasks = [asyncio.create_task(job) for job in jobs]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+    for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     log.info("serving", app=app.name if app else None, relay=relay, nats=nats_url)
@@ -105,7 +107,7 @@ async def serve(
         with contextlib.suppress(Exception):
             await nc.drain()
         await store.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         log.info("stopped")

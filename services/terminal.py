@@ -1,71 +1,75 @@
-"""``turnlog chat``: talk to an app from a terminal, or pipe messages through it."""
+"""``turnlog chat``: talk to an app from a terminal, or pipe messages through it.
+
+The chat serves the app in-process (runtime and relay) and talks to it as any producer
+does, through the NATS ingress: the same path as every other client.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-import time
 import uuid
-from typing import TextIO
+from typing import Any, TextIO
 from uuid import UUID
 
 import msgspec
 
+from turnlog.contracts import bus
+from turnlog.services.bus.client import Client, ClientError, Round
 from turnlog.services.config import Settings
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import BlockView, Chunk, Notification, Outbound, Reply
-from turnlog.services.runtime.host import SessionEnded, SessionHost
-from turnlog.services.runtime.turn import Inbound
 from turnlog.services.sdk.app import App
-from turnlog.services.sdk.types import SessionChannel, UserInfo
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.serve import serve
 
 DIM, ITALIC, RESET, BOLD = "\033[2m", "\033[3m", "\033[0m", "\033[1m"
+TURN_TIMEOUT = 3600.0
 
 
-class TerminalDelivery:
-    """Shows what the app sends. Interactive: streamed text as it streams, notifications
-    dimmed. Piped: one line per reply (``app: ``) or notification (``notify: ``), with
-    newlines inside written as ``\\n``."""
+class TerminalView:
+    """Interactive: streamed text as it streams, notifications dimmed (from live output).
+    Piped: one line per recorded reply (``app: ``), notification (``notify: ``) or block
+    (``block: ``), newlines inside written as ``\\n``."""
 
     def __init__(self, out: TextIO, interactive: bool) -> None:
         self.out = out
         self.interactive = interactive
         self._streaming = False
 
-    async def deliver(self, session_id: UUID, item: Outbound) -> None:
-        if self.interactive:
-            self._show(item)
-        else:
-            self._line(item)
-        self.out.flush()
-
-    def _line(self, item: Outbound) -> None:
-        if isinstance(item, Reply):
-            self.out.write(f"app: {_one_line(item.text)}\n")
-        elif isinstance(item, Notification):
-            self.out.write(f"notify: {_one_line(item.text)}\n")
-        elif isinstance(item, BlockView):
-            payload = msgspec.json.encode(item.payload).decode()
-            self.out.write(f"block: {item.type} {item.id} {payload}\n")
-
-    def _show(self, item: Outbound) -> None:
-        if isinstance(item, Chunk):
+    def live(self, item: Any) -> None:
+        if isinstance(item, bus.LiveChunk):
             if not self._streaming:
                 self.out.write(f"{BOLD}app>{RESET} ")
                 self._streaming = True
             self.out.write(item.text)
-        elif isinstance(item, Reply):
+        elif isinstance(item, bus.LiveReply):
             if self._streaming and item.streamed:
                 self.out.write("\n")
             else:
                 self.out.write(f"{BOLD}app>{RESET} {item.text}\n")
             self._streaming = False
-        elif isinstance(item, Notification):
+        elif isinstance(item, bus.LiveNotification):
             self.out.write(f"{DIM}{ITALIC}  … {item.text}{RESET}\n")
-        elif isinstance(item, BlockView):
-            payload = msgspec.json.encode(item.payload).decode()
-            self.out.write(f"{DIM}[{item.type}] {payload}{RESET}\n")
+        elif isinstance(item, bus.LiveBlock):
+            self.out.write(f"{DIM}[{item.block_type}] {_json(item.payload)}{RESET}\n")
+        self.out.flush()
+
+    def recorded(self, round_: Round) -> None:
+        for event in round_.events:
+            payload = event.payload
+            if event.type == "session.reply_sent":
+                self.out.write(f"app: {_one_line(str(payload['text']))}\n")
+            elif event.type == "session.notified":
+                self.out.write(f"notify: {_one_line(str(payload['text']))}\n")
+            elif event.type == "session.block_shown":
+                self.out.write(
+                    f"block: {payload['block_type']} {payload['block_id']} "
+                    f"{_json(payload['payload'])}\n"
+                )
+        self.out.flush()
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _one_line(text: str) -> str:
@@ -73,16 +77,31 @@ def _one_line(text: str) -> str:
 
 
 async def chat(
-    app: App, database_url: str, settings: Settings, *, session_id: UUID | None, user_id: str
+    app: App,
+    database_url: str,
+    nats_url: str,
+    settings: Settings,
+    *,
+    session_id: UUID | None,
+    user_id: str,
 ) -> int:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    store = await EventStore.connect(database_url, min_size=1, max_size=4)
-    host = SessionHost(
-        app,
-        SessionRepository(store, snapshot_every=settings.snapshot_every),
-        TerminalDelivery(sys.stdout, interactive),
+    ready = asyncio.Event()
+    server = asyncio.create_task(
+        serve(
+            settings, database_url, nats_url, app=app, relay=True, ready=ready, handle_signals=False
+        )
     )
-    sid = session_id or uuid.uuid4()
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait([server, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if server.done():
+        waiting.cancel()
+        server.result()  # raises what stopped it
+        return 1
+    client = await Client.connect(nats_url, prefix=settings.subject_prefix)
+    sid = str(session_id or uuid.uuid4())
+    session = client.session(app.name, session_id=sid, user={"id": user_id}, channel="terminal")
+    view = TerminalView(sys.stdout, interactive)
     print(f"session {sid}", file=sys.stderr, flush=True)
     if interactive:
         print(
@@ -90,30 +109,25 @@ async def chat(
             f"'turnlog chat ... --session {sid}' to come back{RESET}",
             file=sys.stderr,
         )
-    status = 0
     try:
-        await host.start()
         while (line := await _read(interactive)) is not None:
             if not line.strip():
                 continue
-            inbound = Inbound(
-                message_id=uuid.uuid4().hex,
-                text=line,
-                session_id=sid,
-                user=UserInfo(id=user_id),
-                channel=SessionChannel(type="terminal"),
-                sent_at=time.time(),
-            )
             try:
-                await host.handle(inbound)
-            except SessionEnded as e:
+                round_ = await session.send_message(
+                    line, on_event=view.live if interactive else None, timeout=TURN_TIMEOUT
+                )
+            except ClientError as e:
                 print(f"turnlog: {e}", file=sys.stderr)
-                status = 1
-                break
+                return 1
+            if not interactive:
+                view.recorded(round_)
+        return 0
     finally:
-        await host.stop()
-        await store.close()
-    return status
+        with contextlib.suppress(Exception):
+            await client.close()
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
 
 
 async def _read(interactive: bool) -> str | None:

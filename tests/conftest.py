@@ -4,6 +4,7 @@ TURNLOG_NATS_URL. Every test that touches PostgreSQL gets a database of its own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -13,8 +14,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import nats
 import pytest
 
+from turnlog.services.bus.subjects import Subjects
 from turnlog.services.config import Settings
 from turnlog.services.infra.embedded import EmbeddedInfra
 from turnlog.services.infra.endpoints import Endpoints
@@ -96,13 +99,31 @@ async def store(database_url: str) -> AsyncIterator[EventStore]:
 
 
 @pytest.fixture
-def cli_env(database_url: str, servers: Endpoints, tmp_path: Path) -> dict[str, str]:
-    """Environment for running the turnlog command against this test's database."""
+async def prefix(servers: Endpoints) -> AsyncIterator[str]:
+    """A NATS subject prefix (and so streams and consumers) of this test's own."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    nc = await nats.connect(servers.nats_url)
+    js = nc.jetstream()
+    subjects = Subjects(name)
+    for stream in (subjects.stream_in, subjects.stream_events, subjects.stream_dlq):
+        with contextlib.suppress(Exception):
+            await js.delete_stream(stream)
+    with contextlib.suppress(Exception):
+        await js.delete_key_value(f"{name.upper()}_APPS")
+    await nc.close()
+
+
+@pytest.fixture
+def cli_env(database_url: str, servers: Endpoints, tmp_path: Path, prefix: str) -> dict[str, str]:
+    """Environment for running the turnlog command against this test's database, with
+    NATS subjects of its own."""
     env = dict(os.environ)
     env.update(
         TURNLOG_DATABASE_URL=database_url,
         TURNLOG_NATS_URL=servers.nats_url,
         TURNLOG_HOME=str(tmp_path / "home"),
         TURNLOG_LOG_LEVEL="warning",
+        TURNLOG_SUBJECT_PREFIX=prefix,
     )
     return env

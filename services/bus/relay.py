@@ -1,5 +1,5 @@
 """The relay: every committed event onto TURNLOG_EVENTS, in position order, exactly once
-after JetStream's dedupe (``Nats-Msg-Id`` = position)."""
+after JetStream's dedupe (``Nats-Msg-Id`` = ``<log id>:<position>``)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ class Relay:
         self.ack_timeout = ack_timeout
         self.reader: GlobalReader | None = None
         self._apps: OrderedDict[str, str] = OrderedDict()
+        self.log_id = ""
 
     async def saved_position(self) -> int:
         value = await self.store.pool.fetchval(
@@ -70,6 +71,9 @@ class Relay:
         return int(value or 0)
 
     async def run(self) -> None:
+        self.log_id = await self.store.pool.fetchval(
+            "SELECT value FROM turnlog_meta WHERE key = 'log_id'"
+        )
         start = await self.saved_position()
         self.reader = GlobalReader(self.store, start, self.batch_size)
         log.info("relay started", name=self.name, position=start)
@@ -95,7 +99,7 @@ class Relay:
                         await self.js.publish_async(
                             self.subjects.events(apps[r.stream_id], r.stream_id),
                             _body(r),
-                            headers={"Nats-Msg-Id": str(r.position)},
+                            headers={"Nats-Msg-Id": f"{self.log_id}:{r.position}"},
                         )
                     )
                 await asyncio.wait_for(asyncio.gather(*acks), self.ack_timeout)

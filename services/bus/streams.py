@@ -8,7 +8,7 @@ from nats.js.errors import NotFoundError
 
 from turnlog.services.bus.subjects import Subjects
 
-# Republishing an event within this window is dropped by JetStream (Nats-Msg-Id =
+# Republishing an event within this window is dropped by JetStream (Nats-Msg-Id = log id +
 # position); it covers a relay restart.
 DUPLICATE_WINDOW = 15 * 60.0
 

@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import nats
 import pytest
 
-from turnlog.services.bus.subjects import Subjects
 from turnlog.services.config import Settings
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.sdk.app import App
 from turnlog.services.serve import serve
 
 Start = Callable[..., Awaitable[asyncio.Task[None]]]
-
-
-@pytest.fixture
-async def prefix(servers: Endpoints) -> AsyncIterator[str]:
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    nc = await nats.connect(servers.nats_url)
-    js = nc.jetstream()
-    subjects = Subjects(name)
-    for stream in (subjects.stream_in, subjects.stream_events, subjects.stream_dlq):
-        with contextlib.suppress(Exception):
-            await js.delete_stream(stream)
-    await nc.close()
 
 
 @pytest.fixture
