@@ -65,7 +65,6 @@ async def serve(
             delivery,
             max_live=settings.max_live_sessions,
             idle_timeout=settings.session_idle_timeout or None,
-            dedupe=True,
         )
         await host.start()
         jobs.append(

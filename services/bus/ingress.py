@@ -1,7 +1,7 @@
 """Inbound messages from NATS to the runtime: validate, run the turn, then ack.
 
 A message is acked only once its turn is on record; a redelivered or republished one
-whose id is on record runs no second turn (the host checks under the session's lock).
+whose id is on record runs no second turn (the log accepts each message id once).
 What cannot be handled goes to ``turnlog.dlq.<app>`` with its reason and original bytes,
 and is recorded on its session when that session exists.
 """

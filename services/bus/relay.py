@@ -53,6 +53,7 @@ class Relay:
         name: str = "relay",
         batch_size: int = 500,
         ack_timeout: float = 5.0,
+        save_interval: float = 0.2,
     ) -> None:
         self.store = store
         self.js = js
@@ -63,6 +64,10 @@ class Relay:
         self.reader: GlobalReader | None = None
         self._apps: OrderedDict[str, str] = OrderedDict()
         self.log_id = ""
+        self.save_interval = save_interval
+        self.published = 0
+        self._saved = 0
+        self._publish_progress = asyncio.Event()
 
     async def saved_position(self) -> int:
         value = await self.store.pool.fetchval(
@@ -75,16 +80,42 @@ class Relay:
             "SELECT value FROM turnlog_meta WHERE key = 'log_id'"
         )
         start = await self.saved_position()
+        self.published = self._saved = start
         self.reader = GlobalReader(self.store, start, self.batch_size)
         log.info("relay started", name=self.name, position=start)
-        async for batch in follow(self.reader):
-            await self._publish(batch)
-            await self.store.pool.execute(
+        saver = asyncio.create_task(self._save_positions())
+        try:
+            async for batch in follow(self.reader):
+                await self._publish(batch)
+                self.published = batch[-1].position
+                self._publish_progress.set()
+        finally:
+            saver.cancel()
+            await asyncio.gather(saver, return_exceptions=True)
+            await self._save(self.published)
+
+    async def _save_positions(self) -> None:
+        """Keep the saved position close behind what is published, off the hot path: a
+        lost save only means republishing a little, which JetStream drops."""
+        while True:
+            await self._publish_progress.wait()
+            self._publish_progress.clear()
+            await self._save(self.published)
+            await asyncio.sleep(self.save_interval)
+
+    async def _save(self, position: int) -> None:
+        if position <= self._saved:
+            return
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            await conn.execute(
                 "INSERT INTO turnlog_relay_positions (name, position) VALUES ($1, $2)"
-                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                " ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+                " WHERE turnlog_relay_positions.position < excluded.position",
                 self.name,
-                batch[-1].position,
+                position,
             )
+        self._saved = position
 
     async def _publish(self, batch: Sequence[RecordedEvent]) -> None:
         """Publish ``batch`` until JetStream has acknowledged all of it. A batch cut off

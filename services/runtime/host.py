@@ -25,7 +25,7 @@ from turnlog.services.runtime.turn import Inbound, Slot, TurnResult, call_hook, 
 from turnlog.services.sdk.app import App, AppError
 from turnlog.services.sdk.context import _current
 from turnlog.services.sdk.session import Session
-from turnlog.services.store.errors import StoreError
+from turnlog.services.store.errors import DuplicateMessage, StoreError
 
 log = structlog.get_logger("turnlog.runtime")
 _copy = msgspec.json.Decoder()
@@ -57,7 +57,6 @@ class SessionHost:
         *,
         max_live: int = 10_000,
         idle_timeout: float | None = None,
-        dedupe: bool = False,
     ) -> None:
         if app.message_handler is None:
             raise AppError(f"app {app.name!r} has no @app.message() handler")
@@ -66,7 +65,6 @@ class SessionHost:
         self.delivery = delivery or NoDelivery()
         self.max_live = max_live
         self.idle_timeout = idle_timeout
-        self.dedupe = dedupe
         self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
         self._booted = False
         self._reaper: asyncio.Task[None] | None = None
@@ -108,19 +106,21 @@ class SessionHost:
                 entry.slot = slot
                 if slot.live.aggregate.ended:
                     raise SessionEnded(session_id)
-                if self.dedupe and await self.repo.store.message_handled(inbound.message_id):
-                    log.info(
-                        "duplicate message skipped",
-                        session_id=str(session_id),
-                        correlation_id=inbound.message_id,
-                    )
-                    return TurnResult(session_id, inbound.message_id, "duplicate", ())
                 handler = self.app.message_handler
                 assert handler is not None
                 with structlog.contextvars.bound_contextvars(
                     session_id=str(session_id), correlation_id=inbound.message_id
                 ):
-                    result = await run_turn(self.app.name, handler, slot, inbound)
+                    try:
+                        result = await run_turn(self.app.name, handler, slot, inbound)
+                    except DuplicateMessage:
+                        entry.slot = None  # holds the refused message; reload next time
+                        log.info(
+                            "duplicate message skipped",
+                            session_id=str(session_id),
+                            correlation_id=inbound.message_id,
+                        )
+                        return TurnResult(session_id, inbound.message_id, "duplicate", ())
                 slot.live.last_active = time.monotonic()
                 return result
             except BaseException:

@@ -19,6 +19,14 @@ class ConcurrencyConflict(StoreError):
         )
 
 
+class DuplicateMessage(StoreError):
+    """Raised when an append records a message id that was already received: that message
+    has had its turn (or had it interrupted) and must not run again."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"message already received ({detail})")
+
+
 class UnknownEventType(StoreError):
     """Raised when a stored event's type name has no registered payload type."""
 

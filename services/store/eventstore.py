@@ -14,7 +14,7 @@ import asyncpg
 import structlog
 
 from turnlog.services.store import hashing
-from turnlog.services.store.errors import ConcurrencyConflict, StoreError
+from turnlog.services.store.errors import ConcurrencyConflict, DuplicateMessage, StoreError
 from turnlog.services.store.migrations import migrate
 from turnlog.services.store.records import NewEvent, RecordedEvent, Snapshot
 
@@ -29,6 +29,7 @@ _APPEND = "SELECT turnlog_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $
 _LAST = (
     "SELECT version, hash FROM turnlog_events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1"
 )
+_RECEIVED_ONCE = "turnlog_events_received_message"
 _TIPS = (
     "SELECT DISTINCT ON (stream_id) stream_id, version, hash FROM turnlog_events"
     " WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, version DESC"
@@ -391,6 +392,8 @@ class EventStore:
         if state == "TL409":
             self._tips.pop(stream_id, None)
             raise ConcurrencyConflict(stream_id, expected, int(error.detail or 0)) from None
+        if state == "23505" and getattr(error, "constraint_name", "") == _RECEIVED_ONCE:
+            raise DuplicateMessage(getattr(error, "detail", "") or "") from None
         if state in ("23505", "TL412"):
             self._tips.pop(stream_id, None)
             row = await self.pool.fetchrow(_LAST, stream_id)
@@ -423,16 +426,6 @@ class EventStore:
     async def stream_version(self, stream_id: str) -> int:
         row = await self.pool.fetchrow(_LAST, stream_id)
         return int(row[0]) if row else 0
-
-    async def message_handled(self, message_id: str) -> bool:
-        """Whether a message with this id was ever received (its turn is on record)."""
-        return bool(
-            await self.pool.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM turnlog_events WHERE correlation_id = $1"
-                " AND type = 'session.message_received')",
-                message_id,
-            )
-        )
 
     async def last_position(self) -> int:
         return int(

@@ -399,6 +399,28 @@ async def test_a_turn_cut_off_by_a_crash_is_recorded_as_interrupted(
         await other.close()
 
 
+async def test_a_message_id_already_received_runs_no_second_turn(
+    make_host: Any, store: EventStore
+) -> None:
+    app = turnlog.App("once")
+    runs: list[str] = []
+
+    @app.message()
+    async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
+        runs.append(msg.text)
+        await session.reply("ran")
+
+    host = make_host(app)
+    first = await host.handle(inbound("pay the invoice", mid="m-1"))
+    again = await host.handle(inbound("pay the invoice", first.session_id, mid="m-1"))
+    elsewhere = await host.handle(inbound("pay the invoice", uuid.uuid4(), mid="m-1"))
+    assert (first.outcome, again.outcome, elsewhere.outcome) == ("ok", "duplicate", "duplicate")
+    assert runs == ["pay the invoice"]
+    after = await host.handle(inbound("next", first.session_id, mid="m-2"))
+    assert after.outcome == "ok" and runs == ["pay the invoice", "next"]
+    assert (await types_of(store, first.session_id)).count("session.message_received") == 2
+
+
 async def test_live_sessions_are_cached_with_a_bound(make_host: Any) -> None:
     app = turnlog.App("many")
 
