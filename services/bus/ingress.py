@@ -106,10 +106,18 @@ class Ingress:
 
     async def run(self) -> None:
         durable = f"{self.subjects.prefix}-runtime-{self.app}"
-        sub = await self.js.pull_subscribe(
+
+        async def arrived(msg: Msg) -> None:  # in arrival order: per-session FIFO
+            task = asyncio.create_task(self._handle(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        sub = await self.js.subscribe(
             self.subjects.inbound_all(self.app),
             durable=durable,
             stream=self.subjects.stream_in,
+            cb=arrived,
+            manual_ack=True,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=self.ack_wait,
@@ -119,16 +127,9 @@ class Ingress:
         )
         log.info("ingress started", app=self.app, consumer=durable)
         try:
-            while True:
-                try:
-                    messages = await sub.fetch(self.fetch_batch, timeout=1)
-                except TimeoutError:
-                    continue
-                for msg in messages:  # tasks start in arrival order: per-session FIFO
-                    task = asyncio.create_task(self._handle(msg))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+            await asyncio.Event().wait()
         finally:
+            await sub.unsubscribe()
             for task in list(self._tasks):
                 with contextlib.suppress(BaseException):
                     await task

@@ -9,12 +9,14 @@ reads just before that app's first runtime registers is dead-lettered and handle
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
 
 import msgspec
 import structlog
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
@@ -57,25 +59,28 @@ class Router:
 
     async def run(self) -> None:
         apps = await registry(self.js, self.subjects)
-        sub = await self.js.pull_subscribe(
+
+        async def arrived(msg: Msg) -> None:
+            app = msg.subject.split(".")[2] if msg.subject.count(".") == 3 else ""
+            if not await self._is_known(apps, app):
+                await self._dead_letter(app, msg.subject, msg.data)
+            with contextlib.suppress(Exception):
+                await msg.ack()
+
+        sub = await self.js.subscribe(
             self.subjects.inbound_all(),
             durable=f"{self.subjects.prefix}-router",
             stream=self.subjects.stream_in,
+            cb=arrived,
+            manual_ack=True,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT, ack_wait=30, deliver_policy=DeliverPolicy.ALL
             ),
         )
-        while True:
-            try:
-                messages = await sub.fetch(200, timeout=1)
-            except TimeoutError:
-                continue
-            for msg in messages:
-                app = msg.subject.split(".")[2] if msg.subject.count(".") == 3 else ""
-                if not await self._is_known(apps, app):
-                    await self._dead_letter(app, msg.subject, msg.data)
-                with contextlib.suppress(Exception):
-                    await msg.ack()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await sub.unsubscribe()
 
     async def _is_known(self, apps: KeyValue, app: str) -> bool:
         if self._known.get(app, 0.0) > time.monotonic():

@@ -162,7 +162,9 @@ class EventStore:
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> EventStore:
         """A store on a new connection pool, with the schema migrated."""
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, reset=_keep_session
+            )
         except (OSError, asyncpg.PostgresError) as e:
             msg = f"cannot connect to PostgreSQL at {_redact(dsn)}: {e}"
             raise StoreError(msg) from e
@@ -499,6 +501,13 @@ class EventStore:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
                 log.warning("notify failed", error=str(e))
                 return
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool connections go back as they are, without asyncpg's default reset query (a
+    round trip per release). Nothing here leaves session state behind: listeners are
+    removed before release, and SET LOCAL and advisory locks end with their transaction;
+    asyncpg still rolls back a transaction left open."""
 
 
 def _redact(dsn: str) -> str:
