@@ -6,6 +6,7 @@ COPY contracts contracts
 COPY domain domain
 COPY projections projections
 COPY services services
+COPY examples examples
 RUN pip install --no-cache-dir .
 USER nobody
 ENTRYPOINT []
