@@ -54,12 +54,16 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True):
 def to_new_event(event: CanMutateAggregate[UUID], codec: EventCodec, meta: Metadata) -> NewEvent:
     payload_type = _TO_WIRE[type(event)]  # type: ignore[index]
     payload = payload_type(**{f: getattr(event, f) for f in payload_type.__struct_fields__})
+    correlation_id = meta.correlation_id
+    if isinstance(payload, wire.MessageReceived):
+        # An inbound message correlates with itself; the log receives each id once.
+        correlation_id = payload.message_id
     return NewEvent(
         type=payload_type.TYPE,
         schema_version=payload_type.SCHEMA_VERSION,
         payload=codec.encode(payload),
         recorded_at=event.timestamp,
-        correlation_id=meta.correlation_id,
+        correlation_id=correlation_id,
         causation_id=meta.causation_id,
         actor=meta.actor,
     )

@@ -55,6 +55,8 @@ async def test_saved_session_loads_back_equal(store: EventStore) -> None:
         "session.notified",
     ]
     assert {r.actor for r in recorded} == {"user:u1"}
+    received = [r.correlation_id for r in recorded if r.type == "session.message_received"]
+    assert received == ["m0", "m1", "m2"]  # each inbound message correlates with itself
     loaded = await repo.load(session.id)
     assert state(loaded) == state(session)
     assert loaded.ended and loaded.data == {"notes": ["n0", "n1"]}
