@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -242,8 +243,11 @@ async def test_relay_survives_a_nats_restart_without_gaps(
         ]
         assert positions == expected  # all 400, once each, in order
     finally:
-        if relay_task is not None:
-            relay_task.cancel()
-            await asyncio.gather(relay_task, return_exceptions=True)
-        await nc.close()
-        server.stop()
+        try:
+            if relay_task is not None:
+                relay_task.cancel()
+                await asyncio.gather(relay_task, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await nc.close()
+        finally:
+            server.stop()
