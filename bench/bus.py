@@ -9,16 +9,21 @@ turn's ``session.turn_completed`` on ``turnlog.events`` (through the relay).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from bench.common import machine, scratch_database, server_url, table
+from bench.common import (
+    concurrency_args,
+    latency_row,
+    machine,
+    scratch_database,
+    server_url,
+    table,
+)
 from turnlog.services.bus.client import Client
 from turnlog.services.config import Settings
 from turnlog.services.infra.endpoints import endpoints
@@ -48,16 +53,8 @@ async def run(nats_url: str, prefix: str, sessions: int, seconds: float) -> list
         elapsed = time.perf_counter() - started
     finally:
         await client.close()
-    turns = sum(n for n, _ in results)
     latencies = [x for _, lat in results for x in lat]
-    q = statistics.quantiles(latencies, n=100)
-    rate = turns / elapsed
-    print(
-        f"  {sessions} sessions: {rate:,.0f} turns/s, round trip p50 {q[49]:.1f} ms, "
-        f"p99 {q[98]:.1f} ms",
-        flush=True,
-    )
-    return [str(sessions), f"{rate:,.0f}", f"{q[49]:.1f}", f"{q[98]:.1f}"]
+    return latency_row(sessions, sum(n for n, _ in results), elapsed, latencies)
 
 
 async def main(seconds: float, concurrency: list[int]) -> None:
@@ -87,8 +84,4 @@ async def main(seconds: float, concurrency: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--sessions", default="1,10,100")
-    args = parser.parse_args()
-    asyncio.run(main(args.seconds, [int(n) for n in args.sessions.split(",")]))
+    asyncio.run(main(*concurrency_args(__doc__ or "")))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
+import statistics
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -47,3 +49,23 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def latency_row(sessions: int, turns: int, seconds: float, latencies: list[float]) -> list[str]:
+    """A table row (sessions, turns/s, p50, p99), also printed as progress."""
+    q = statistics.quantiles(latencies, n=100)
+    rate = turns / seconds
+    print(
+        f"  {sessions} sessions: {rate:,.0f} turns/s, p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms",
+        flush=True,
+    )
+    return [str(sessions), f"{rate:,.0f}", f"{q[49]:.1f}", f"{q[98]:.1f}"]
+
+
+def concurrency_args(doc: str) -> tuple[float, list[int]]:
+    """``--seconds`` per row and ``--sessions`` (comma-separated concurrency levels)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--sessions", default="1,10,100")
+    args = parser.parse_args()
+    return args.seconds, [int(n) for n in args.sessions.split(",")]

@@ -9,14 +9,19 @@ it is delivered, the data and the outcome at the end of the turn).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
 import time
 import uuid
 
 import turnlog
-from bench.common import machine, scratch_database, server_url, table
+from bench.common import (
+    concurrency_args,
+    latency_row,
+    machine,
+    scratch_database,
+    server_url,
+    table,
+)
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.host import SessionHost
 from turnlog.services.runtime.turn import Inbound
@@ -61,16 +66,7 @@ async def main(seconds: float, concurrency: list[int]) -> None:
             await run(host, 4, 0.5)  # warm up
             for sessions in concurrency:
                 turns, latencies = await run(host, sessions, seconds)
-                quantiles = statistics.quantiles(latencies, n=100)
-                rate = turns / seconds
-                rows.append(
-                    [str(sessions), f"{rate:,.0f}", f"{quantiles[49]:.1f}", f"{quantiles[98]:.1f}"]
-                )
-                print(
-                    f"  {sessions} sessions: {rate:,.0f} turns/s, p50 {quantiles[49]:.1f} ms,"
-                    f" p99 {quantiles[98]:.1f} ms",
-                    flush=True,
-                )
+                rows.append(latency_row(sessions, turns, seconds, latencies))
             await host.stop()
             await store.close()
     print()
@@ -80,8 +76,4 @@ async def main(seconds: float, concurrency: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--sessions", default="1,10,100")
-    args = parser.parse_args()
-    asyncio.run(main(args.seconds, [int(n) for n in args.sessions.split(",")]))
+    asyncio.run(main(*concurrency_args(__doc__ or "")))
