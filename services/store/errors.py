@@ -48,11 +48,3 @@ class UnsupportedSchemaVersion(StoreError):
         super().__init__(
             f"{type_name} schema version {found} (this code reads {current}): {reason}"
         )
-
-
-class StreamNotFound(StoreError):
-    """Raised when a stream that must exist has no events."""
-
-    def __init__(self, stream_id: str) -> None:
-        self.stream_id = stream_id
-        super().__init__(f"no events for stream {stream_id}")

@@ -425,10 +425,6 @@ class EventStore:
             self._remember_tip(stream_id, records[-1].version, records[-1].hash)
         return records
 
-    async def stream_version(self, stream_id: str) -> int:
-        row = await self.pool.fetchrow(_LAST, stream_id)
-        return int(row[0]) if row else 0
-
     async def last_position(self) -> int:
         return int(
             await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM turnlog_events")
