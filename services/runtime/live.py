@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import Callable, Generator
 from datetime import UTC, datetime
-from typing import Any
 
 from turnlog.domain.session import Session as SessionAggregate
 from turnlog.services.mapping import Metadata
@@ -20,8 +19,9 @@ def utcnow() -> datetime:
 
 class LiveSession:
     """Effects are applied to the aggregate at once (so rule violations raise where the
-    handler called). Awaiting an effect commits everything applied so far, then delivers
-    what is waiting, in call order; effects nobody awaits go out when the turn settles."""
+    handler called) and go out in call order: committed, then delivered, by a background
+    flush. A handler is never held up by the database; effects applied close together,
+    and the end of a quick turn, share one commit."""
 
     def __init__(
         self, aggregate: SessionAggregate, repo: SessionRepository, delivery: Delivery
@@ -35,6 +35,7 @@ class LiveSession:
         self._lock = asyncio.Lock()
         self._undelivered: list[Outbound] = []
         self._background: list[asyncio.Task[None]] = []
+        self._scheduled = False
 
     @property
     def id(self) -> str:
@@ -46,12 +47,22 @@ class LiveSession:
         if isinstance(item, Reply):
             self.turn_replies.append(item.text)
         self._undelivered.append(item)
-        return Effect(self)
+        self._schedule()
+        return Effect()
 
     def send_live(self, item: Outbound) -> None:
         """Deliver ``item`` (not recorded) as soon as everything before it is out."""
         self._undelivered.append(item)
-        self._background.append(asyncio.get_running_loop().create_task(self.flush()))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._background.append(asyncio.get_running_loop().create_task(self._flush_soon()))
+
+    async def _flush_soon(self) -> None:
+        self._scheduled = False  # what is applied from now on needs a flush of its own
+        await self.flush()
 
     async def flush(self) -> None:
         """Commit what is applied, then deliver what is waiting, in order."""
@@ -67,7 +78,7 @@ class LiveSession:
         await self.settle()
 
     async def settle(self) -> None:
-        """Wait for background deliveries, then flush; the first failure is raised."""
+        """Wait for the background flushes, then flush; the first failure is raised."""
         while self._background:
             pending, self._background = self._background, []
             for result in await asyncio.gather(*pending, return_exceptions=True):
@@ -77,13 +88,11 @@ class LiveSession:
 
 
 class Effect:
-    """What ``session.reply()`` and friends return: awaiting it waits until the effect is
-    recorded and delivered. Not awaiting it is fine too."""
+    """What ``session.reply()`` and friends return. The effect has already taken place;
+    it is recorded and delivered in the background, in call order. Awaiting it is
+    allowed and returns at once; ``await session.flush()`` waits until all is on record."""
 
-    __slots__ = ("_live",)
+    __slots__ = ()
 
-    def __init__(self, live: LiveSession) -> None:
-        self._live = live
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return self._live.flush().__await__()
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()

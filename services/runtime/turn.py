@@ -129,7 +129,7 @@ async def run_turn(
         error_type=type(error).__name__ if error else None,
         error_message=str(error) if error else None,
     )
-    await live.commit()
+    await live.settle()  # what the handler did, its data and its outcome: often one commit
     return TurnResult(
         session_id=agg.id,
         message_id=inbound.message_id,
@@ -153,10 +153,6 @@ async def _run_handler(
         error = e
     finally:
         _current.reset(token)
-    try:
-        await slot.live.settle()
-    except Exception as e:
-        error = error or e
     return error
 
 

@@ -18,9 +18,11 @@ T = TypeVar("T")
 class Session:
     """The runtime context of one conversation: identity, history, data, and replies.
 
-    Effects (``reply``, ``notify``, ``show``...) take place when called and return an
-    awaitable that completes once the effect is recorded and delivered; awaiting it is
-    how an async handler waits for that, and a sync handler may simply not await.
+    Effects (``reply``, ``notify``, ``show``...) take place when called: a rule they
+    break raises right there. Each is then recorded and delivered in the background, in
+    call order, never delivered before it is on record. They return an awaitable that
+    completes at once, so ``await session.reply(...)`` reads naturally and a sync handler
+    need not await; ``await session.flush()`` waits until everything is on record.
     """
 
     def __init__(
@@ -65,6 +67,10 @@ class Session:
         if cls is not None:
             return [cls(role=role, content=text) for role, text in merged]
         return [{"role": role, "content": text} for role, text in merged]
+
+    async def flush(self) -> None:
+        """Wait until every effect so far is recorded and delivered."""
+        await self._live.settle()
 
     # -- answering ----------------------------------------------------------------------
 

@@ -84,6 +84,58 @@ async def test_reply_notify_and_blocks_are_recorded_then_delivered(
     assert {r.correlation_id for r in records} == {result.message_id}
 
 
+async def test_a_quick_turn_commits_reply_data_and_outcome_together(
+    make_host: Any, store: EventStore
+) -> None:
+    app = turnlog.App("quick")
+
+    @app.message()
+    async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
+        session.data["last"] = msg.text
+        await session.reply("ok")
+
+    result = await make_host(app).handle(inbound("hi"))
+    rows = await store.pool.fetch(
+        "SELECT type, xmin::text FROM turnlog_events WHERE stream_id = $1 AND version > 1"
+        " ORDER BY version",
+        str(result.session_id),
+    )
+    assert [r[0] for r in rows] == [
+        "session.message_received",
+        "session.reply_sent",
+        "session.data_set",
+        "session.turn_completed",
+    ]
+    transactions = [r[1] for r in rows]
+    assert transactions[0] != transactions[1]  # the message is on record before the handler
+    assert len(set(transactions[1:])) == 1  # the rest of the turn: one commit
+
+
+async def test_a_reply_goes_out_on_record_while_the_handler_keeps_working(
+    store: EventStore,
+) -> None:
+    app = turnlog.App("slowpoke")
+    release = asyncio.Event()
+    seen_on_record: list[bool] = []
+
+    class CheckingDelivery:
+        async def deliver(self, session_id: uuid.UUID, item: Any) -> None:
+            if isinstance(item, Reply):
+                types = [r.type for r in await store.read_stream(str(session_id))]
+                seen_on_record.append("session.reply_sent" in types)
+                release.set()  # the handler may finish only once the user has the reply
+
+    @app.message()
+    async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
+        await session.reply("working on it")
+        await asyncio.wait_for(release.wait(), timeout=10)
+
+    host = SessionHost(app, SessionRepository(store), CheckingDelivery())
+    result = await host.handle(inbound("go"))
+    await host.stop()
+    assert result.outcome == "ok" and seen_on_record == [True]
+
+
 async def test_sync_handlers_run_and_their_effects_are_recorded(
     make_host: Any, store: EventStore
 ) -> None:
@@ -374,7 +426,8 @@ async def test_a_turn_cut_off_by_a_crash_is_recorded_as_interrupted(
     @app.message()
     async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
         if msg.text == "hang":
-            await session.notify("working")  # durable once awaited
+            await session.notify("working")
+            await session.flush()  # on record from here on
             reached.set()
             await gate.wait()  # the process "dies" here
         await session.reply("alive")
