@@ -10,7 +10,6 @@ reads just before that app's first runtime registers is dead-lettered and handle
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -64,8 +63,6 @@ class Router:
             app = msg.subject.split(".")[2] if msg.subject.count(".") == 3 else ""
             if not await self._is_known(apps, app):
                 await self._dead_letter(app, msg.subject, msg.data)
-            with contextlib.suppress(Exception):
-                await msg.ack()
 
         sub = await self.js.subscribe(
             self.subjects.inbound_all(),
@@ -73,9 +70,9 @@ class Router:
             stream=self.subjects.stream_in,
             cb=arrived,
             manual_ack=True,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=30, deliver_policy=DeliverPolicy.ALL
-            ),
+            # It only reads (the app's own consumer is the one that acknowledges work), so
+            # no acks: one message in per inbound message, none out.
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
         )
         try:
             await asyncio.Event().wait()
