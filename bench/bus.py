@@ -1,16 +1,18 @@
-"""Round trips through NATS: a producer sends a message and waits for its turn's
-completion event, with ``turnlog run`` serving the app in another process.
+"""Round trips through NATS, with ``turnlog run`` serving the app in another process.
 
     python -m bench.bus [--seconds 5] [--sessions 1,10,100]
 
-A round trip runs from the producer's publish on ``turnlog.in`` to the arrival of the
-turn's ``session.turn_completed`` on ``turnlog.events`` (through the relay).
+Each producer sends a message and waits for its turn to complete. Two figures per round:
+the reply round trip, from the publish on ``turnlog.in`` to the reply arriving on the
+live subject (sent only once the reply is on record); and the completion, to the turn's
+``session.turn_completed`` arriving on ``turnlog.events`` through the relay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -24,6 +26,7 @@ from bench.common import (
     server_url,
     table,
 )
+from turnlog.contracts import bus
 from turnlog.services.bus.client import Client
 from turnlog.services.config import Settings
 from turnlog.services.infra.endpoints import endpoints
@@ -31,18 +34,22 @@ from turnlog.services.infra.endpoints import endpoints
 APP = Path(__file__).with_name("echo_app.py")
 
 
-async def converse(client: Client, seconds: float) -> tuple[int, list[float]]:
+async def converse(client: Client, seconds: float) -> tuple[int, list[float], list[float]]:
     session = client.session("echo", user={"id": "bench"})
     await session.send_message("warm up")
-    latencies: list[float] = []
+    replies: list[float] = []
+    completions: list[float] = []
     deadline = time.perf_counter() + seconds
-    n = 0
     while time.perf_counter() < deadline:
         started = time.perf_counter()
-        await session.send_message(f"m{n}")
-        latencies.append((time.perf_counter() - started) * 1000)
-        n += 1
-    return n, latencies
+
+        def on_event(item: object, started: float = started) -> None:
+            if isinstance(item, bus.LiveReply):
+                replies.append((time.perf_counter() - started) * 1000)
+
+        await session.send_message(f"m{len(completions)}", on_event=on_event)
+        completions.append((time.perf_counter() - started) * 1000)
+    return len(completions), replies, completions
 
 
 async def run(nats_url: str, prefix: str, sessions: int, seconds: float) -> list[str]:
@@ -53,8 +60,10 @@ async def run(nats_url: str, prefix: str, sessions: int, seconds: float) -> list
         elapsed = time.perf_counter() - started
     finally:
         await client.close()
-    latencies = [x for _, lat in results for x in lat]
-    return latency_row(sessions, sum(n for n, _ in results), elapsed, latencies)
+    turns = sum(n for n, _, _ in results)
+    reply = latency_row(sessions, turns, elapsed, [x for _, r, _ in results for x in r])
+    done = statistics.quantiles([x for _, _, c in results for x in c], n=100)
+    return [*reply, f"{done[49]:.1f}", f"{done[98]:.1f}"]
 
 
 async def main(seconds: float, concurrency: list[int]) -> None:
@@ -79,7 +88,19 @@ async def main(seconds: float, concurrency: list[int]) -> None:
                 await asyncio.wait_for(server.wait(), timeout=60)
     print()
     print(f"producer round trips through NATS, {seconds:.0f} s per row — {machine()}")
-    print(table(["concurrent sessions", "turns/s", "round trip p50 ms", "p99 ms"], rows))
+    print(
+        table(
+            [
+                "concurrent sessions",
+                "turns/s",
+                "reply round trip p50 ms",
+                "p99 ms",
+                "completion p50 ms",
+                "p99 ms",
+            ],
+            rows,
+        )
+    )
     print("targets: p50 < 5 ms and p99 < 20 ms at 10 sessions; >= 1,000 turns/s at 100")
 
 
