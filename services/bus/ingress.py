@@ -103,6 +103,7 @@ class Ingress:
         self.fetch_batch = fetch_batch
         self.ack_wait = max(ack_wait, 1.0)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._working: dict[int, tuple[Msg, float]] = {}  # id -> (message, arrival)
 
     async def run(self) -> None:
         durable = f"{self.subjects.prefix}-runtime-{self.app}"
@@ -127,7 +128,7 @@ class Ingress:
         )
         log.info("ingress started", app=self.app, consumer=durable)
         try:
-            await asyncio.Event().wait()
+            await self._keep_in_progress()
         finally:
             await sub.unsubscribe()
             for task in list(self._tasks):
@@ -135,8 +136,8 @@ class Ingress:
                     await task
 
     async def _handle(self, msg: Msg) -> None:
-        heartbeat = asyncio.create_task(self._in_progress(msg))
         try:
+            self._working[id(msg)] = (msg, time.monotonic())
             message = decode(msg.subject, msg.data, self.subjects, self.app, self.max_bytes)
             await self._dispatch(message)
         except Rejected as rejected:
@@ -152,16 +153,20 @@ class Ingress:
                 await msg.nak(delay=1)
             return
         finally:
-            heartbeat.cancel()
+            self._working.pop(id(msg), None)
         await msg.ack()
 
-    async def _in_progress(self, msg: Msg) -> None:
-        """Tell JetStream a long turn is still being worked on, so it is not redelivered
-        while it runs (only once this process is gone)."""
+    async def _keep_in_progress(self) -> None:
+        """Tell JetStream that long turns are still being worked on, so they are not
+        redelivered while they run (only once this process is gone)."""
+        interval = self.ack_wait / 3
         while True:
-            await asyncio.sleep(self.ack_wait / 3)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - interval
+            for msg, since in list(self._working.values()):
+                if since < cutoff:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
 
     async def _dispatch(self, message: bus.Inbound) -> None:
         if isinstance(message, bus.InboundMessage):

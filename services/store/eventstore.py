@@ -21,6 +21,7 @@ from turnlog.services.store.records import NewEvent, RecordedEvent, Snapshot
 log = structlog.get_logger("turnlog.store")
 
 CHANNEL = "turnlog_events"
+NOTIFY_EVERY = 0.005
 COLUMNS = (
     "position, stream_id, version, type, schema_version, payload, recorded_at,"
     " correlation_id, causation_id, actor, prev_hash, hash"
@@ -497,6 +498,7 @@ class EventStore:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
                 log.warning("notify failed", error=str(e))
                 return
+            await asyncio.sleep(NOTIFY_EVERY)  # a wake-up hint: one per few ms is plenty
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
