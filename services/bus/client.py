@@ -176,7 +176,8 @@ class ClientSession:
             await self.client.js.publish(
                 subject, _encode(message), headers={"Nats-Msg-Id": message.message_id}
             )
-            outcome = await asyncio.wait_for(done, timeout)
+            async with asyncio.timeout(timeout):
+                outcome = await done
         except TimeoutError:
             raise ClientError(
                 f"no answer from app {self.app!r} within {timeout}s "

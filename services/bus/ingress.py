@@ -25,7 +25,7 @@ from turnlog.domain.errors import DomainError
 from turnlog.services.bus.live import BusDelivery
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.repository import SessionNotFound
-from turnlog.services.runtime.host import SessionEnded, SessionHost
+from turnlog.services.runtime.host import SessionEnded, SessionHost, SessionOfAnotherApp
 from turnlog.services.runtime.turn import Inbound
 from turnlog.services.sdk.types import Attachment, SessionChannel, UserInfo
 
@@ -187,7 +187,7 @@ class Ingress:
             raise Rejected(
                 "unknown_session", f"no session {sid}", None, message.message_id
             ) from None
-        except (SessionEnded, DomainError) as e:
+        except (SessionEnded, SessionOfAnotherApp, DomainError) as e:
             raise Rejected(_reason(e), str(e), str(sid), message.message_id) from None
         await self.delivery.done(str(sid), message.message_id, "ok")
 
@@ -206,7 +206,7 @@ class Ingress:
         )
         try:
             await self.host.handle(inbound)
-        except (SessionEnded, DomainError) as e:
+        except (SessionEnded, SessionOfAnotherApp, DomainError) as e:
             raise Rejected(_reason(e), str(e), message.session_id, message.message_id) from None
 
     async def _dead_letter(self, msg: Msg, rejected: Rejected) -> None:
@@ -246,4 +246,6 @@ class Ingress:
 def _reason(error: Exception) -> str:
     if isinstance(error, SessionEnded):
         return "session_ended"
+    if isinstance(error, SessionOfAnotherApp):
+        return "wrong_app"
     return "invalid_" + type(error).__name__.lower()

@@ -4,6 +4,7 @@ after JetStream's dedupe (``Nats-Msg-Id`` = ``<log id>:<position>``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -85,10 +86,12 @@ class Relay:
         log.info("relay started", name=self.name, position=start)
         saver = asyncio.create_task(self._save_positions())
         try:
-            async for batch in follow(self.reader):
-                await self._publish(batch)
-                self.published = batch[-1].position
-                self._publish_progress.set()
+            # aclosing: a cancelled relay releases the follower's connection at once
+            async with contextlib.aclosing(follow(self.reader)) as batches:
+                async for batch in batches:
+                    await self._publish(batch)
+                    self.published = batch[-1].position
+                    self._publish_progress.set()
         finally:
             saver.cancel()
             await asyncio.gather(saver, return_exceptions=True)
@@ -133,7 +136,8 @@ class Relay:
                             headers={"Nats-Msg-Id": f"{self.log_id}:{r.position}"},
                         )
                     )
-                await asyncio.wait_for(asyncio.gather(*acks), self.ack_timeout)
+                async with asyncio.timeout(self.ack_timeout):
+                    await asyncio.gather(*acks)
                 return
             except Exception as e:  # NATS away or JetStream not ready: republish all
                 for ack in acks:

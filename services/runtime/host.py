@@ -40,6 +40,14 @@ class SessionEnded(StoreError):
         super().__init__(f"session {session_id} has ended")
 
 
+class SessionOfAnotherApp(StoreError):
+    """Raised when a session id given to one app belongs to a session of another."""
+
+    def __init__(self, session_id: UUID, owner: str, app: str) -> None:
+        self.session_id, self.owner, self.app = session_id, owner, app
+        super().__init__(f"session {session_id} belongs to app {owner!r}, not {app!r}")
+
+
 class _Entry:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
@@ -207,6 +215,8 @@ class SessionHost:
 
     async def _load(self, session_id: UUID) -> Slot:
         agg = await self.repo.load(session_id)
+        if agg.app != self.app.name:
+            raise SessionOfAnotherApp(session_id, agg.app, self.app.name)
         slot = self._slot(agg)
         if agg.open_turn is not None:
             log.warning(

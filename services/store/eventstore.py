@@ -181,7 +181,12 @@ class EventStore:
         if self._notifier is not None:
             with contextlib.suppress(Exception):
                 await self._notifier
-        await self.pool.close()
+        try:
+            async with asyncio.timeout(10):
+                await self.pool.close()
+        except TimeoutError:
+            log.warning("connections still in use at close; terminating them")
+            self.pool.terminate()
 
     # -- writing ------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -96,7 +96,7 @@ async def follow(
     *,
     idle_timeout: float = 5.0,
     hole_recheck: float = 0.05,
-) -> AsyncIterator[list[RecordedEvent]]:
+) -> AsyncGenerator[list[RecordedEvent], None]:
     """Batches of events after ``position``, forever: catch-up first, then live.
 
     Sleeps until an append is announced (in-process or by NOTIFY from another process);
@@ -119,8 +119,11 @@ async def follow(
                 yield batch
                 continue
             timeout = hole_recheck if reader.waiting_on_hole else idle_timeout
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the wait completes, and the follower never stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waker.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await waker.wait()
     finally:
         store.drop_waker(waker)
         with contextlib.suppress(Exception):

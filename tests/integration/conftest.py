@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -39,4 +40,10 @@ async def start_serving(
     yield start
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    if not tasks:
+        return
+    _, running = await asyncio.wait(tasks, timeout=30)
+    if running:  # a hang becomes a failure that shows where everything was waiting
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        raise AssertionError("turnlog did not stop within 30 s of being cancelled")

@@ -4,6 +4,7 @@ position order or roll back, and followers sleep until an append is announced.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 
@@ -77,10 +78,11 @@ async def test_follower_never_misses_events_under_eight_concurrent_writers(
     caught_up = asyncio.Event()
 
     async def follower() -> None:
-        async for batch in follow(reader, idle_timeout=1.0):
-            seen.extend(r.position for r in batch)
-            if reader.position >= target[0]:
-                caught_up.set()
+        async with contextlib.aclosing(follow(reader, idle_timeout=1.0)) as batches:
+            async for batch in batches:
+                seen.extend(r.position for r in batch)
+                if reader.position >= target[0]:
+                    caught_up.set()
 
     async def batched_writer(w: int) -> None:
         for r in range(rounds):
@@ -111,8 +113,9 @@ async def test_follower_sleeps_until_another_process_appends(
     received: asyncio.Queue[list[int]] = asyncio.Queue()
 
     async def run() -> None:
-        async for batch in follow(reader, idle_timeout=60):
-            await received.put([r.position for r in batch])
+        async with contextlib.aclosing(follow(reader, idle_timeout=60)) as batches:
+            async for batch in batches:
+                await received.put([r.position for r in batch])
 
     task = asyncio.create_task(run())
     try:

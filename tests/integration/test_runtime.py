@@ -13,7 +13,7 @@ import pytest
 import turnlog
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import BlockView, Chunk, Collector, Notification, Reply
-from turnlog.services.runtime.host import SessionEnded, SessionHost
+from turnlog.services.runtime.host import SessionEnded, SessionHost, SessionOfAnotherApp
 from turnlog.services.runtime.turn import Inbound, TurnResult
 from turnlog.services.store.eventstore import EventStore
 
@@ -472,6 +472,15 @@ async def test_a_message_id_already_received_runs_no_second_turn(
     after = await host.handle(inbound("next", first.session_id, mid="m-2"))
     assert after.outcome == "ok" and runs == ["pay the invoice", "next"]
     assert (await types_of(store, first.session_id)).count("session.message_received") == 2
+
+
+async def test_a_session_of_one_app_is_refused_by_another(make_host: Any) -> None:
+    notes, shop = turnlog.App("notes"), turnlog.App("shop")
+    for app in (notes, shop):
+        app.message()(lambda session, msg: None)
+    first = await make_host(notes).handle(inbound("hi"))
+    with pytest.raises(SessionOfAnotherApp, match="belongs to app 'notes', not 'shop'"):
+        await make_host(shop).handle(inbound("hello", first.session_id))
 
 
 async def test_live_sessions_are_cached_with_a_bound(make_host: Any) -> None:
