@@ -27,7 +27,15 @@ async def start_serving(
         settings = Settings(home=tmp_path, subject_prefix=prefix, ack_wait=2.0)
         ready = asyncio.Event()
         task = asyncio.create_task(
-            serve(settings, database_url, servers.nats_url, app=app, relay=relay, ready=ready)
+            serve(
+                settings,
+                database_url,
+                servers.nats_url,
+                app=app,
+                relay=relay,
+                ready=ready,
+                handle_signals=False,
+            )
         )
         tasks.append(task)
         waiting = asyncio.create_task(ready.wait())
