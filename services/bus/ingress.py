@@ -91,7 +91,6 @@ class Ingress:
         delivery: BusDelivery,
         *,
         max_bytes: int = 256 * 1024,
-        fetch_batch: int = 100,
         ack_wait: float = 30.0,
     ) -> None:
         self.host = host
@@ -100,7 +99,6 @@ class Ingress:
         self.delivery = delivery
         self.app = host.app.name
         self.max_bytes = max_bytes
-        self.fetch_batch = fetch_batch
         self.ack_wait = max(ack_wait, 1.0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[int, tuple[Msg, float]] = {}  # id -> (message, arrival)

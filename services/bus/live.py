@@ -9,7 +9,7 @@ from nats.aio.client import Client as NATS
 
 from turnlog.contracts import bus
 from turnlog.services.bus.subjects import Subjects
-from turnlog.services.runtime.delivery import BlockView, Chunk, Notification, Outbound, Reply
+from turnlog.services.runtime.delivery import Chunk, Notification, Outbound, Reply
 
 _encode = msgspec.json.Encoder().encode
 
@@ -50,6 +50,3 @@ class BusDelivery:
             session_id=session_id, message_id=message_id, outcome=outcome, error=error
         )
         await self.nc.publish(self.subjects.live(self.app, session_id), _encode(live))
-
-
-__all__ = ["BlockView", "BusDelivery", "to_live"]

@@ -152,7 +152,7 @@ class SessionHost:
             )
             await self._run_hooks(self.app.exit_hooks, slot)
             agg.end(reason, at=utcnow())
-            await slot.live.commit()
+            await slot.live.settle()
             log.info("session ended", session_id=str(session_id), reason=reason)
             return True
 
@@ -180,7 +180,7 @@ class SessionHost:
                     slot.session.data[key] = _copy.decode(slot.recorded[key])
                     changed.append(key)
             finally:
-                await slot.live.commit()
+                await slot.live.settle()
             return changed
 
     async def reject(
@@ -199,7 +199,7 @@ class SessionHost:
                 return False
             slot.live.meta = Metadata(correlation_id=message_id, actor="turnlog")
             slot.live.aggregate.reject_input(message_id, reason, detail, at=utcnow())
-            await slot.live.commit()
+            await slot.live.settle()
             return True
 
     def live_count(self) -> int:
@@ -224,7 +224,7 @@ class SessionHost:
             )
             slot.live.meta = Metadata(correlation_id=agg.open_turn, actor="turnlog")
             agg.interrupt_turn("the process stopped before the turn completed", at=utcnow())
-            await slot.live.commit()
+            await slot.live.settle()
         return slot
 
     async def _create(self, session_id: UUID, inbound: Inbound) -> Slot:
@@ -242,9 +242,8 @@ class SessionHost:
             causation_id=inbound.message_id,
             actor=f"app:{self.app.name}",
         )
-        await slot.live.commit()
         await self._run_hooks(self.app.enter_hooks, slot)
-        await slot.live.commit()
+        await slot.live.settle()  # started, and what the enter hooks did, in one commit
         return slot
 
     def _slot(self, agg: SessionAggregate) -> Slot:

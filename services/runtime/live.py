@@ -73,12 +73,9 @@ class LiveSession:
             for item in items:
                 await self.delivery.deliver(self.aggregate.id, item)
 
-    async def commit(self) -> None:
-        """Everything applied so far is durable (and delivered) when this returns."""
-        await self.settle()
-
     async def settle(self) -> None:
-        """Wait for the background flushes, then flush; the first failure is raised."""
+        """Everything applied so far is durable and delivered when this returns (after
+        the background flushes; the first failure is raised)."""
         while self._background:
             pending, self._background = self._background, []
             for result in await asyncio.gather(*pending, return_exceptions=True):

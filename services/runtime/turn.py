@@ -95,7 +95,7 @@ async def run_turn(
             for a in inbound.attachments
         ),
     )
-    await live.commit()  # the turn is on record before the handler does anything
+    await live.settle()  # the turn is on record before the handler does anything
     live.meta = Metadata(
         correlation_id=inbound.message_id, causation_id=inbound.message_id, actor=f"app:{app_name}"
     )
