@@ -21,6 +21,7 @@ import asyncpg
 
 from bench.common import machine, scratch_database, server_url, table
 from turnlog.contracts.events import ReplySent
+from turnlog.services import aio
 from turnlog.services.mapping import session_codec
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.records import NewEvent
@@ -140,4 +141,4 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.repeat))
+    aio.run(main(args.seconds, args.repeat))

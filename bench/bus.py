@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import statistics
 import sys
 import time
@@ -27,6 +28,7 @@ from bench.common import (
     table,
 )
 from turnlog.contracts import bus
+from turnlog.services import aio
 from turnlog.services.bus.client import Client
 from turnlog.services.config import Settings
 from turnlog.services.infra.endpoints import endpoints
@@ -34,13 +36,20 @@ from turnlog.services.infra.endpoints import endpoints
 APP = Path(__file__).with_name("echo_app.py")
 
 
-async def converse(client: Client, seconds: float) -> tuple[int, list[float], list[float]]:
+async def converse(
+    client: Client, seconds: float, interval: float = 0.0
+) -> tuple[int, list[float], list[float]]:
+    """Turns back to back, or (``interval`` > 0) one turn every ``interval`` seconds."""
     session = client.session("echo", user={"id": "bench"})
     await session.send_message("warm up")
     replies: list[float] = []
     completions: list[float] = []
     deadline = time.perf_counter() + seconds
+    due = time.perf_counter() + random.uniform(0, interval)  # sessions out of step
     while time.perf_counter() < deadline:
+        if interval:
+            due += interval
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
         started = time.perf_counter()
 
         def on_event(item: object, started: float = started) -> None:
@@ -52,17 +61,25 @@ async def converse(client: Client, seconds: float) -> tuple[int, list[float], li
     return len(completions), replies, completions
 
 
-async def run(nats_url: str, prefix: str, sessions: int, seconds: float) -> list[str]:
+async def run(
+    nats_url: str, prefix: str, sessions: int, seconds: float, rate: float = 0.0
+) -> list[str]:
+    """``rate`` > 0: each session sends ``rate`` messages a second instead of back to back."""
     client = await Client.connect(nats_url, prefix=prefix)
+    interval = 1 / rate if rate else 0.0
     try:
         started = time.perf_counter()
-        results = await asyncio.gather(*(converse(client, seconds) for _ in range(sessions)))
+        results = await asyncio.gather(
+            *(converse(client, seconds, interval) for _ in range(sessions))
+        )
         elapsed = time.perf_counter() - started
     finally:
         await client.close()
     turns = sum(n for n, _, _ in results)
     reply = latency_row(sessions, turns, elapsed, [x for _, r, _ in results for x in r])
     done = statistics.quantiles([x for _, _, c in results for x in c], n=100)
+    if rate:
+        reply[0] = f"{sessions} at {rate:.0f}/s each"
     return [*reply, f"{done[49]:.1f}", f"{done[98]:.1f}"]
 
 
@@ -83,6 +100,9 @@ async def main(seconds: float, concurrency: list[int]) -> None:
             )
             try:
                 rows = [await run(where.nats_url, prefix, n, seconds) for n in concurrency]
+                # Chat-like load: 10 sessions sending at half the saturated rate, to show
+                # the latency of a turn that does not queue behind others.
+                rows.append(await run(where.nats_url, prefix, 10, seconds, rate=50))
             finally:
                 server.terminate()
                 await asyncio.wait_for(server.wait(), timeout=60)
@@ -102,7 +122,8 @@ async def main(seconds: float, concurrency: list[int]) -> None:
         )
     )
     print("targets: p50 < 5 ms and p99 < 20 ms at 10 sessions; >= 1,000 turns/s at 100")
+    print("(rows 'N at R/s each' are paced: each session sends R messages a second)")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*concurrency_args(__doc__ or "")))
+    aio.run(main(*concurrency_args(__doc__ or "")))

@@ -6,7 +6,6 @@ python -m bench.load [--repeat 5]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ from uuid import uuid4
 from bench.common import machine, scratch_database, server_url, table
 from turnlog.contracts.events import ChannelRef, UserRef
 from turnlog.domain.session import Session
+from turnlog.services import aio
 from turnlog.services.repository import SessionRepository
 from turnlog.services.store.eventstore import EventStore
 
@@ -75,4 +75,4 @@ async def main(repeat: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
-    asyncio.run(main(parser.parse_args().repeat))
+    aio.run(main(parser.parse_args().repeat))

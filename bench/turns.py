@@ -22,6 +22,7 @@ from bench.common import (
     server_url,
     table,
 )
+from turnlog.services import aio
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.host import SessionHost
 from turnlog.services.runtime.turn import Inbound
@@ -76,4 +77,4 @@ async def main(seconds: float, concurrency: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*concurrency_args(__doc__ or "")))
+    aio.run(main(*concurrency_args(__doc__ or "")))

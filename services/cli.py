@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import sys
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
-from turnlog.services import logs
+from turnlog.services import aio, logs
 from turnlog.services.config import ConfigError, Settings
 from turnlog.services.infra.embedded import EmbeddedInfra
 from turnlog.services.infra.endpoints import endpoints
@@ -164,7 +163,7 @@ def _chat(args: argparse.Namespace, settings: Settings) -> int:
 
     app = load_app(args.app_path)
     with endpoints(settings) as where:
-        return asyncio.run(
+        return aio.run(
             chat(
                 app,
                 where.database_url,
@@ -194,7 +193,7 @@ def _serve(settings: Settings, app_path: str | None, *, relay: bool) -> int:
 
     app = load_app(app_path) if app_path else None
     with endpoints(settings) as where:
-        asyncio.run(serve(settings, where.database_url, where.nats_url, app=app, relay=relay))
+        aio.run(serve(settings, where.database_url, where.nats_url, app=app, relay=relay))
     return 0
 
 
@@ -216,7 +215,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         await store.close()
 
     with endpoints(settings, nats=False) as where:
-        asyncio.run(run(where.database_url))
+        aio.run(run(where.database_url))
     print("schema is up to date")
     return 0
 
@@ -225,7 +224,7 @@ def _events(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.audit import print_events
 
     with endpoints(settings, nats=False) as where:
-        return asyncio.run(print_events(where.database_url, args.session_id, as_json=args.json))
+        return aio.run(print_events(where.database_url, args.session_id, as_json=args.json))
 
 
 if __name__ == "__main__":
