@@ -148,6 +148,47 @@ class SessionEnded(EventPayload, frozen=True, kw_only=True):
     reason: str
 
 
+SCOPES = ("app", "owner", "user", "session")
+
+
+class DocumentInserted(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a document is inserted into a collection. ``owner`` is what the scope
+    is keyed by: ``""`` for scope ``app``, the owner id, the user id or the session id."""
+
+    TYPE: ClassVar[str] = "document.inserted"
+    app: str
+    collection: str
+    scope: str
+    owner: str
+    doc_id: str
+    document: dict[str, Any]
+
+
+class DocumentUpdated(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a document changes: the update as asked (operator form) and the
+    document as it is afterwards."""
+
+    TYPE: ClassVar[str] = "document.updated"
+    collection: str
+    doc_id: str
+    changes: dict[str, Any]
+    document: dict[str, Any]
+
+
+class DocumentDeleted(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a document is deleted; nothing more is recorded on its stream."""
+
+    TYPE: ClassVar[str] = "document.deleted"
+    collection: str
+    doc_id: str
+
+
+DOCUMENT_PAYLOADS: tuple[type[EventPayload], ...] = (
+    DocumentInserted,
+    DocumentUpdated,
+    DocumentDeleted,
+)
+
 SESSION_PAYLOADS: tuple[type[EventPayload], ...] = (
     SessionStarted,
     MessageReceived,
@@ -162,3 +203,5 @@ SESSION_PAYLOADS: tuple[type[EventPayload], ...] = (
     InputRejected,
     SessionEnded,
 )
+
+ALL_PAYLOADS: tuple[type[EventPayload], ...] = SESSION_PAYLOADS + DOCUMENT_PAYLOADS

@@ -42,6 +42,9 @@ class EventCodec:
         except KeyError:
             raise UnknownEventType(type_name, list(self._types)) from None
 
+    def knows(self, type_name: str) -> bool:
+        return type_name in self._types
+
     def decode(self, type_name: str, schema_version: int, data: bytes) -> EventPayload:
         payload_type = self.payload_type(type_name)
         current = payload_type.SCHEMA_VERSION

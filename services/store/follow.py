@@ -47,6 +47,11 @@ class GlobalReader:
         self.reads = 0
         self.held_at_holes = 0
 
+    def seek(self, position: int) -> None:
+        """Read on from after ``position``."""
+        self.position = position
+        self._hole = None
+
     @property
     def waiting_on_hole(self) -> bool:
         return self._hole is not None

@@ -14,6 +14,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "001_event_log.sql"),
     (2, "002_append_batch.sql"),
     (3, "003_bus.sql"),
+    (4, "004_projections.sql"),
 )
 
 
