@@ -62,3 +62,16 @@ class UnknownDataKey(DomainError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"session.data has no key {key!r}")
+
+
+class DocumentDeleted(DomainError):
+    """Raised when a deleted document is updated or deleted again."""
+
+    def __init__(self, doc_id: str) -> None:
+        self.doc_id = doc_id
+        super().__init__(f"document {doc_id!r} has been deleted")
+
+
+class QueryError(DomainError):
+    """Raised when a collection filter, update or sort is malformed: an unknown operator, a
+    field path that is not allowed, or an operand of the wrong kind."""

@@ -124,6 +124,7 @@ class History:
         rows: list[tuple[Any, ...]] = []
         for e in events:
             p = e.payload
+            item: tuple[str, str, str, str | None, bool]
             if isinstance(p, ev.MessageReceived):
                 item = ("in", "message", p.text, p.message_id, False)
             elif isinstance(p, ev.ReplySent):

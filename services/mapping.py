@@ -11,6 +11,7 @@ import msgspec
 from eventsourcing.domain import Aggregate, CanMutateAggregate
 
 from turnlog.contracts import events as wire
+from turnlog.domain.document import Document
 from turnlog.domain.session import Session
 from turnlog.services.store.codec import EventCodec
 from turnlog.services.store.records import NewEvent, RecordedEvent, Snapshot
@@ -28,6 +29,9 @@ PAIRS: tuple[tuple[type[Aggregate.Event], type[wire.EventPayload]], ...] = (
     (Session.TurnInterrupted, wire.TurnInterrupted),
     (Session.InputRejected, wire.InputRejected),
     (Session.Ended, wire.SessionEnded),
+    (Document.Inserted, wire.DocumentInserted),
+    (Document.Updated, wire.DocumentUpdated),
+    (Document.Deleted, wire.DocumentDeleted),
 )
 _TO_WIRE = dict(PAIRS)
 _TO_DOMAIN = {payload.TYPE: event for event, payload in PAIRS}
@@ -110,3 +114,39 @@ def from_snapshot(snapshot: Snapshot) -> Session:
     session = object.__new__(Session)
     session.__dict__.update(state)
     return session
+
+
+def document_codec() -> EventCodec:
+    return EventCodec(wire.DOCUMENT_PAYLOADS)
+
+
+def document_from_row(
+    stream_id: str,
+    version: int,
+    *,
+    app: str,
+    collection: str,
+    scope: str,
+    owner: str,
+    doc_id: str,
+    document: dict[str, Any],
+    created_at: datetime,
+    updated_at: datetime,
+) -> Document:
+    """The Document as its collection view holds it (the view is kept from its events)."""
+    doc = object.__new__(Document)
+    doc.__dict__.update(
+        _id=UUID(stream_id),
+        _version=version,
+        _pending_events=[],
+        _created_on=created_at,
+        _modified_on=updated_at,
+        app=app,
+        collection=collection,
+        scope=scope,
+        owner=owner,
+        doc_id=doc_id,
+        document=document,
+        deleted=False,
+    )
+    return doc

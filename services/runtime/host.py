@@ -17,6 +17,7 @@ import structlog
 
 from turnlog.contracts.events import ChannelRef, UserRef
 from turnlog.domain.session import Session as SessionAggregate
+from turnlog.services.collections import CollectionStore
 from turnlog.services.mapping import Metadata
 from turnlog.services.repository import SessionNotFound, SessionRepository
 from turnlog.services.runtime.delivery import Delivery, NoDelivery
@@ -70,6 +71,7 @@ class SessionHost:
             raise AppError(f"app {app.name!r} has no @app.message() handler")
         self.app = app
         self.repo = repo
+        app.serve_collections(CollectionStore(repo.store))
         self.delivery = delivery or NoDelivery()
         self.max_live = max_live
         self.idle_timeout = idle_timeout
@@ -248,7 +250,8 @@ class SessionHost:
 
     def _slot(self, agg: SessionAggregate) -> Slot:
         live = LiveSession(agg, self.repo, self.delivery)
-        return Slot(live, Session(live, _copy.decode(_encode(agg.data))))
+        data = _copy.decode(_encode(agg.data))
+        return Slot(live, Session(live, data, collections=self.app.collections))
 
     async def _run_hooks(self, hooks: list[Callable[..., Any]], slot: Slot) -> None:
         token = _current.set(slot.session)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+from turnlog.domain.errors import DomainError
+from turnlog.services.collections import CollectionStore
+from turnlog.services.sdk.collections import Collection, CollectionError, _Binding
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,6 +29,32 @@ class App:
         self.enter_hooks: list[Callable[..., Any]] = []
         self.exit_hooks: list[Callable[..., Any]] = []
         self.shutdown_hooks: list[Callable[..., Any]] = []
+        self.collections: dict[str, Collection] = {}
+        self._collection_binding = _Binding()
+
+    def collection(
+        self, name: str, scope: str = "app", indexes: Sequence[str | Sequence[str]] = ()
+    ) -> Collection:
+        """Declare a collection of JSON documents scoped to the whole app (``"app"``), the
+        user's owner (``"owner"``: their org, or them), the user or the session; each of
+        ``indexes`` is a field path, or a list of them for a compound index."""
+        if name in self.collections:
+            existing = self.collections[name]
+            if existing.scope != scope:
+                raise AppError(
+                    f"collection {name!r} is already declared with scope {existing.scope!r}"
+                )
+            return existing
+        try:
+            collection = Collection(self.name, name, scope, indexes, self._collection_binding)
+        except (CollectionError, DomainError) as e:
+            raise AppError(str(e)) from None
+        self.collections[name] = collection
+        return collection
+
+    def serve_collections(self, store: CollectionStore) -> None:
+        """Called by the runtime: collections read and write through ``store``."""
+        self._collection_binding.store = store
 
     def message(self) -> Callable[[F], F]:
         """Register the handler called as ``handler(session, msg)`` for every message."""

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
+from turnlog.services.mapping import Metadata
 from turnlog.services.runtime.delivery import BlockView, Chunk, Notification, Reply
 from turnlog.services.runtime.live import LiveSession
+from turnlog.services.sdk.collections import Collection, Database
 from turnlog.services.sdk.types import Block, Message, SessionChannel, UserInfo
 
 T = TypeVar("T")
@@ -26,15 +28,29 @@ class Session:
     """
 
     def __init__(
-        self, live: LiveSession, data: dict[str, Any], integrations: Mapping[str, Any] | None = None
+        self,
+        live: LiveSession,
+        data: dict[str, Any],
+        integrations: Mapping[str, Any] | None = None,
+        collections: dict[str, Collection] | None = None,
     ) -> None:
         self._live = live
+        self._collections = collections or {}
         agg = live.aggregate
         self.id = str(agg.id)
         self.user = UserInfo(id=agg.user.id, email=agg.user.email, org_id=agg.user.org_id)
         self.channel = SessionChannel(type=agg.channel.type, name=agg.channel.name)
         self.data = data
         self.integrations: Mapping[str, Any] = MappingProxyType(dict(integrations or {}))
+
+    @property
+    def db(self) -> Database:
+        """The app's collections, scoped to this session's user, owner or session."""
+        return Database(self._collections, self)
+
+    def _meta(self) -> Metadata:
+        """Who writes, and in answer to what: carried on this session's document events."""
+        return self._live.meta
 
     @property
     def history(self) -> list[Message]:

@@ -1,0 +1,162 @@
+"""Collections: durable application data, as JSON documents, scoped to the whole app, an
+owner (the user's org, or the user), a user or a session.
+
+``notes = app.collection("notes", scope="user")`` declares one; ``session.db.notes`` (or
+``notes`` itself inside a handler) reads and writes the current user's documents. The
+scope is applied by turnlog to every statement: no filter or document can reach another
+scope's documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from turnlog.contracts.events import SCOPES
+from turnlog.domain.documents import validate_path
+from turnlog.services.collections import CollectionStore, Place
+from turnlog.services.mapping import Metadata
+from turnlog.services.sdk.context import current_session
+
+if TYPE_CHECKING:
+    from turnlog.services.sdk.session import Session
+
+
+class CollectionError(Exception):
+    """Raised when a collection is declared wrongly, or used where it cannot resolve
+    its scope (a user-scoped collection with no session) or its store (app not served)."""
+
+
+class Collection:
+    """A reference to one collection of an app, bound to a session or to the current one."""
+
+    def __init__(
+        self,
+        app_name: str,
+        name: str,
+        scope: str,
+        indexes: Sequence[str | Sequence[str]],
+        binding: _Binding,
+        session: Session | None = None,
+    ) -> None:
+        if scope not in SCOPES:
+            raise CollectionError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        if not name.isidentifier():
+            raise CollectionError(f"a collection name is an identifier, not {name!r}")
+        self.app_name, self.name, self.scope = app_name, name, scope
+        self.indexes = [[i] if isinstance(i, str) else list(i) for i in indexes]
+        for fields in self.indexes:
+            for field in fields:
+                validate_path(field)
+        self._binding = binding
+        self._session = session
+
+    def bind(self, session: Session) -> Collection:
+        """This collection as seen from ``session``."""
+        return Collection(
+            self.app_name, self.name, self.scope, self.indexes, self._binding, session
+        )
+
+    async def insert_one(self, document: dict[str, Any]) -> str:
+        """Insert ``document``; returns its ``_id`` (made when it has none)."""
+        return (await self.insert_many([document]))[0]
+
+    async def insert_many(self, documents: Sequence[dict[str, Any]]) -> list[str]:
+        store, place, meta = await self._resolve()
+        return await store.insert(place, list(documents), meta)
+
+    async def find(
+        self,
+        filter: dict[str, Any] | None = None,
+        limit: int = 0,
+        skip: int = 0,
+        sort: Any = None,
+    ) -> list[dict[str, Any]]:
+        """Matching documents (``limit`` 0: all), ordered by ``sort`` then ``_id``."""
+        store, place, _ = await self._resolve()
+        return await store.find(place, filter, limit=limit, skip=skip, sort=sort)
+
+    async def find_one(
+        self, filter: dict[str, Any] | None = None, sort: Any = None
+    ) -> dict[str, Any] | None:
+        found = await self.find(filter, limit=1, sort=sort)
+        return found[0] if found else None
+
+    async def count(self, filter: dict[str, Any] | None = None) -> int:
+        store, place, _ = await self._resolve()
+        return await store.count(place, filter)
+
+    async def update_one(self, filter: dict[str, Any] | None, update: dict[str, Any]) -> int:
+        """Change the first matching document: a plain dict is ``$set``; also ``$set``,
+        ``$unset``, ``$inc``, ``$push``. Returns how many changed (0 or 1)."""
+        store, place, meta = await self._resolve()
+        return await store.update_one(place, filter, update, meta)
+
+    async def delete_one(self, filter: dict[str, Any] | None) -> int:
+        store, place, meta = await self._resolve()
+        return await store.delete(place, filter, meta, many=False)
+
+    async def delete_many(self, filter: dict[str, Any] | None) -> int:
+        store, place, meta = await self._resolve()
+        return await store.delete(place, filter, meta, many=True)
+
+    async def _resolve(self) -> tuple[CollectionStore, Place, Metadata]:
+        store = self._binding.store
+        if store is None:
+            raise CollectionError(
+                f"collection {self.name!r} is only usable while turnlog serves app "
+                f"{self.app_name!r}"
+            )
+        await self._binding.ready(self)
+        session = self._session or current_session()
+        if session is None and self.scope != "app":
+            raise CollectionError(
+                f"collection {self.name!r} is {self.scope}-scoped: use it in a handler "
+                "(session.db) or where current_session() is set"
+            )
+        owner = ""
+        if session is not None:
+            owner = {
+                "app": "",
+                "owner": session.user.owner_id,
+                "user": session.user.id,
+                "session": session.id,
+            }[self.scope]
+        meta = session._meta() if session is not None else Metadata(actor=f"app:{self.app_name}")
+        return store, Place(self.app_name, self.name, self.scope, owner), meta
+
+
+class _Binding:
+    """The store an app's collections use once the app is served (shared by them all)."""
+
+    def __init__(self) -> None:
+        self.store: CollectionStore | None = None
+        self._indexed: set[str] = set()
+
+    async def ready(self, collection: Collection) -> None:
+        assert self.store is not None
+        await self.store.setup()
+        if collection.name not in self._indexed:
+            for fields in collection.indexes:
+                await self.store.create_index(collection.app_name, collection.name, fields)
+            self._indexed.add(collection.name)
+
+
+class Database:
+    """``session.db``: the app's collections, seen from one session."""
+
+    def __init__(self, collections: dict[str, Collection], session: Session) -> None:
+        self._collections, self._session = collections, session
+
+    def __getattr__(self, name: str) -> Collection:
+        collection = self._collections.get(name)
+        if collection is None:
+            known = ", ".join(sorted(self._collections)) or "none"
+            raise AttributeError(
+                f"no collection {name!r}: declare it with app.collection({name!r}, scope=...)"
+                f" (declared: {known})"
+            )
+        return collection.bind(self._session)
+
+    def __getitem__(self, name: str) -> Collection:
+        return self.__getattr__(name)
