@@ -32,6 +32,7 @@ from turnlog.services import aio
 from turnlog.services.bus.client import Client
 from turnlog.services.config import Settings
 from turnlog.services.infra.endpoints import endpoints
+from turnlog.services.infra.processes import free_port
 
 APP = Path(__file__).with_name("echo_app.py")
 
@@ -94,6 +95,7 @@ async def main(seconds: float, concurrency: list[int]) -> None:
                 TURNLOG_NATS_URL=where.nats_url,
                 TURNLOG_SUBJECT_PREFIX=prefix,
                 TURNLOG_LOG_LEVEL="warning",
+                TURNLOG_HTTP_PORT=str(free_port()),
             )
             server = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "turnlog", "run", str(APP), env=env

@@ -81,6 +81,24 @@ def _parser() -> argparse.ArgumentParser:
     parts.add_parser("relay", help="publish committed events on NATS").set_defaults(
         handler=_serve_relay
     )
+    parts.add_parser("projector", help="keep the projections up to date").set_defaults(
+        handler=_serve_projector
+    )
+    parts.add_parser(
+        "api", help="the projection query API over HTTP and NATS request/reply"
+    ).set_defaults(handler=_serve_api)
+
+    projections = sub.add_parser("projections", help="the read models kept from the log")
+    projections_sub = projections.add_subparsers(metavar="ACTION", required=True)
+    status = projections_sub.add_parser("status", help="position, lag and rate of each")
+    status.add_argument("--json", action="store_true", help="one JSON array")
+    status.set_defaults(handler=_projections_status)
+    rebuild = projections_sub.add_parser(
+        "rebuild", help="rebuild from position 0 into fresh tables and swap them in"
+    )
+    rebuild.add_argument("names", nargs="*", metavar="NAME")
+    rebuild.add_argument("--all", action="store_true", help="every projection")
+    rebuild.set_defaults(handler=_projections_rebuild)
 
     contracts = sub.add_parser("contracts", help="the wire contracts")
     contracts_sub = contracts.add_subparsers(metavar="ACTION", required=True)
@@ -176,24 +194,77 @@ def _chat(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    return _serve(settings, args.app_path, relay=True)
+    return _serve(settings, args.app_path, relay=True, projector=True, api=True)
 
 
 def _serve_runtime(args: argparse.Namespace, settings: Settings) -> int:
-    return _serve(settings, args.app_path, relay=False)
+    return _serve(settings, args.app_path)
 
 
 def _serve_relay(args: argparse.Namespace, settings: Settings) -> int:
     return _serve(settings, None, relay=True)
 
 
-def _serve(settings: Settings, app_path: str | None, *, relay: bool) -> int:
+def _serve_projector(args: argparse.Namespace, settings: Settings) -> int:
+    return _serve(settings, None, projector=True)
+
+
+def _serve_api(args: argparse.Namespace, settings: Settings) -> int:
+    return _serve(settings, None, api=True)
+
+
+def _serve(
+    settings: Settings,
+    app_path: str | None,
+    *,
+    relay: bool = False,
+    projector: bool = False,
+    api: bool = False,
+) -> int:
     from turnlog.services.runtime.loader import load_app
-    from turnlog.services.serve import serve
+    from turnlog.services.serve import Parts, serve
 
     app = load_app(app_path) if app_path else None
+    parts = Parts(app=app, relay=relay, projector=projector, api=api)
     with endpoints(settings) as where:
-        aio.run(serve(settings, where.database_url, where.nats_url, app=app, relay=relay))
+        aio.run(serve(settings, where.database_url, where.nats_url, parts))
+    return 0
+
+
+def _projections_status(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.projections.catalog import PROJECTIONS
+    from turnlog.services.projector.status import print_status, status
+    from turnlog.services.projector.writes import ensure
+    from turnlog.services.store.eventstore import EventStore
+
+    async def run(url: str) -> None:
+        store = await EventStore.connect(url, min_size=1, max_size=2)
+        try:
+            await ensure(store.pool, PROJECTIONS.values())
+            print_status(await status(store), as_json=args.json)
+        finally:
+            await store.close()
+
+    with endpoints(settings, nats=False) as where:
+        aio.run(run(where.database_url))
+    return 0
+
+
+def _projections_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.projector.status import chosen, rebuild_with_progress
+    from turnlog.services.store.eventstore import EventStore
+
+    projections = chosen(args.names, args.all)
+
+    async def run(url: str) -> None:
+        store = await EventStore.connect(url, min_size=1, max_size=4)
+        try:
+            await rebuild_with_progress(store, projections)
+        finally:
+            await store.close()
+
+    with endpoints(settings, nats=False) as where:
+        aio.run(run(where.database_url))
     return 0
 
 

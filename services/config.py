@@ -29,6 +29,9 @@ class Settings:
     subject_prefix: str = "turnlog"
     max_inbound_bytes: int = 256 * 1024
     ack_wait: float = 30.0
+    api_keys: str = ""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8330
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -45,6 +48,9 @@ class Settings:
             subject_prefix=env.get("TURNLOG_SUBJECT_PREFIX") or "turnlog",
             max_inbound_bytes=_number(env, "TURNLOG_MAX_INBOUND_BYTES", 256 * 1024, int),
             ack_wait=_number(env, "TURNLOG_ACK_WAIT", 30.0, float),
+            api_keys=_api_keys(env.get("TURNLOG_API_KEYS", "")),
+            http_host=env.get("TURNLOG_HTTP_HOST") or "127.0.0.1",
+            http_port=_number(env, "TURNLOG_HTTP_PORT", 8330, int),
         )
 
 
@@ -63,3 +69,10 @@ def _number(env: Mapping[str, str], name: str, default: N, kind: Callable[[str],
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {raw!r}")
     return value
+
+
+def _api_keys(text: str) -> str:
+    from turnlog.services.query.auth import parse_keys
+
+    parse_keys(text)  # refuse a malformed entry at start, not at the first request
+    return text

@@ -1,5 +1,5 @@
-"""Long-running turnlog processes: the runtime (ingress + handlers) and the relay, together
-(``turnlog run``) or apart (``turnlog serve runtime|relay``)."""
+"""Long-running turnlog processes: the runtime (ingress + handlers), the relay, the
+projector and the query API, together (``turnlog run``) or apart (``turnlog serve ...``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import nats
 import structlog
 from nats.aio.client import Client as NATS
 
+from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.bus.ingress import Ingress
 from turnlog.services.bus.live import BusDelivery
 from turnlog.services.bus.relay import Relay
@@ -20,6 +22,8 @@ from turnlog.services.bus.router import Router, register
 from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.config import Settings
+from turnlog.services.projector.runner import Projector
+from turnlog.services.projector.writes import ensure
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.host import SessionHost
 from turnlog.services.sdk.app import App
@@ -38,49 +42,111 @@ async def connect_nats(url: str) -> NATS:
         raise StoreError(f"cannot connect to NATS at {url}: {e}") from e
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What one process runs: the runtime for ``app``, the relay, the projector, the
+    query API (HTTP and NATS request/reply)."""
+
+    app: App | None = None
+    relay: bool = False
+    projector: bool = False
+    api: bool = False
+
+
 async def serve(
     settings: Settings,
     database_url: str,
     nats_url: str,
+    parts: Parts,
     *,
-    app: App | None,
-    relay: bool,
     ready: asyncio.Event | None = None,
     handle_signals: bool = True,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or cancellation): the runtime for ``app`` if given, the
-    relay if asked; stop cleanly, finishing turns in progress."""
+    """Run ``parts`` until SIGINT/SIGTERM (or cancellation); stop cleanly, finishing
+    turns in progress."""
+    app = parts.app
     store = await EventStore.connect(database_url, min_size=2, max_size=20)
-    nc = await connect_nats(nats_url)
-    subjects = Subjects(settings.subject_prefix)
-    js = nc.jetstream()
-    await ensure_streams(js, subjects)
+    projector_store: EventStore | None = None
+    nc: NATS | None = None
     host: SessionHost | None = None
     jobs: list[Coroutine[Any, Any, None]] = []
-    if app is not None:
-        delivery = BusDelivery(nc, subjects, app.name)
-        host = SessionHost(
-            app,
-            SessionRepository(store, snapshot_every=settings.snapshot_every),
-            delivery,
-            max_live=settings.max_live_sessions,
-            idle_timeout=settings.session_idle_timeout or None,
-        )
-        await host.start()
-        jobs.append(
-            Ingress(
-                host,
-                js,
-                subjects,
+    try:
+        if app is not None or parts.relay or parts.api:
+            nc = await connect_nats(nats_url)
+        subjects = Subjects(settings.subject_prefix)
+        if nc is not None and (app is not None or parts.relay):
+            js = nc.jetstream()
+            await ensure_streams(js, subjects)
+        if app is not None and nc is not None:
+            delivery = BusDelivery(nc, subjects, app.name)
+            host = SessionHost(
+                app,
+                SessionRepository(store, snapshot_every=settings.snapshot_every),
                 delivery,
-                max_bytes=settings.max_inbound_bytes,
-                ack_wait=settings.ack_wait,
-            ).run()
-        )
-        await register(js, subjects, app.name)
-        jobs.append(Router(js, subjects).run())
-    if relay:
-        jobs.append(Relay(store, js, subjects).run())
+                max_live=settings.max_live_sessions,
+                idle_timeout=settings.session_idle_timeout or None,
+            )
+            await host.start()
+            jobs.append(
+                Ingress(
+                    host,
+                    js,
+                    subjects,
+                    delivery,
+                    max_bytes=settings.max_inbound_bytes,
+                    ack_wait=settings.ack_wait,
+                ).run()
+            )
+            await register(js, subjects, app.name)
+            jobs.append(Router(js, subjects).run())
+        if parts.relay and nc is not None:
+            jobs.append(Relay(store, js, subjects).run())
+        if parts.projector:
+            # its own pool: the follower holds a connection, and catch-up must not
+            # starve the runtime's appends
+            projector_store = await EventStore.connect(database_url, min_size=1, max_size=8)
+            jobs.append(Projector(projector_store, list(PROJECTIONS.values())).run())
+        if parts.api and nc is not None:
+            jobs += await _api_jobs(settings, store, nc)
+        await _run_until_stopped(jobs, ready, handle_signals, parts)
+    finally:
+        if host is not None:
+            await host.stop()
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+        if projector_store is not None:
+            await projector_store.close()
+        await store.close()
+        log.info("stopped")
+
+
+async def _api_jobs(
+    settings: Settings, store: EventStore, nc: NATS
+) -> list[Coroutine[Any, Any, None]]:
+    from turnlog.services.query.auth import Keys, parse_keys
+    from turnlog.services.query.bus import QueryResponder
+    from turnlog.services.query.http import http_app, serve_http
+    from turnlog.services.query.service import QueryService
+
+    await ensure(store.pool, PROJECTIONS.values())
+    keys = Keys(parse_keys(settings.api_keys))
+    if not settings.api_keys:
+        log.warning("no API keys configured: the query API refuses every request")
+    service = QueryService(store.pool)
+    log.info("query API", url=f"http://{settings.http_host}:{settings.http_port}")
+    return [
+        serve_http(http_app(service, keys), settings.http_host, settings.http_port),
+        QueryResponder(nc, settings.subject_prefix, service, keys).run(),
+    ]
+
+
+async def _run_until_stopped(
+    jobs: list[Coroutine[Any, Any, None]],
+    ready: asyncio.Event | None,
+    handle_signals: bool,
+    parts: Parts,
+) -> None:
     tasks = [asyncio.create_task(job) for job in jobs]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,7 +154,13 @@ async def serve(
     for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    log.info("serving", app=app.name if app else None, relay=relay, nats=nats_url)
+    log.info(
+        "serving",
+        app=parts.app.name if parts.app else None,
+        relay=parts.relay,
+        projector=parts.projector,
+        api=parts.api,
+    )
     if ready is not None:
         ready.set()
     try:
@@ -101,12 +173,6 @@ async def serve(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if host is not None:
-            await host.stop()
-        with contextlib.suppress(Exception):
-            await nc.drain()
-        await store.close()
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        log.info("stopped")

@@ -19,7 +19,7 @@ from turnlog.contracts import bus
 from turnlog.services.bus.client import Client, ClientError, Round
 from turnlog.services.config import Settings
 from turnlog.services.sdk.app import App
-from turnlog.services.serve import serve
+from turnlog.services.serve import Parts, serve
 
 DIM, ITALIC, RESET, BOLD = "\033[2m", "\033[3m", "\033[0m", "\033[1m"
 TURN_TIMEOUT = 3600.0
@@ -89,7 +89,12 @@ async def chat(
     ready = asyncio.Event()
     server = asyncio.create_task(
         serve(
-            settings, database_url, nats_url, app=app, relay=True, ready=ready, handle_signals=False
+            settings,
+            database_url,
+            nats_url,
+            Parts(app=app, relay=True, projector=True),
+            ready=ready,
+            handle_signals=False,
         )
     )
     waiting = asyncio.create_task(ready.wait())

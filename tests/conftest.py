@@ -21,9 +21,11 @@ from turnlog.services.bus.subjects import Subjects
 from turnlog.services.config import Settings
 from turnlog.services.infra.embedded import EmbeddedInfra
 from turnlog.services.infra.endpoints import Endpoints
+from turnlog.services.infra.processes import free_port
 from turnlog.services.store.eventstore import EventStore
 
 HOME_PREFIX = "turnlog-test-"
+API_KEY = "test-read-key-0123456789"
 
 
 def new_home() -> Path:
@@ -125,5 +127,7 @@ def cli_env(database_url: str, servers: Endpoints, tmp_path: Path, prefix: str) 
         TURNLOG_HOME=str(tmp_path / "home"),
         TURNLOG_LOG_LEVEL="warning",
         TURNLOG_SUBJECT_PREFIX=prefix,
+        TURNLOG_HTTP_PORT=str(free_port()),
+        TURNLOG_API_KEYS=f"{API_KEY}:read",
     )
     return env

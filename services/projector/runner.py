@@ -52,8 +52,9 @@ class Projector:
             async for records in batches:
                 events = decode(records)
                 results = await asyncio.gather(*(self._apply(p, events) for p in self.projections))
+                # the batch's oldest event waited longest
                 now = datetime.now(UTC)
-                self.lags.append((now - records[-1].recorded_at).total_seconds())
+                self.lags.append((now - records[0].recorded_at).total_seconds())
                 self._progressed.set()
                 behind = min(results)
                 if behind < events[0].position - 1:

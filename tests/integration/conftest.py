@@ -12,7 +12,7 @@ import pytest
 from turnlog.services.config import Settings
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.sdk.app import App
-from turnlog.services.serve import serve
+from turnlog.services.serve import Parts, serve
 
 Start = Callable[..., Awaitable[asyncio.Task[None]]]
 
@@ -31,8 +31,7 @@ async def start_serving(
                 settings,
                 database_url,
                 servers.nats_url,
-                app=app,
-                relay=relay,
+                Parts(app=app, relay=relay),
                 ready=ready,
                 handle_signals=False,
             )

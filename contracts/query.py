@@ -1,0 +1,121 @@
+"""Shapes of the projection query API, over HTTP and NATS request/reply alike.
+
+Lists are pages: ``items`` and ``next_cursor`` (opaque; absent on the last page). Times
+are ISO 8601 strings in UTC. Errors are ``{"code", "message"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class SessionSummary(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    app: str
+    user_id: str
+    user_email: str | None
+    org_id: str | None
+    channel: str
+    started_at: str
+    ended_at: str | None
+    end_reason: str | None
+    message_count: int
+    reply_count: int
+    last_activity: str
+    version: int
+
+
+class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[SessionSummary]
+    next_cursor: str | None = None
+
+
+class HistoryItem(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    direction: str  # "in" | "out"
+    kind: str  # "message" | "reply" | "notification"
+    text: str
+    message_id: str | None
+    streamed: bool
+    at: str
+
+
+class HistoryPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[HistoryItem]
+    next_cursor: str | None = None
+
+
+class SessionData(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    data: dict[str, Any]
+
+
+class BlockItem(msgspec.Struct, frozen=True, kw_only=True):
+    block_id: str
+    block_type: str
+    payload: dict[str, Any]
+    first_version: int
+    version: int
+    updated_at: str
+
+
+class BlockList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[BlockItem]
+
+
+class EventItem(msgspec.Struct, frozen=True, kw_only=True):
+    position: int
+    version: int
+    type: str
+    schema_version: int
+    recorded_at: str
+    correlation_id: str | None
+    causation_id: str | None
+    actor: str | None
+    payload: dict[str, Any]
+
+
+class EventPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[EventItem]
+    next_cursor: str | None = None
+
+
+class FindRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A collection query. ``owner`` narrows to one scope key (read/admin keys only)."""
+
+    app: str
+    collection: str
+    filter: dict[str, Any] | None = None
+    owner: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+class DocumentItem(msgspec.Struct, frozen=True, kw_only=True):
+    scope: str
+    owner: str
+    document: dict[str, Any]
+
+
+class DocumentPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[DocumentItem]
+    next_cursor: str | None = None
+
+
+class ProjectionStatus(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    position: int
+    last_position: int
+    lag_events: int
+    updated_at: str
+
+
+class ProjectionStatusList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[ProjectionStatus]
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
