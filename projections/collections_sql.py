@@ -53,6 +53,13 @@ def _path_literal(path: list[str] | tuple[str, ...]) -> str:
     return "'{" + ",".join(f'"{segment}"' for segment in path) + "}'"
 
 
+def field_expression(path: list[str], column: str = "doc") -> str:
+    """The SQL expression of a field, exactly as filters write it (so that an index on
+    it serves them)."""
+    _check_column(column)
+    return f"({column} #> {_path_literal(path)})"
+
+
 def _param(params: list[Any], value: Any) -> str:
     """Append ``value``'s JSON text to ``params``; its placeholder, cast to jsonb."""
     params.append(msgspec.json.encode(value).decode())

@@ -257,7 +257,7 @@ def _projections_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     projections = chosen(args.names, args.all)
 
     async def run(url: str) -> None:
-        store = await EventStore.connect(url, min_size=1, max_size=4)
+        store = await EventStore.connect(url, min_size=1, max_size=10)
         try:
             await rebuild_with_progress(store, projections)
         finally:

@@ -22,7 +22,7 @@ import msgspec
 from turnlog.domain.document import Document
 from turnlog.domain.documents import parse_sort, validate_path
 from turnlog.projections.collections import Collections
-from turnlog.projections.collections_sql import compile_filter, compile_sort
+from turnlog.projections.collections_sql import compile_filter, compile_sort, field_expression
 from turnlog.services.mapping import Metadata, document_codec, document_from_row, to_new_event
 from turnlog.services.projector.writes import Conn, decode, ensure, execute, hold, quote
 from turnlog.services.store.errors import StoreError
@@ -202,19 +202,15 @@ class CollectionStore:
 
     async def create_index(self, app: str, collection: str, fields: Sequence[str]) -> None:
         """An index on ``fields`` of one collection's documents (all its scopes)."""
-        paths = [validate_path(f) for f in fields]
-        exprs = ", ".join("(doc #> '{" + ",".join(p) + "}')" for p in paths)
+        exprs = ", ".join(field_expression(validate_path(f)) for f in fields)
         digest = uuid.uuid5(uuid.NAMESPACE_OID, f"{app}\0{collection}\0{fields}").hex[:16]
+        # Not partial on app and collection: queries pass those as parameters, and a
+        # generic plan could not prove such a predicate.
         await self.store.pool.execute(
             f"CREATE INDEX IF NOT EXISTS turnlog_documents_{digest}"
-            f" ON {quote(self.schema)}.turnlog_documents (owner, {exprs})"
-            f" WHERE app = {_literal(app)} AND collection = {_literal(collection)}"
-            " AND NOT deleted"
+            f" ON {quote(self.schema)}.turnlog_documents (app, collection, owner, {exprs})"
+            " WHERE NOT deleted"
         )
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _duplicate(error: asyncpg.UniqueViolationError, docs: Sequence[Document]) -> str:

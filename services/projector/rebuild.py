@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from turnlog.projections.base import Projection
+import asyncpg
+
+from turnlog.projections.base import Event, Projection
 from turnlog.services.projector.writes import Conn, create_tables, decode, execute, hold, quote
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.follow import GlobalReader
@@ -41,8 +43,7 @@ async def rebuild(
             await create_tables(conn, p, scratch_schema(p))
     target = await store.last_position()
     reader = GlobalReader(store, 0, batch_size)
-    async with pool.acquire() as conn:
-        await _catch_up(reader, conn, projections, progress, target)
+    await _build(reader, pool, projections, progress, target)
     async with pool.acquire() as conn, conn.transaction():
         for p in sorted(projections, key=lambda p: p.name):
             await hold(conn, p.name, exclusive=True)
@@ -56,6 +57,47 @@ async def rebuild(
                 reader.position,
             )
     return reader.position
+
+
+async def _build(
+    reader: GlobalReader,
+    pool: asyncpg.Pool,
+    projections: Sequence[Projection],
+    progress: Progress | None,
+    target: int,
+) -> None:
+    """The bulk of a rebuild, outside any lock: the next batch is read while this one is
+    written, and each projection writes on a connection of its own, so PostgreSQL works
+    on them side by side."""
+    conns = [await pool.acquire() for _ in projections]
+    try:
+        pending = asyncio.create_task(reader.read())
+        while True:
+            records = await pending
+            if not records:
+                if not reader.waiting_on_hole:
+                    return
+                await asyncio.sleep(0.01)
+                pending = asyncio.create_task(reader.read())
+                continue
+            pending = asyncio.create_task(reader.read())
+            events = decode(records)
+            await asyncio.gather(
+                *(_write(c, p, events) for c, p in zip(conns, projections, strict=True))
+            )
+            if progress is not None:
+                progress(records[-1].position, max(target, records[-1].position))
+    finally:
+        if not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        for conn in conns:
+            await pool.release(conn)
+
+
+async def _write(conn: Conn, projection: Projection, events: list[Event]) -> None:
+    async with conn.transaction():
+        await execute(conn, projection.apply(events), scratch_schema(projection))
 
 
 async def _catch_up(
