@@ -205,10 +205,11 @@ class CollectionStore:
         exprs = ", ".join(field_expression(validate_path(f)) for f in fields)
         digest = uuid.uuid5(uuid.NAMESPACE_OID, f"{app}\0{collection}\0{fields}").hex[:16]
         # Not partial on app and collection: queries pass those as parameters, and a
-        # generic plan could not prove such a predicate.
+        # generic plan could not prove such a predicate. doc_id last: equality on the
+        # fields then yields rows in the default order (by _id), no sort needed.
         await self.store.pool.execute(
             f"CREATE INDEX IF NOT EXISTS turnlog_documents_{digest}"
-            f" ON {quote(self.schema)}.turnlog_documents (app, collection, owner, {exprs})"
+            f" ON {quote(self.schema)}.turnlog_documents (app, collection, owner, {exprs}, doc_id)"
             " WHERE NOT deleted"
         )
 

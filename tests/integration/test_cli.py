@@ -75,3 +75,33 @@ def test_an_unreachable_database_is_a_clear_error(cli_env: dict[str, str]) -> No
     assert result.returncode == 1
     assert "cannot connect to PostgreSQL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_projections_rebuild_then_status(store: EventStore, cli_env: dict[str, str]) -> None:
+    t = datetime(2026, 2, 2, 9, 30, tzinfo=UTC)
+    repo = SessionRepository(store)
+    for i in range(3):
+        session = Session.start(
+            uuid4(), app="notes", user=UserRef(id=f"u{i}"), channel=ChannelRef(), at=t
+        )
+        session.receive_message(message_id=f"m{i}", text="hello", at=t)
+        session.reply("hi", at=t)
+        session.complete_turn(outcome="ok", duration_ms=2, at=t)
+        await repo.save(session)
+    last = await store.last_position()
+
+    rebuilt = turnlog(cli_env, "projections", "rebuild", "--all")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"up to position {last:,}" in rebuilt.stdout
+    assert await store.pool.fetchval("SELECT count(*) FROM turnlog_sessions") == 3
+    assert await store.pool.fetchval("SELECT count(*) FROM turnlog_history") == 6
+
+    status = turnlog(cli_env, "projections", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    rows = {r["name"]: r for r in json.loads(status.stdout)}
+    assert set(rows) == {"sessions", "history", "data", "blocks", "collections", "timeline"}
+    assert all(r["position"] == last and r["lag_events"] == 0 for r in rows.values())
+
+    unknown = turnlog(cli_env, "projections", "rebuild", "histroy")
+    assert unknown.returncode == 1
+    assert "unknown projection histroy" in unknown.stderr and "Traceback" not in unknown.stderr
