@@ -6,8 +6,11 @@ in a session as immutable events.
 
 from __future__ import annotations
 
+from turnlog.domain.errors import QueryError
 from turnlog.services.bus.client import Client, ClientError, ClientSession, Round
+from turnlog.services.collections import DuplicateKey
 from turnlog.services.sdk.app import App, AppError
+from turnlog.services.sdk.collections import Collection, CollectionError
 from turnlog.services.sdk.context import current_session
 from turnlog.services.sdk.session import Session, StreamReply
 from turnlog.services.sdk.types import Attachment, Block, Message, SessionChannel, UserInfo
@@ -22,7 +25,11 @@ __all__ = [
     "Client",
     "ClientError",
     "ClientSession",
+    "Collection",
+    "CollectionError",
+    "DuplicateKey",
     "Message",
+    "QueryError",
     "Round",
     "Session",
     "SessionChannel",
