@@ -119,3 +119,65 @@ class ProjectionStatusList(msgspec.Struct, frozen=True, kw_only=True):
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     code: str
     message: str
+
+
+# -- NATS request/reply ------------------------------------------------------------------
+#
+# The same queries over NATS: a request to ``<prefix>.query.<name>`` (queue group
+# ``turnlog-query``), with a JSON ``QueryRequest`` body. Names and their ``params``:
+#
+#   sessions.list        SessionsListParams   -> SessionPage
+#   sessions.get         SessionParams        -> SessionSummary
+#   sessions.history     HistoryParams        -> HistoryPage
+#   sessions.data        SessionParams        -> SessionData
+#   sessions.blocks      SessionParams        -> BlockList
+#   sessions.events      EventsParams         -> EventPage
+#   collections.find     FindRequest          -> DocumentPage
+#   projections.status   (none: {})           -> ProjectionStatusList
+#
+# The reply is a JSON ``QueryReply``: ``{"ok": <result>}`` or ``{"error": {"code",
+# "message"}}`` (codes as over HTTP: invalid_request, unauthorized, forbidden, not_found,
+# too_large, internal). Every request with a reply subject gets a reply.
+
+
+class QueryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    key: str | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class SessionsListParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    app: str | None = None
+    user: str | None = None
+    channel: str | None = None
+    since: str | None = None
+    until: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+class SessionParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    session_id: str
+
+
+class HistoryParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    session_id: str
+    limit: int = 50
+    cursor: str | None = None
+
+
+class EventsParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    session_id: str
+    from_version: int = 1
+    limit: int = 100
+    cursor: str | None = None
+
+
+class NoParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class QueryReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Exactly one of ``ok`` (the query's result) and ``error`` is present."""
+
+    ok: Any = None
+    error: ErrorBody | None = None

@@ -171,9 +171,10 @@ class QueryResponder:
 
     async def _answer(self, msg: Msg) -> None:
         try:
-            body = await self.answer(msg.subject, msg.data)
-            if not msg.reply:
+            if not msg.reply:  # a publish, not a request: nobody to answer
+                log.info("query without a reply subject ignored", subject=msg.subject)
                 return
+            body = await self.answer(msg.subject, msg.data)
             if len(body) > self.nc.max_payload:
                 body = _error(
                     QueryFailure("too_large", "the reply is too large: ask for a smaller page", 413)
@@ -202,5 +203,5 @@ class QueryResponder:
             failure = input_failure(e)
             if failure is not None:
                 return _error(failure)
-            log.exception("query failed", query=name)
+            log.error("query failed", query=name, exc_info=e)
             return _error(QueryFailure("internal", "internal error", 500))

@@ -26,7 +26,7 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.types import ExceptionHandlersMap
 
 from turnlog.contracts import query as q
@@ -39,6 +39,7 @@ log = structlog.get_logger("turnlog.query.http")
 TITLE = "turnlog query API"
 API_VERSION = "1"
 SECURITY = "bearer"
+MAX_BODY = 1 << 20
 _CODES = {
     400: "invalid_request",
     401: "unauthorized",
@@ -60,11 +61,11 @@ _ERRORS: dict[int, ResponseSpec] = {
     )
 }
 
-Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}")]
-Cursor = Annotated[
-    str | None, Parameter(description="next_cursor of the previous page", required=False)
+Limit = Annotated[
+    int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}")
 ]
-SessionId = Annotated[str, Parameter(description="The session's id")]
+Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page")]
+SessionId = Annotated[str, PathParameter(description="The session's id")]
 Service = NamedDependency[QueryService]
 Who = NamedDependency[Principal]
 
@@ -85,15 +86,11 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
 async def list_sessions(
     service: Service,
     who: Who,
-    app: str | None = None,
-    user: str | None = None,
-    channel: str | None = None,
-    since: Annotated[
-        str | None, Parameter(description="ISO 8601 time, inclusive", required=False)
-    ] = None,
-    until: Annotated[
-        str | None, Parameter(description="ISO 8601 time, exclusive", required=False)
-    ] = None,
+    app: Annotated[str | None, QueryParameter(description="Only this app's")] = None,
+    user: Annotated[str | None, QueryParameter(description="Only this user's")] = None,
+    channel: Annotated[str | None, QueryParameter(description="Only this channel type")] = None,
+    since: Annotated[str | None, QueryParameter(description="ISO 8601 time, inclusive")] = None,
+    until: Annotated[str | None, QueryParameter(description="ISO 8601 time, exclusive")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> q.SessionPage:
@@ -151,11 +148,9 @@ async def events(
     who: Who,
     session_id: SessionId,
     from_version: Annotated[
-        int, Parameter(ge=1, le=2**63 - 1, description="First version to return")
+        int, QueryParameter(ge=1, le=2**63 - 1, description="First version to return")
     ] = 1,
-    limit: Annotated[
-        int, Parameter(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}")
-    ] = 100,
+    limit: Limit = 100,
     cursor: Cursor = None,
 ) -> q.EventPage:
     return await service.events(
@@ -175,7 +170,7 @@ async def find(service: Service, who: Who, data: JSONBody[q.FindRequest]) -> q.D
 
 
 @get("/v1/projections", summary="Projection positions and lag", responses=_ERRORS)
-async def projections(service: QueryService, who: Principal) -> q.ProjectionStatusList:
+async def projections(service: Service, who: Who) -> q.ProjectionStatusList:
     return await service.projection_status(who)
 
 
@@ -225,7 +220,7 @@ def _validation_message(exc: ValidationException) -> str:
 def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[q.ErrorBody]:
     status = exc.status_code
     if status >= 500:
-        log.error("query API error", method=request.method, path=request.url.path, error=repr(exc))
+        log.error("query API error", method=request.method, path=request.url.path, exc_info=exc)
         return _error(500, "internal", "internal error")
     if isinstance(exc, ValidationException):
         message = _validation_message(exc)
@@ -250,7 +245,9 @@ def _on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[q
     failure = input_failure(exc)
     if failure is not None:
         return _on_failure(request, failure)
-    log.exception("query API request failed", method=request.method, path=request.url.path)
+    log.error(
+        "query API request failed", method=request.method, path=request.url.path, exc_info=exc
+    )
     return _error(500, "internal", "internal error")
 
 
@@ -259,7 +256,7 @@ def _on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[q
 
 def _bearer(request: Request[Any, Any, Any]) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def http_app(service: QueryService, keys: Keys) -> Litestar:
@@ -322,7 +319,8 @@ def http_app(service: QueryService, keys: Keys) -> Litestar:
             create_examples=False,
             use_handler_docstrings=False,
         ),
-        logging_config=None,
+        request_max_body_size=MAX_BODY,
+        logging_config=None,  # turnlog logs with structlog; Litestar's would reconfigure logging
         debug=False,
     )
 
@@ -337,7 +335,6 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, ready: asyncio.Event | None) -> None:
         super().__init__(config)
         self._ready = ready
-        self.port: int | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -346,9 +343,8 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            for server in self.servers:
-                for sock in server.sockets:
-                    self.port = self.port or sock.getsockname()[1]
+            bound = [s.getsockname()[:2] for server in self.servers for s in server.sockets]
+            log.info("serving the query API over HTTP", listening=bound)
             if self._ready is not None:
                 self._ready.set()
 

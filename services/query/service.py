@@ -97,7 +97,7 @@ class QueryService:
                 where.append(f"started_at {op} ${len(params)}")
         after = _uncursor(cursor, (str, str))
         if after is not None:
-            params += [datetime.fromisoformat(after[0]), after[1]]
+            params += [_time(after[0], "cursor"), after[1]]
             where.append(f"(started_at, session_id) < (${len(params) - 1}, ${len(params)})")
         params.append(_limit(limit) + 1)
         rows = await self.pool.fetch(

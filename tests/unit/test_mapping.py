@@ -6,9 +6,11 @@ import dataclasses
 from datetime import UTC, datetime
 from uuid import uuid4
 
+import msgspec
 import pytest
 
-from turnlog.contracts.events import SESSION_PAYLOADS, AttachmentRef, ChannelRef, UserRef
+from turnlog.contracts.events import ALL_PAYLOADS, AttachmentRef, ChannelRef, UserRef
+from turnlog.domain.document import Document
 from turnlog.domain.session import Session
 from turnlog.services import mapping
 from turnlog.services.store.records import RecordedEvent
@@ -22,8 +24,39 @@ def test_domain_event_and_payload_have_the_same_fields(domain: type, wire: type)
     assert domain_fields == set(wire.__struct_fields__)
 
 
-def test_every_session_payload_is_mapped_once() -> None:
-    assert sorted(p.TYPE for _, p in mapping.PAIRS) == sorted(p.TYPE for p in SESSION_PAYLOADS)
+def test_every_payload_is_mapped_once() -> None:
+    assert sorted(p.TYPE for _, p in mapping.PAIRS) == sorted(p.TYPE for p in ALL_PAYLOADS)
+
+
+def test_document_events_carry_exactly_their_payload_fields() -> None:
+    t = datetime(2026, 5, 5, tzinfo=UTC)
+    doc = Document.insert(
+        uuid4(),
+        app="a",
+        collection="c",
+        scope="user",
+        owner="u",
+        document={"_id": "d", "n": 1},
+        at=t,
+    )
+    doc.update({"$inc": {"n": 1}}, at=t)
+    doc.delete(at=t)
+    codec = mapping.document_codec()
+    records = [
+        mapping.to_new_event(e, codec, mapping.Metadata(actor="app:a"))
+        for e in doc.collect_events()
+    ]
+    assert [r.type for r in records] == [
+        "document.inserted",
+        "document.updated",
+        "document.deleted",
+    ]
+    assert msgspec.json.decode(records[1].payload) == {
+        "collection": "c",
+        "doc_id": "d",
+        "changes": {"$inc": {"n": 1}},
+        "document": {"_id": "d", "n": 2},
+    }
 
 
 def test_events_round_trip_through_records() -> None:
