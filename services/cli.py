@@ -6,6 +6,7 @@ import argparse
 import getpass
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from uuid import UUID
 
 from turnlog.services import aio, logs
@@ -110,6 +111,16 @@ def _parser() -> argparse.ArgumentParser:
         handler=_migrate
     )
 
+    replay = sub.add_parser(
+        "replay", help="a session's history, data and blocks as of a version or a time"
+    )
+    replay.add_argument("session_id", type=_uuid, metavar="SESSION_ID")
+    point = replay.add_mutually_exclusive_group()
+    point.add_argument("--to-version", type=int, metavar="N", help="as of its event N")
+    point.add_argument("--at", type=_when, metavar="ISO_TIME", help="as of this moment")
+    replay.add_argument("--json", action="store_true", help="one JSON object")
+    replay.set_defaults(handler=_replay)
+
     events = sub.add_parser("events", help="a session's events, in order")
     events.add_argument("session_id", type=_uuid, metavar="SESSION_ID")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -122,6 +133,34 @@ def _uuid(text: str) -> UUID:
         return UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a session id (a UUID): {text!r}") from None
+
+
+def _when(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2026-11-21T10:00:00+00:00)"
+        ) from None
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.replay import render, state_as_of
+    from turnlog.services.store.eventstore import EventStore
+
+    async def run(url: str) -> None:
+        store = await EventStore.connect(url, min_size=1, max_size=2)
+        try:
+            state = await state_as_of(
+                store, args.session_id, to_version=args.to_version, at=args.at
+            )
+        finally:
+            await store.close()
+        render(state, as_json=args.json)
+
+    with endpoints(settings, nats=False) as where:
+        aio.run(run(where.database_url))
+    return 0
 
 
 def _infra_up(args: argparse.Namespace, settings: Settings) -> int:

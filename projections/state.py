@@ -1,0 +1,77 @@
+"""A session's state folded in memory from its events: what replay shows as of a point.
+
+The same facts as the history, data and blocks projections, for one session and up to any
+version, with no table involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from turnlog.contracts import events as ev
+from turnlog.projections.base import Event
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    direction: str  # "in" | "out"
+    kind: str  # "message" | "reply" | "notification"
+    text: str
+    at: str
+
+
+class Block(msgspec.Struct, frozen=True, kw_only=True):
+    block_id: str
+    block_type: str
+    payload: dict[str, Any]
+    version: int
+
+
+class SessionState(msgspec.Struct, kw_only=True):
+    session_id: str
+    version: int = 0
+    at: str | None = None
+    app: str | None = None
+    user_id: str | None = None
+    ended: bool = False
+    history: list[Message] = msgspec.field(default_factory=list)
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    blocks: list[Block] = msgspec.field(default_factory=list)
+
+
+def fold(session_id: str, events: Iterable[Event]) -> SessionState:
+    """The state after ``events`` (one session's, in version order)."""
+    state = SessionState(session_id=session_id)
+    blocks: dict[str, Block] = {}  # insertion order = first shown
+    for e in events:
+        p, at = e.payload, e.recorded_at.isoformat(timespec="microseconds")
+        state.version, state.at = e.version, at
+        if isinstance(p, ev.SessionStarted):
+            state.app, state.user_id = p.app, p.user.id
+        elif isinstance(p, ev.MessageReceived):
+            state.history.append(
+                Message(version=e.version, direction="in", kind="message", text=p.text, at=at)
+            )
+        elif isinstance(p, ev.ReplySent):
+            state.history.append(
+                Message(version=e.version, direction="out", kind="reply", text=p.text, at=at)
+            )
+        elif isinstance(p, ev.Notified):
+            state.history.append(
+                Message(version=e.version, direction="out", kind="notification", text=p.text, at=at)
+            )
+        elif isinstance(p, ev.DataSet):
+            state.data[p.key] = p.value
+        elif isinstance(p, ev.DataDeleted):
+            state.data.pop(p.key, None)
+        elif isinstance(p, ev.BlockShown):
+            blocks[p.block_id] = Block(
+                block_id=p.block_id, block_type=p.block_type, payload=p.payload, version=e.version
+            )
+        elif isinstance(p, ev.SessionEnded):
+            state.ended = True
+    state.blocks = list(blocks.values())
+    return state

@@ -1,0 +1,143 @@
+"""Replay: a session as of a version or a moment, from its events alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+
+import pytest
+
+import turnlog
+from turnlog.projections.catalog import PROJECTIONS
+from turnlog.services.projector.runner import Projector
+from turnlog.services.replay import state_as_of
+from turnlog.services.repository import SessionRepository
+from turnlog.services.runtime.delivery import NoDelivery
+from turnlog.services.runtime.host import SessionHost
+from turnlog.services.runtime.turn import Inbound
+from turnlog.services.store.errors import StoreError
+from turnlog.services.store.eventstore import EventStore
+
+ALICE = turnlog.UserInfo(id="alice")
+
+
+def counting_app() -> turnlog.App:
+    app = turnlog.App("counter")
+
+    @app.message()
+    async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
+        n = session.data.get("n", 0) + 1
+        session.data["n"] = n
+        if msg.text == "drop":
+            session.data.pop("last", None)
+        else:
+            session.data["last"] = msg.text
+        await session.show(turnlog.Block("card", {"n": n}, id="count"))
+        await session.reply(f"#{n} {msg.text}")
+
+    return app
+
+
+async def converse(store: EventStore, texts: list[str]) -> uuid.UUID:
+    host = SessionHost(counting_app(), SessionRepository(store), NoDelivery())
+    sid = None
+    try:
+        for text in texts:
+            result = await host.handle(
+                Inbound(
+                    message_id=uuid.uuid4().hex,
+                    text=text,
+                    user=ALICE,
+                    session_id=sid,
+                    channel=turnlog.SessionChannel(type="test"),
+                )
+            )
+            sid = result.session_id
+    finally:
+        await host.stop()
+    assert sid is not None
+    return sid
+
+
+async def test_state_as_of_each_turn(store: EventStore) -> None:
+    sid = await converse(store, ["a", "b", "drop"])
+    records = await store.read_stream(str(sid))
+    ends = [r.version for r in records if r.type == "session.turn_completed"]
+
+    first = await state_as_of(store, sid, to_version=ends[0])
+    assert first.data == {"n": 1, "last": "a"}
+    assert [(m.kind, m.text) for m in first.history] == [("message", "a"), ("reply", "#1 a")]
+    assert [(b.block_id, b.payload) for b in first.blocks] == [("count", {"n": 1})]
+
+    last = await state_as_of(store, sid)
+    assert last.version == records[-1].version
+    assert last.data == {"n": 3}  # "last" was dropped in the third turn
+    assert [m.text for m in last.history if m.kind == "reply"] == ["#1 a", "#2 b", "#3 drop"]
+
+    # by time: just before the second turn's message was recorded
+    second_message = next(
+        r for r in records if r.type == "session.message_received" and r.version > ends[0]
+    )
+    before = await state_as_of(
+        store, sid, at=second_message.recorded_at - timedelta(microseconds=1)
+    )
+    assert before.version == ends[0] and before.data == first.data
+
+
+async def test_latest_replay_equals_the_projections(store: EventStore) -> None:
+    sid = await converse(store, ["x", "y"])
+    projector = Projector(store, list(PROJECTIONS.values()))
+    task = asyncio.create_task(projector.run())
+    await projector.ready.wait()
+    await projector.caught_up()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    state = await state_as_of(store, sid)
+    history = await store.pool.fetch(
+        "SELECT version, text FROM turnlog_history WHERE session_id = $1 ORDER BY version",
+        str(sid),
+    )
+    assert [(m.version, m.text) for m in state.history] == [(r[0], r[1]) for r in history]
+    data = await store.pool.fetch(
+        "SELECT key, value FROM turnlog_session_data WHERE session_id = $1", str(sid)
+    )
+    assert state.data == {r[0]: json.loads(r[1]) for r in data}
+
+
+async def test_points_outside_the_session_are_clear_errors(store: EventStore) -> None:
+    sid = await converse(store, ["a"])
+    with pytest.raises(StoreError, match="no events for session"):
+        await state_as_of(store, uuid.uuid4())
+    with pytest.raises(StoreError, match="no version 999"):
+        await state_as_of(store, sid, to_version=999)
+    first = (await store.read_stream(str(sid)))[0]
+    with pytest.raises(StoreError, match="did not exist yet"):
+        await state_as_of(store, sid, at=first.recorded_at - timedelta(seconds=1))
+
+
+async def test_replay_command(store: EventStore, cli_env: dict[str, str]) -> None:
+    sid = await converse(store, ["hello", "again"])
+
+    def turnlog_(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "turnlog", "replay", str(sid), *args],
+            env=cli_env, text=True, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    as_json = turnlog_("--to-version", "6", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    state = json.loads(as_json.stdout)
+    assert state["version"] == 6 and state["data"] == {"n": 1, "last": "hello"}
+    text = turnlog_()
+    assert text.returncode == 0, text.stderr
+    assert "app: #2 again" in text.stdout and "n = 2" in text.stdout
+    naive = turnlog_("--at", "2026-01-01T00:00:00")
+    assert naive.returncode == 1 and "time zone" in naive.stderr
+    bad = turnlog_("--at", "yesterday")
+    assert bad.returncode == 2 and "not an ISO 8601 time" in bad.stderr
