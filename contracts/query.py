@@ -132,6 +132,7 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
 #   sessions.data        SessionParams        -> SessionData
 #   sessions.blocks      SessionParams        -> BlockList
 #   sessions.events      EventsParams         -> EventPage
+#   sessions.state       StateParams          -> SessionState (defined below)
 #   collections.find     FindRequest          -> DocumentPage
 #   projections.status   (none: {})           -> ProjectionStatusList
 #
@@ -181,3 +182,38 @@ class QueryReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     ok: Any = None
     error: ErrorBody | None = None
+
+
+class ReplayMessage(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    direction: str  # "in" | "out"
+    kind: str  # "message" | "reply" | "notification"
+    text: str
+    at: str
+
+
+class ReplayBlock(msgspec.Struct, frozen=True, kw_only=True):
+    block_id: str
+    block_type: str
+    payload: dict[str, Any]
+    version: int
+
+
+class SessionState(msgspec.Struct, kw_only=True):
+    """A session as of a version, folded from its events alone (replay)."""
+
+    session_id: str
+    version: int = 0
+    at: str | None = None
+    app: str | None = None
+    user_id: str | None = None
+    ended: bool = False
+    history: list[ReplayMessage] = msgspec.field(default_factory=list)
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    blocks: list[ReplayBlock] = msgspec.field(default_factory=list)
+
+
+class StateParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    session_id: str
+    as_of_version: int | None = None
+    at: str | None = None

@@ -7,39 +7,12 @@ version, with no table involved.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
-
-import msgspec
 
 from turnlog.contracts import events as ev
+from turnlog.contracts.query import ReplayBlock as Block
+from turnlog.contracts.query import ReplayMessage as Message
+from turnlog.contracts.query import SessionState
 from turnlog.projections.base import Event
-
-
-class Message(msgspec.Struct, frozen=True, kw_only=True):
-    version: int
-    direction: str  # "in" | "out"
-    kind: str  # "message" | "reply" | "notification"
-    text: str
-    at: str
-
-
-class Block(msgspec.Struct, frozen=True, kw_only=True):
-    block_id: str
-    block_type: str
-    payload: dict[str, Any]
-    version: int
-
-
-class SessionState(msgspec.Struct, kw_only=True):
-    session_id: str
-    version: int = 0
-    at: str | None = None
-    app: str | None = None
-    user_id: str | None = None
-    ended: bool = False
-    history: list[Message] = msgspec.field(default_factory=list)
-    data: dict[str, Any] = msgspec.field(default_factory=dict)
-    blocks: list[Block] = msgspec.field(default_factory=list)
 
 
 def fold(session_id: str, events: Iterable[Event]) -> SessionState:

@@ -9,7 +9,8 @@ from uuid import UUID
 
 import msgspec
 
-from turnlog.projections.state import SessionState, fold
+from turnlog.contracts.query import SessionState
+from turnlog.projections.state import fold
 from turnlog.services.projector.writes import decode
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore

@@ -92,6 +92,11 @@ async def _sessions_events(s: QueryService, who: Principal, raw: dict[str, Any])
     )
 
 
+async def _sessions_state(s: QueryService, who: Principal, raw: dict[str, Any]) -> q.SessionState:
+    p: q.StateParams = _params(raw, q.StateParams)
+    return await s.state(who, p.session_id, as_of_version=p.as_of_version, at=p.at)
+
+
 async def _collections_find(s: QueryService, who: Principal, raw: dict[str, Any]) -> q.DocumentPage:
     return await s.find(who, _params(raw, q.FindRequest))
 
@@ -110,6 +115,7 @@ QUERIES: dict[str, Query] = {
     "sessions.data": _sessions_data,
     "sessions.blocks": _sessions_blocks,
     "sessions.events": _sessions_events,
+    "sessions.state": _sessions_state,
     "collections.find": _collections_find,
     "projections.status": _projections_status,
 }

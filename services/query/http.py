@@ -158,6 +158,24 @@ async def events(
     )
 
 
+@get(
+    "/v1/sessions/{session_id:str}/state",
+    responses=_ERRORS,
+    summary="A session as of a point",
+    description="History, data and blocks as of a version or a time, from events alone.",
+)
+async def state(
+    service: Service,
+    who: Who,
+    session_id: SessionId,
+    as_of_version: Annotated[
+        int | None, QueryParameter(ge=1, le=2**31 - 1, description="As of this version")
+    ] = None,
+    at: Annotated[str | None, QueryParameter(description="As of this ISO 8601 time")] = None,
+) -> q.SessionState:
+    return await service.state(who, session_id, as_of_version=as_of_version, at=at)
+
+
 @post(
     "/v1/collections/find",
     responses=_ERRORS,
@@ -274,6 +292,7 @@ def http_app(service: QueryService, keys: Keys) -> Litestar:
             list_sessions,
             get_session,
             history,
+            state,
             data,
             blocks,
             events,

@@ -14,7 +14,10 @@ from turnlog.contracts import query as q
 from turnlog.domain.errors import DomainError
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.projections.collections_sql import compile_filter
+from turnlog.projections.state import fold
+from turnlog.services.projector.writes import decode
 from turnlog.services.query.auth import Principal, forbidden, invalid, not_found
+from turnlog.services.store.eventstore import COLUMNS, to_record
 
 MAX_LIMIT = 500
 _json = msgspec.json.Decoder()
@@ -203,6 +206,32 @@ class QueryService:
         ]  # fmt: skip
         more = len(rows) > limit
         return q.EventPage(items=items, next_cursor=_cursor([items[-1].version]) if more else None)
+
+    async def state(
+        self,
+        who: Principal,
+        session_id: str,
+        *,
+        as_of_version: int | None = None,
+        at: str | None = None,
+    ) -> q.SessionState:
+        """The session's history, data and blocks as of a version or a time (the latest
+        without either), folded from its events alone."""
+        await self.get_session(who, session_id)
+        moment = _time(at, "at")
+        if moment is not None and moment.tzinfo is None:
+            raise invalid("at needs a time zone (e.g. 2026-11-21T10:00:00+00:00)")
+        rows = await self.pool.fetch(
+            f"SELECT {COLUMNS} FROM turnlog_events WHERE stream_id = $1"
+            " AND ($2::integer IS NULL OR version <= $2)"
+            " AND ($3::timestamptz IS NULL OR recorded_at <= $3) ORDER BY version",
+            session_id,
+            as_of_version,
+            moment,
+        )
+        if not rows:
+            raise not_found(f"session {session_id} has no events at that point")
+        return fold(session_id, decode(to_record(r) for r in rows))
 
     async def find(self, who: Principal, request: q.FindRequest) -> q.DocumentPage:
         """Documents of one collection in ``_id`` order; a user key sees its user's (and

@@ -235,6 +235,23 @@ async def test_one_session_data_and_blocks(world: World) -> None:
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
 
 
+async def test_state_as_of_a_version_or_a_time(world: World) -> None:
+    latest = await world.ok(f"/v1/sessions/{world.alice}/state")
+    assert latest["data"] == {"count": 3, "last": "milk"}
+    events = (await world.ok(f"/v1/sessions/{world.alice}/events", limit=500))["items"]
+    first_turn = next(e["version"] for e in events if e["type"] == "session.turn_completed")
+    early = await world.ok(f"/v1/sessions/{world.alice}/state", as_of_version=first_turn)
+    assert early["version"] == first_turn and early["data"]["count"] == 1
+    assert [m["text"] for m in early["history"] if m["kind"] == "reply"] == ["#1: hi"]
+    at = next(e["recorded_at"] for e in events if e["version"] == first_turn)
+    by_time = await world.ok(f"/v1/sessions/{world.alice}/state", at=at)
+    assert by_time["version"] >= first_turn and by_time["data"]["count"] == 1
+    naive = await world.get(f"/v1/sessions/{world.alice}/state", at="2026-01-01T00:00:00")
+    assert naive.status_code == 400 and naive.json()["code"] == "invalid_request"
+    hidden = await world.get(f"/v1/sessions/{world.bob}/state", ALICE_KEY)
+    assert hidden.status_code == 404
+
+
 async def test_history_in_order_across_pages(world: World) -> None:
     whole = (await world.ok(f"/v1/sessions/{world.alice}/history", limit=500))["items"]
     assert [(h["direction"], h["kind"], h["text"]) for h in whole] == [
@@ -470,7 +487,7 @@ def _fuzz(base_url: str, session_id: str) -> int:
     results = list(schema.get_all_operations())
     assert all(isinstance(result, Ok) for result in results), results
     operations = [result.ok() for result in results if isinstance(result, Ok)]
-    assert len(operations) == 9
+    assert len(operations) == 10
     for operation in operations:
         strategies = [operation.as_strategy(headers=headers)]
         if operation.query or operation.body:  # something to get wrong
@@ -569,6 +586,10 @@ async def test_nats_request_reply_matches_http(
             f"/v1/sessions/{world.alice}/events", from_version=2, limit=2
         )
         assert await ok("projections.status", {}) == await world.ok("/v1/projections")
+        state = {"session_id": world.alice, "as_of_version": 5}
+        assert await ok("sessions.state", state) == await world.ok(
+            f"/v1/sessions/{world.alice}/state", as_of_version=5
+        )
 
         def code(reply: Any) -> str:
             assert set(reply) == {"error"} and set(reply["error"]) == {"code", "message"}
