@@ -111,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
         handler=_migrate
     )
 
+    audit = sub.add_parser("audit", help="check the log and the projections")
+    audit_sub = audit.add_subparsers(metavar="ACTION", required=True)
+    checking = audit_sub.add_parser(
+        "check-projections",
+        help="rebuild every projection into scratch tables and compare with the live ones",
+    )
+    checking.add_argument("--json", action="store_true", help="one JSON array")
+    checking.set_defaults(handler=_audit_check_projections)
+
     replay = sub.add_parser(
         "replay", help="a session's history, data and blocks as of a version or a time"
     )
@@ -133,6 +142,21 @@ def _uuid(text: str) -> UUID:
         return UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a session id (a UUID): {text!r}") from None
+
+
+def _audit_check_projections(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.projector.status import check_with_progress
+    from turnlog.services.store.eventstore import EventStore
+
+    async def run(url: str) -> int:
+        store = await EventStore.connect(url, min_size=1, max_size=10)
+        try:
+            return await check_with_progress(store, as_json=args.json)
+        finally:
+            await store.close()
+
+    with endpoints(settings, nats=False) as where:
+        return aio.run(run(where.database_url))
 
 
 def _when(text: str) -> datetime:

@@ -22,8 +22,16 @@ from turnlog.services.store.follow import GlobalReader
 Progress = Callable[[int, int], None]  # (position reached, last position when started)
 
 
-def scratch_schema(projection: Projection) -> str:
-    return f"turnlog_rebuild_{projection.name}"
+def scratch_schema(projection: Projection, purpose: str = "rebuild") -> str:
+    return f"turnlog_{purpose}_{projection.name}"
+
+
+async def make_scratch(conn: Conn, projections: Sequence[Projection], purpose: str) -> None:
+    """Empty tables for ``projections``, each in a scratch schema of its own."""
+    for p in projections:
+        scratch = quote(scratch_schema(p, purpose))
+        await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE; CREATE SCHEMA {scratch}")
+        await create_tables(conn, p, scratch_schema(p, purpose))
 
 
 async def rebuild(
@@ -37,13 +45,10 @@ async def rebuild(
     pool = store.pool
     async with pool.acquire() as conn:
         live: str = await conn.fetchval("SELECT current_schema()")
-        for p in projections:
-            scratch = quote(scratch_schema(p))
-            await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE; CREATE SCHEMA {scratch}")
-            await create_tables(conn, p, scratch_schema(p))
+        await make_scratch(conn, projections, "rebuild")
     target = await store.last_position()
     reader = GlobalReader(store, 0, batch_size)
-    await _build(reader, pool, projections, progress, target)
+    await build(reader, pool, projections, progress, target)
     async with pool.acquire() as conn, conn.transaction():
         for p in sorted(projections, key=lambda p: p.name):
             await hold(conn, p.name, exclusive=True)
@@ -59,16 +64,20 @@ async def rebuild(
     return reader.position
 
 
-async def _build(
+async def build(
     reader: GlobalReader,
     pool: asyncpg.Pool,
     projections: Sequence[Projection],
     progress: Progress | None,
     target: int,
+    *,
+    purpose: str = "rebuild",
+    until: int | None = None,
 ) -> None:
-    """The bulk of a rebuild, outside any lock: the next batch is read while this one is
-    written, and each projection writes on a connection of its own, so PostgreSQL works
-    on them side by side."""
+    """Apply the log from the reader's position into the scratch tables, up to its end
+    (or to position ``until``), outside any lock: the next batch is read while this one
+    is written, and each projection writes on a connection of its own, so PostgreSQL
+    works on them side by side."""
     conns = [await pool.acquire() for _ in projections]
     try:
         pending = asyncio.create_task(reader.read())
@@ -80,13 +89,23 @@ async def _build(
                 await asyncio.sleep(0.01)
                 pending = asyncio.create_task(reader.read())
                 continue
-            pending = asyncio.create_task(reader.read())
-            events = decode(records)
-            await asyncio.gather(
-                *(_write(c, p, events) for c, p in zip(conns, projections, strict=True))
-            )
-            if progress is not None:
-                progress(records[-1].position, max(target, records[-1].position))
+            done = until is not None and records[-1].position >= until
+            if until is not None:
+                records = [r for r in records if r.position <= until]
+            if not done:
+                pending = asyncio.create_task(reader.read())
+            if records:
+                events = decode(records)
+                await asyncio.gather(
+                    *(
+                        _write(c, p, events, scratch_schema(p, purpose))
+                        for c, p in zip(conns, projections, strict=True)
+                    )
+                )
+                if progress is not None:
+                    progress(records[-1].position, max(target, records[-1].position))
+            if done:
+                return
     finally:
         if not pending.done():
             pending.cancel()
@@ -95,9 +114,9 @@ async def _build(
             await pool.release(conn)
 
 
-async def _write(conn: Conn, projection: Projection, events: list[Event]) -> None:
+async def _write(conn: Conn, projection: Projection, events: list[Event], schema: str) -> None:
     async with conn.transaction():
-        await execute(conn, projection.apply(events), scratch_schema(projection))
+        await execute(conn, projection.apply(events), schema)
 
 
 async def _catch_up(

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from turnlog.projections.base import Projection
 from turnlog.projections.catalog import PROJECTIONS
+from turnlog.services.projector.check import check
 from turnlog.services.projector.rebuild import rebuild
 from turnlog.services.projector.writes import ensure
 from turnlog.services.store.errors import StoreError
@@ -90,16 +91,53 @@ def chosen(names: list[str], everything: bool) -> list[Projection]:
     return [PROJECTIONS[n] for n in names]
 
 
-async def rebuild_with_progress(store: EventStore, projections: list[Projection]) -> None:
-    names = ", ".join(p.name for p in projections)
-    await ensure(store.pool, projections)
-    bar = tqdm(
-        desc=f"rebuilding {names}",
+def _bar(desc: str) -> tqdm[Any]:
+    return tqdm(
+        desc=desc,
         unit=" events",
         unit_scale=True,
         disable=not sys.stderr.isatty(),
         file=sys.stderr,
     )
+
+
+async def check_with_progress(store: EventStore, *, as_json: bool) -> int:
+    """Print how each live table compares with a fresh build; 1 if any differs."""
+    projections = list(PROJECTIONS.values())
+    await ensure(store.pool, projections)
+    bar = _bar("checking projections")
+
+    def progress(position: int, target: int) -> None:
+        bar.total = target
+        bar.update(position - bar.n)
+
+    try:
+        results = await check(store, projections, progress=progress)
+    finally:
+        bar.close()
+    if as_json:
+        print(
+            msgspec.json.encode(
+                [msgspec.structs.asdict(r) | {"ok": r.ok} for r in results]
+            ).decode()
+        )
+    else:
+        for r in results:
+            state = (
+                "ok"
+                if r.ok
+                else f"DIFFERS: {r.only_live} rows only live, {r.only_rebuilt} only rebuilt"
+            )
+            print(f"{r.projection:<12} {r.table:<22} at {r.position:>10,}  {state}")
+            for sample in r.samples:
+                print(f"    {sample}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+async def rebuild_with_progress(store: EventStore, projections: list[Projection]) -> None:
+    names = ", ".join(p.name for p in projections)
+    await ensure(store.pool, projections)
+    bar = _bar(f"rebuilding {names}")
 
     def progress(position: int, target: int) -> None:
         bar.total = target

@@ -102,6 +102,17 @@ async def test_projections_rebuild_then_status(store: EventStore, cli_env: dict[
     assert set(rows) == {"sessions", "history", "data", "blocks", "collections", "timeline"}
     assert all(r["position"] == last and r["lag_events"] == 0 for r in rows.values())
 
+    checked = turnlog(cli_env, "audit", "check-projections")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count(" ok") == 6
+    await store.pool.execute("DELETE FROM turnlog_sessions WHERE user_id = 'u1'")
+    differs = turnlog(cli_env, "audit", "check-projections", "--json")
+    assert differs.returncode == 1
+    failed = [r for r in json.loads(differs.stdout) if not r["ok"]]
+    assert [(r["table"], r["only_live"], r["only_rebuilt"]) for r in failed] == [
+        ("turnlog_sessions", 0, 1)
+    ]
+
     unknown = turnlog(cli_env, "projections", "rebuild", "histroy")
     assert unknown.returncode == 1
     assert "unknown projection histroy" in unknown.stderr and "Traceback" not in unknown.stderr

@@ -13,6 +13,7 @@ import pytest
 
 import turnlog
 from turnlog.projections.catalog import PROJECTIONS
+from turnlog.services.projector.check import check
 from turnlog.services.projector.rebuild import rebuild
 from turnlog.services.projector.runner import Projector
 from turnlog.services.repository import SessionRepository
@@ -224,3 +225,36 @@ async def test_rebuild_while_turns_run_misses_nothing(
         ["session.message_received", "session.reply_sent", "session.notified"],
     )
     assert count == expected
+
+
+async def test_check_finds_live_tables_equal_then_a_tampered_row(
+    host: SessionHost, projector: Projector, store: EventStore
+) -> None:
+    alice, _ = await conversation(host)
+    await projector.caught_up()
+    clean = await check(store, list(PROJECTIONS.values()))
+    assert {c.table for c in clean} == set(ORDER)
+    assert all(c.ok for c in clean), [c for c in clean if not c.ok]
+    assert {c.position for c in clean} == {await store.last_position()}
+
+    await store.pool.execute(
+        "UPDATE turnlog_session_data SET value = '99' WHERE session_id = $1 AND key = 'count'",
+        str(alice),
+    )
+    await store.pool.execute(
+        "DELETE FROM turnlog_history WHERE session_id = $1 AND version = 2", str(alice)
+    )
+    await conversation(host)  # the projector goes on meanwhile
+    await projector.caught_up()
+    found = {c.table: c for c in await check(store, list(PROJECTIONS.values()))}
+    assert (
+        found["turnlog_session_data"].only_live,
+        found["turnlog_session_data"].only_rebuilt,
+    ) == (1, 1)
+    assert (found["turnlog_history"].only_live, found["turnlog_history"].only_rebuilt) == (0, 1)
+    assert any("99" in s for s in found["turnlog_session_data"].samples)
+    assert all(found[t].ok for t in ORDER if t not in ("turnlog_session_data", "turnlog_history"))
+    left = await store.pool.fetchval(
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'turnlog_check_%'"
+    )
+    assert left == 0
