@@ -1,13 +1,17 @@
-"""Read-only views of the log for people: a session's events in order."""
+"""Read-only views of the log for people: a session's events in order, and whether its
+hash chains hold."""
 
 from __future__ import annotations
 
 import sys
+import time
 from uuid import UUID
 
 import msgspec
+from tqdm import tqdm
 
 from turnlog.services.store.eventstore import EventStore
+from turnlog.services.verify import verify
 
 _encode = msgspec.json.Encoder().encode
 
@@ -45,3 +49,39 @@ async def print_events(database_url: str, session_id: UUID, *, as_json: bool) ->
         else:
             out.write(f"{r.version:>6}  {r.type:<26} {when}  {_encode(payload).decode()}\n")
     return 0
+
+
+async def verify_with_progress(store: EventStore, stream_id: str | None, *, as_json: bool) -> int:
+    """Verify one stream or all; print the outcome; 1 if any chain is broken."""
+    bar = tqdm(
+        desc="verifying",
+        unit=" events",
+        unit_scale=True,
+        disable=not sys.stderr.isatty(),
+        file=sys.stderr,
+    )
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    started = time.monotonic()
+    try:
+        report = await verify(store, stream_id, progress=progress)
+    finally:
+        bar.close()
+    if as_json:
+        print(_encode(report).decode())
+    else:
+        elapsed = time.monotonic() - started
+        rate = report.events / elapsed if elapsed > 0 else 0.0
+        print(
+            f"verified {report.events:,} events in {report.streams:,} streams"
+            f" in {elapsed:.1f} s ({rate:,.0f} events/s)"
+        )
+        for b in report.broken:
+            where = f"position {b.position}" if b.position is not None else "no row"
+            print(f"BROKEN {b.stream_id} version {b.version} ({where}): {b.reason}: {b.detail}")
+        if not report.broken:
+            print("every hash chain holds")
+    return 1 if report.broken else 0

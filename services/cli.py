@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="check the log and the projections")
     audit_sub = audit.add_subparsers(metavar="ACTION", required=True)
+    verifying = audit_sub.add_parser(
+        "verify", help="recompute hash chains; name the first broken event of each stream"
+    )
+    verifying.add_argument("session_id", nargs="?", type=_uuid, metavar="SESSION_ID")
+    verifying.add_argument("--all", action="store_true", help="every stream in the log")
+    verifying.add_argument("--json", action="store_true", help="one JSON object")
+    verifying.set_defaults(handler=_audit_verify)
     checking = audit_sub.add_parser(
         "check-projections",
         help="rebuild every projection into scratch tables and compare with the live ones",
@@ -142,6 +149,26 @@ def _uuid(text: str) -> UUID:
         return UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a session id (a UUID): {text!r}") from None
+
+
+def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.audit import verify_with_progress
+    from turnlog.services.store.eventstore import EventStore
+
+    if (args.session_id is None) == (not args.all):
+        print("turnlog: name a SESSION_ID or give --all (not both)", file=sys.stderr)
+        return 2
+    stream = str(args.session_id) if args.session_id else None
+
+    async def run(url: str) -> int:
+        store = await EventStore.connect(url, min_size=1, max_size=2)
+        try:
+            return await verify_with_progress(store, stream, as_json=args.json)
+        finally:
+            await store.close()
+
+    with endpoints(settings, nats=False) as where:
+        return aio.run(run(where.database_url))
 
 
 def _audit_check_projections(args: argparse.Namespace, settings: Settings) -> int:

@@ -116,3 +116,43 @@ async def test_projections_rebuild_then_status(store: EventStore, cli_env: dict[
     unknown = turnlog(cli_env, "projections", "rebuild", "histroy")
     assert unknown.returncode == 1
     assert "unknown projection histroy" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+async def test_audit_verify_names_the_first_broken_event(
+    store: EventStore, cli_env: dict[str, str]
+) -> None:
+    t = datetime(2026, 2, 2, 9, 30, tzinfo=UTC)
+    repo = SessionRepository(store)
+    sessions = []
+    for i in range(2):
+        session = Session.start(
+            uuid4(), app="notes", user=UserRef(id=f"u{i}"), channel=ChannelRef(), at=t
+        )
+        session.receive_message(message_id=f"m{i}", text="hello", at=t)
+        session.reply("hi", at=t)
+        session.complete_turn(outcome="ok", duration_ms=2, at=t)
+        await repo.save(session)
+        sessions.append(str(session.id))
+
+    intact = turnlog(cli_env, "audit", "verify", "--all")
+    assert intact.returncode == 0, intact.stderr
+    assert (
+        "verified 8 events in 2 streams" in intact.stdout
+        and "every hash chain holds" in intact.stdout
+    )
+
+    async with store.pool.acquire() as conn:
+        await conn.execute("ALTER TABLE turnlog_events DISABLE TRIGGER USER")
+        await conn.execute(
+            "UPDATE turnlog_events SET payload = convert_to('{\"text\":\"bye\"}', 'UTF8')"
+            " WHERE stream_id = $1 AND version = 3",
+            sessions[1],
+        )
+        await conn.execute("ALTER TABLE turnlog_events ENABLE TRIGGER USER")
+    broken = turnlog(cli_env, "audit", "verify", "--all")
+    assert broken.returncode == 1
+    assert f"BROKEN {sessions[1]} version 3" in broken.stdout and "altered" in broken.stdout
+    one = turnlog(cli_env, "audit", "verify", sessions[0], "--json")
+    assert one.returncode == 0 and json.loads(one.stdout)["broken"] == []
+    neither = turnlog(cli_env, "audit", "verify")
+    assert neither.returncode == 2 and "--all" in neither.stderr
