@@ -3,8 +3,10 @@ hash chains hold."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Callable, Iterator
 from uuid import UUID
 
 import msgspec
@@ -85,3 +87,24 @@ async def verify_with_progress(store: EventStore, stream_id: str | None, *, as_j
         if not report.broken:
             print("every hash chain holds")
     return 1 if report.broken else 0
+
+
+@contextlib.contextmanager
+def counter(desc: str) -> Iterator[Callable[[int], None]]:
+    """A progress callback taking a running total, shown as a bar (rate, count) on a
+    terminal's stderr, and nothing otherwise."""
+    bar = tqdm(
+        desc=desc,
+        unit=" events",
+        unit_scale=True,
+        disable=not sys.stderr.isatty(),
+        file=sys.stderr,
+    )
+
+    def progress(total: int) -> None:
+        bar.update(total - bar.n)
+
+    try:
+        yield progress
+    finally:
+        bar.close()

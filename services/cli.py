@@ -7,6 +7,7 @@ import getpass
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import BinaryIO
 from uuid import UUID
 
 from turnlog.services import aio, logs
@@ -127,6 +128,17 @@ def _parser() -> argparse.ArgumentParser:
     checking.add_argument("--json", action="store_true", help="one JSON array")
     checking.set_defaults(handler=_audit_check_projections)
 
+    exporting = sub.add_parser("export", help="write events as JSON Lines to stdout")
+    exporting.add_argument("--session", type=_uuid, metavar="ID", help="one session's events")
+    exporting.add_argument("--since", type=_when, metavar="ISO_TIME", help="recorded at or after")
+    exporting.add_argument("--until", type=_when, metavar="ISO_TIME", help="recorded before")
+    exporting.set_defaults(handler=_export)
+    importing = sub.add_parser(
+        "import", help="load an export into an empty store (idempotent, hashes verified)"
+    )
+    importing.add_argument("file", metavar="FILE", help="a JSON Lines export, or - for stdin")
+    importing.set_defaults(handler=_import)
+
     replay = sub.add_parser(
         "replay", help="a session's history, data and blocks as of a version or a time"
     )
@@ -184,6 +196,59 @@ def _audit_check_projections(args: argparse.Namespace, settings: Settings) -> in
 
     with endpoints(settings, nats=False) as where:
         return aio.run(run(where.database_url))
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.audit import counter
+    from turnlog.services.store.eventstore import EventStore
+    from turnlog.services.transfer import export
+
+    async def run(url: str) -> int:
+        store = await EventStore.connect(url, min_size=1, max_size=2)
+        try:
+            with counter("exporting") as progress:
+                return await export(
+                    store,
+                    sys.stdout.buffer,
+                    session=str(args.session) if args.session else None,
+                    since=args.since,
+                    until=args.until,
+                    progress=progress,
+                )
+        finally:
+            await store.close()
+
+    with endpoints(settings, nats=False) as where:
+        count = aio.run(run(where.database_url))
+    sys.stdout.flush()
+    print(f"exported {count:,} events", file=sys.stderr)
+    return 0
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.audit import counter
+    from turnlog.services.store.eventstore import EventStore
+    from turnlog.services.transfer import import_
+
+    async def run(url: str, source: BinaryIO) -> None:
+        store = await EventStore.connect(url, min_size=1, max_size=2)
+        try:
+            with counter("importing") as progress:
+                report = await import_(store, source, progress=progress)
+        finally:
+            await store.close()
+        print(
+            f"read {report.read:,} events: {report.inserted:,} inserted,"
+            f" {report.skipped:,} already there"
+        )
+
+    with endpoints(settings, nats=False) as where:
+        if args.file == "-":
+            aio.run(run(where.database_url, sys.stdin.buffer))
+        else:
+            with open(args.file, "rb") as source:
+                aio.run(run(where.database_url, source))
+    return 0
 
 
 def _when(text: str) -> datetime:
