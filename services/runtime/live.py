@@ -50,6 +50,11 @@ class LiveSession:
         self._schedule()
         return Effect()
 
+    def apply(self, command: Callable[[datetime], None]) -> None:
+        """Apply ``command`` now and record it with the next flush (nothing to deliver)."""
+        command(utcnow())
+        self._schedule()
+
     def send_live(self, item: Outbound) -> None:
         """Deliver ``item`` (not recorded) as soon as everything before it is out."""
         self._undelivered.append(item)

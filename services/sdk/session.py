@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
@@ -87,6 +89,34 @@ class Session:
     async def flush(self) -> None:
         """Wait until every effect so far is recorded and delivered."""
         await self._live.settle()
+
+    # -- recorded inputs ----------------------------------------------------------------
+
+    async def effect(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn`` (a model, an HTTP request, anything non-deterministic; sync or async)
+        and record its result, which must be plain JSON, as ``session.effect_recorded``.
+        A result the model refuses raises here, before the handler uses it."""
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        self._record_effect(name, result)
+        return result
+
+    def now(self) -> datetime:
+        """The current time (UTC), recorded as an effect."""
+        moment = datetime.now(UTC)
+        self._record_effect("now", moment.isoformat(timespec="microseconds"))
+        return moment
+
+    def uuid(self) -> str:
+        """A new random id (hex), recorded as an effect."""
+        value = uuid.uuid4().hex
+        self._record_effect("uuid", value)
+        return value
+
+    def _record_effect(self, name: str, result: Any) -> None:
+        agg = self._live.aggregate
+        self._live.apply(lambda at: agg.record_effect(name, result, at=at))
 
     # -- answering ----------------------------------------------------------------------
 
