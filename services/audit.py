@@ -3,15 +3,13 @@ hash chains hold."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator
 from uuid import UUID
 
 import msgspec
-from tqdm import tqdm
 
+from turnlog.services.progress import progress_bar
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.verify import verify
 
@@ -55,23 +53,9 @@ async def print_events(database_url: str, session_id: UUID, *, as_json: bool) ->
 
 async def verify_with_progress(store: EventStore, stream_id: str | None, *, as_json: bool) -> int:
     """Verify one stream or all; print the outcome; 1 if any chain is broken."""
-    bar = tqdm(
-        desc="verifying",
-        unit=" events",
-        unit_scale=True,
-        disable=not sys.stderr.isatty(),
-        file=sys.stderr,
-    )
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
     started = time.monotonic()
-    try:
+    with progress_bar("verifying") as progress:
         report = await verify(store, stream_id, progress=progress)
-    finally:
-        bar.close()
     if as_json:
         print(_encode(report).decode())
     else:
@@ -87,24 +71,3 @@ async def verify_with_progress(store: EventStore, stream_id: str | None, *, as_j
         if not report.broken:
             print("every hash chain holds")
     return 1 if report.broken else 0
-
-
-@contextlib.contextmanager
-def counter(desc: str) -> Iterator[Callable[[int], None]]:
-    """A progress callback taking a running total, shown as a bar (rate, count) on a
-    terminal's stderr, and nothing otherwise."""
-    bar = tqdm(
-        desc=desc,
-        unit=" events",
-        unit_scale=True,
-        disable=not sys.stderr.isatty(),
-        file=sys.stderr,
-    )
-
-    def progress(total: int) -> None:
-        bar.update(total - bar.n)
-
-    try:
-        yield progress
-    finally:
-        bar.close()

@@ -199,14 +199,14 @@ def _audit_check_projections(args: argparse.Namespace, settings: Settings) -> in
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from turnlog.services.audit import counter
+    from turnlog.services.progress import progress_bar
     from turnlog.services.store.eventstore import EventStore
     from turnlog.services.transfer import export
 
     async def run(url: str) -> int:
         store = await EventStore.connect(url, min_size=1, max_size=2)
         try:
-            with counter("exporting") as progress:
+            with progress_bar("exporting") as progress:
                 return await export(
                     store,
                     sys.stdout.buffer,
@@ -226,14 +226,14 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    from turnlog.services.audit import counter
+    from turnlog.services.progress import progress_bar
     from turnlog.services.store.eventstore import EventStore
     from turnlog.services.transfer import import_
 
     async def run(url: str, source: BinaryIO) -> None:
         store = await EventStore.connect(url, min_size=1, max_size=2)
         try:
-            with counter("importing") as progress:
+            with progress_bar("importing") as progress:
                 report = await import_(store, source, progress=progress)
         finally:
             await store.close()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from typing import Any
 
 import msgspec
-from tqdm import tqdm
 
 from turnlog.projections.base import Projection
 from turnlog.projections.catalog import PROJECTIONS
+from turnlog.services.progress import progress_bar
 from turnlog.services.projector.check import check
 from turnlog.services.projector.rebuild import rebuild
 from turnlog.services.projector.writes import ensure
@@ -91,30 +90,12 @@ def chosen(names: list[str], everything: bool) -> list[Projection]:
     return [PROJECTIONS[n] for n in names]
 
 
-def _bar(desc: str) -> tqdm[Any]:
-    return tqdm(
-        desc=desc,
-        unit=" events",
-        unit_scale=True,
-        disable=not sys.stderr.isatty(),
-        file=sys.stderr,
-    )
-
-
 async def check_with_progress(store: EventStore, *, as_json: bool) -> int:
     """Print how each live table compares with a fresh build; 1 if any differs."""
     projections = list(PROJECTIONS.values())
     await ensure(store.pool, projections)
-    bar = _bar("checking projections")
-
-    def progress(position: int, target: int) -> None:
-        bar.total = target
-        bar.update(position - bar.n)
-
-    try:
+    with progress_bar("checking projections") as progress:
         results = await check(store, projections, progress=progress)
-    finally:
-        bar.close()
     if as_json:
         print(
             msgspec.json.encode(
@@ -137,17 +118,9 @@ async def check_with_progress(store: EventStore, *, as_json: bool) -> int:
 async def rebuild_with_progress(store: EventStore, projections: list[Projection]) -> None:
     names = ", ".join(p.name for p in projections)
     await ensure(store.pool, projections)
-    bar = _bar(f"rebuilding {names}")
-
-    def progress(position: int, target: int) -> None:
-        bar.total = target
-        bar.update(position - bar.n)
-
     started = time.monotonic()
-    try:
+    with progress_bar(f"rebuilding {names}") as progress:
         position = await rebuild(store, projections, progress=progress)
-    finally:
-        bar.close()
     elapsed = time.monotonic() - started
     rate = position / elapsed if elapsed > 0 else 0.0
     print(f"rebuilt {names} up to position {position:,} in {elapsed:.1f} s ({rate:,.0f} events/s)")
