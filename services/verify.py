@@ -16,16 +16,15 @@ has (``deleted_after_projection``).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Literal
 
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from turnlog.services.store import hashing
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.hashing import GENESIS
 
@@ -50,8 +49,6 @@ SELECT DISTINCT ON (t.stream_id) t.stream_id, t.version, t.position,
  ORDER BY t.stream_id, t.version
 """
 
-_encode = msgspec.json.Encoder().encode
-_sha256 = hashlib.sha256
 
 
 class Broken(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,7 +89,7 @@ class _Chain:
         """Check ``rows``, the next ones of the log (a stream may continue from the last
         batch). A stream's later events are not checked once one is found broken."""
         stream, expected, prev, done = self._stream, self._expected, self._prev, self._done
-        sha256, encode = _sha256, _encode
+        canonical, chain = hashing.canonical, hashing.chain
         for row in rows:
             sid, version, position, kind, sv, at, corr, caus, actor, payload, link, digest = row
             if sid != stream:
@@ -108,10 +105,8 @@ class _Chain:
                 done = True
                 self.broken.append(_out_of_order(sid, version, position))
                 continue
-            when = at.isoformat(timespec="microseconds") if at.tzinfo is UTC else _utc(at)
-            # hashing.canonical(), inlined: the header line, then the payload
-            header = encode([sid, version, kind, sv, when, corr, caus, actor])
-            if sha256(prev + header + b"\n" + payload).digest() != digest:
+            body = canonical(sid, version, kind, sv, at, corr, caus, actor, payload)
+            if chain(prev, body) != digest:
                 done = True
                 self.broken.append(
                     Broken(
@@ -127,10 +122,6 @@ class _Chain:
             expected += 1
         self.events += len(rows)
         self._stream, self._expected, self._prev, self._done = stream, expected, prev, done
-
-
-def _utc(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _missing(stream_id: str, expected: int, found: int, position: int) -> Broken:

@@ -36,7 +36,9 @@ def canonical(
             version,
             type_name,
             schema_version,
-            recorded_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            (recorded_at if recorded_at.tzinfo is UTC else recorded_at.astimezone(UTC)).isoformat(
+                timespec="microseconds"
+            ),
             correlation_id,
             causation_id,
             actor,
