@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import msgspec
 
+from turnlog.services.runtime.turn import Inbound
+from turnlog.services.sdk.types import SessionChannel, UserInfo
 from turnlog.services.store.records import NewEvent
 
 
@@ -18,4 +21,22 @@ def said(text: str, type_name: str = "test.said", schema_version: int = 1) -> Ne
         recorded_at=datetime.now(UTC),
         correlation_id="corr-1",
         actor="user:u1",
+    )
+
+
+def inbound(
+    text: str,
+    user: UserInfo,
+    session_id: uuid.UUID | None = None,
+    *,
+    channel: str = "test",
+    message_id: str | None = None,
+) -> Inbound:
+    """A message from ``user``, for ``SessionHost.handle`` (a new session without an id)."""
+    return Inbound(
+        message_id=message_id or uuid.uuid4().hex,
+        text=text,
+        user=user,
+        session_id=session_id,
+        channel=SessionChannel(type=channel),
     )

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
 import turnlog
+from tests.helpers import inbound as said
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.projector.runner import Projector
@@ -31,7 +32,6 @@ from turnlog.services.query.service import QueryService
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import NoDelivery
 from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.turn import Inbound
 from turnlog.services.store.eventstore import EventStore
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
@@ -71,18 +71,6 @@ def other_app() -> turnlog.App:
         await session.reply(msg.text.upper())
 
     return app
-
-
-def said(
-    text: str, user: turnlog.UserInfo, session_id: uuid.UUID | None = None, channel: str = "test"
-) -> Inbound:
-    return Inbound(
-        message_id=uuid.uuid4().hex,
-        text=text,
-        user=user,
-        session_id=session_id,
-        channel=turnlog.SessionChannel(type=channel),
-    )
 
 
 @dataclass

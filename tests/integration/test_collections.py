@@ -10,29 +10,19 @@ from typing import Any
 import pytest
 
 import turnlog
+from tests.helpers import inbound as said
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.collections import DuplicateKey
 from turnlog.services.projector.rebuild import rebuild
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import Collector
 from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.turn import Inbound
 from turnlog.services.sdk.collections import CollectionError
 from turnlog.services.store.eventstore import EventStore
 
 ALICE = turnlog.UserInfo(id="alice", org_id="acme")
 ALBERT = turnlog.UserInfo(id="albert", org_id="acme")
 BOB = turnlog.UserInfo(id="bob")
-
-
-def said(text: str, user: turnlog.UserInfo, session_id: uuid.UUID | None = None) -> Inbound:
-    return Inbound(
-        message_id=uuid.uuid4().hex,
-        text=text,
-        user=user,
-        session_id=session_id,
-        channel=turnlog.SessionChannel(type="test"),
-    )
 
 
 Script = dict[str, Any]
@@ -101,15 +91,7 @@ async def test_every_write_is_an_event_with_actor_and_correlation(
 
     script["go"] = write
     message_id = uuid.uuid4().hex
-    result = await h.handle(
-        Inbound(
-            message_id=message_id,
-            text="go",
-            user=ALICE,
-            session_id=None,
-            channel=turnlog.SessionChannel(type="test"),
-        )
-    )
+    result = await h.handle(said("go", ALICE, message_id=message_id))
     assert result.replies == ("1",)
     rows = await store.pool.fetch(
         "SELECT stream_id, version, type, actor, correlation_id, payload FROM turnlog_events"

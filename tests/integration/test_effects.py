@@ -4,26 +4,15 @@ on record, so a turn can be replayed without calling out again."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import turnlog
+from tests.helpers import inbound
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import NoDelivery
 from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.turn import Inbound
 from turnlog.services.store.eventstore import EventStore
-
-
-def said(text: str) -> Inbound:
-    return Inbound(
-        message_id=uuid.uuid4().hex,
-        text=text,
-        user=turnlog.UserInfo(id="u1"),
-        session_id=None,
-        channel=turnlog.SessionChannel(type="test"),
-    )
 
 
 async def test_effects_clock_and_ids_are_recorded_in_call_order(store: EventStore) -> None:
@@ -43,7 +32,7 @@ async def test_effects_clock_and_ids_are_recorded_in_call_order(store: EventStor
 
     host = SessionHost(app, SessionRepository(store), NoDelivery())
     try:
-        result = await host.handle(said("hi"))
+        result = await host.handle(inbound("hi", turnlog.UserInfo(id="u1")))
     finally:
         await host.stop()
     assert result.outcome == "ok"
@@ -71,7 +60,7 @@ async def test_a_result_that_is_not_plain_json_fails_the_turn_clearly(store: Eve
 
     host = SessionHost(app, SessionRepository(store), NoDelivery())
     try:
-        result = await host.handle(said("hi"))
+        result = await host.handle(inbound("hi", turnlog.UserInfo(id="u1")))
     finally:
         await host.stop()
     assert result.outcome == "failed"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import turnlog
+from tests.helpers import inbound as said
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.projector.check import check
 from turnlog.services.projector.rebuild import rebuild
@@ -19,7 +20,6 @@ from turnlog.services.projector.runner import Projector
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import NoDelivery
 from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.turn import Inbound
 from turnlog.services.store.eventstore import EventStore
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
@@ -52,16 +52,6 @@ def demo_app() -> turnlog.App:
         await session.reply(f"#{count}: {msg.text}")
 
     return app
-
-
-def said(text: str, user: turnlog.UserInfo, session_id: uuid.UUID | None = None) -> Inbound:
-    return Inbound(
-        message_id=uuid.uuid4().hex,
-        text=text,
-        user=user,
-        session_id=session_id,
-        channel=turnlog.SessionChannel(type="test"),
-    )
 
 
 @pytest.fixture

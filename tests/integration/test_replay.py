@@ -13,13 +13,13 @@ from datetime import timedelta
 import pytest
 
 import turnlog
+from tests.helpers import inbound
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.projector.runner import Projector
 from turnlog.services.replay import state_as_of
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import NoDelivery
 from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.turn import Inbound
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore
 
@@ -48,15 +48,7 @@ async def converse(store: EventStore, texts: list[str]) -> uuid.UUID:
     sid = None
     try:
         for text in texts:
-            result = await host.handle(
-                Inbound(
-                    message_id=uuid.uuid4().hex,
-                    text=text,
-                    user=ALICE,
-                    session_id=sid,
-                    channel=turnlog.SessionChannel(type="test"),
-                )
-            )
+            result = await host.handle(inbound(text, ALICE, sid))
             sid = result.session_id
     finally:
         await host.stop()
