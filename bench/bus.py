@@ -17,6 +17,8 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bench.common import (
@@ -62,10 +64,11 @@ async def converse(
     return len(completions), replies, completions
 
 
-async def run(
+async def measure(
     nats_url: str, prefix: str, sessions: int, seconds: float, rate: float = 0.0
-) -> list[str]:
-    """``rate`` > 0: each session sends ``rate`` messages a second instead of back to back."""
+) -> tuple[int, float, list[float], list[float]]:
+    """Turns, elapsed seconds, reply round trips and completions (ms) of one round;
+    ``rate`` > 0: each session sends ``rate`` messages a second instead of back to back."""
     client = await Client.connect(nats_url, prefix=prefix)
     interval = 1 / rate if rate else 0.0
     try:
@@ -77,37 +80,54 @@ async def run(
     finally:
         await client.close()
     turns = sum(n for n, _, _ in results)
-    reply = latency_row(sessions, turns, elapsed, [x for _, r, _ in results for x in r])
-    done = statistics.quantiles([x for _, _, c in results for x in c], n=100)
+    replies = [x for _, r, _ in results for x in r]
+    completions = [x for _, _, c in results for x in c]
+    return turns, elapsed, replies, completions
+
+
+async def run(
+    nats_url: str, prefix: str, sessions: int, seconds: float, rate: float = 0.0
+) -> list[str]:
+    """``rate`` > 0: each session sends ``rate`` messages a second instead of back to back."""
+    turns, elapsed, replies, completions = await measure(nats_url, prefix, sessions, seconds, rate)
+    reply = latency_row(sessions, turns, elapsed, replies)
+    done = statistics.quantiles(completions, n=100)
     if rate:
         reply[0] = f"{sessions} at {rate:.0f}/s each"
     return [*reply, f"{done[49]:.1f}", f"{done[98]:.1f}"]
 
 
+@asynccontextmanager
+async def serving(db: str, nats_url: str) -> AsyncIterator[str]:
+    """``turnlog run`` serving the echo app on ``db`` in a child process; yields the
+    subject prefix it listens on."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    env = dict(
+        os.environ,
+        TURNLOG_DATABASE_URL=db,
+        TURNLOG_NATS_URL=nats_url,
+        TURNLOG_SUBJECT_PREFIX=prefix,
+        TURNLOG_LOG_LEVEL="warning",
+        TURNLOG_HTTP_PORT=str(free_port()),
+    )
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "turnlog", "run", str(APP), env=env
+    )
+    try:
+        yield prefix
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), timeout=60)
+
+
 async def main(seconds: float, concurrency: list[int]) -> None:
     settings = Settings.from_env()
     with endpoints(settings) as where, server_url() as url:
-        async with scratch_database(url) as db:
-            prefix = f"bench{uuid.uuid4().hex[:8]}"
-            env = dict(
-                os.environ,
-                TURNLOG_DATABASE_URL=db,
-                TURNLOG_NATS_URL=where.nats_url,
-                TURNLOG_SUBJECT_PREFIX=prefix,
-                TURNLOG_LOG_LEVEL="warning",
-                TURNLOG_HTTP_PORT=str(free_port()),
-            )
-            server = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "turnlog", "run", str(APP), env=env
-            )
-            try:
-                rows = [await run(where.nats_url, prefix, n, seconds) for n in concurrency]
-                # Chat-like load: 10 sessions sending at half the saturated rate, to show
-                # the latency of a turn that does not queue behind others.
-                rows.append(await run(where.nats_url, prefix, 10, seconds, rate=50))
-            finally:
-                server.terminate()
-                await asyncio.wait_for(server.wait(), timeout=60)
+        async with scratch_database(url) as db, serving(db, where.nats_url) as prefix:
+            rows = [await run(where.nats_url, prefix, n, seconds) for n in concurrency]
+            # Chat-like load: 10 sessions sending at half the saturated rate, to show
+            # the latency of a turn that does not queue behind others.
+            rows.append(await run(where.nats_url, prefix, 10, seconds, rate=50))
     print()
     print(f"producer round trips through NATS, {seconds:.0f} s per row — {machine()}")
     print(
