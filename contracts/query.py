@@ -217,3 +217,31 @@ class StateParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     session_id: str
     as_of_version: int | None = None
     at: str | None = None
+
+
+class RerunDivergence(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a re-run first differed from the record. ``event_index`` counts the turn's
+    events from 0 (its message_received); ``version`` is the recorded event's version,
+    None when the re-run did more than the record holds."""
+
+    turn: int
+    message_id: str
+    event_index: int
+    version: int | None
+    expected: dict[str, Any] | None
+    actual: dict[str, Any] | None
+    reason: str
+
+
+class RerunReport(msgspec.Struct, frozen=True, kw_only=True):
+    """``turnlog replay --rerun``: ``result`` is "identical", "diverged",
+    "non_deterministic" (a handler reached the outside without ``session.effect``) or
+    "not_rerunnable" (it used something a re-run cannot reproduce)."""
+
+    session_id: str
+    app: str
+    turns: int
+    rerun: int
+    skipped: int
+    result: str
+    divergence: RerunDivergence | None = None

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if os.environ.get("TURNLOG_EVENT_LOOP", "uvloop") == "asyncio":
+def loop_factory(standard: bool = False) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if standard or os.environ.get("TURNLOG_EVENT_LOOP", "uvloop") == "asyncio":
         return None
     try:
         import uvloop
@@ -24,6 +24,8 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+def run(main: Coroutine[Any, Any, T], *, standard: bool = False) -> T:
+    """Run ``main`` to completion; ``standard`` asks for the standard library's loop (whose
+    I/O goes through Python's ``socket`` module, where a re-run can watch it)."""
+    with asyncio.Runner(loop_factory=loop_factory(standard)) as runner:
         return runner.run(main)

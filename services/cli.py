@@ -146,6 +146,12 @@ def _parser() -> argparse.ArgumentParser:
     point = replay.add_mutually_exclusive_group()
     point.add_argument("--to-version", type=int, metavar="N", help="as of its event N")
     point.add_argument("--at", type=_when, metavar="ISO_TIME", help="as of this moment")
+    point.add_argument(
+        "--rerun",
+        metavar="APP.py",
+        help="re-run every turn's handler on the recorded inputs and effects (nothing is"
+        " written or called) and report 'identical' or the first divergence",
+    )
     replay.add_argument("--json", action="store_true", help="one JSON object")
     replay.set_defaults(handler=_replay)
 
@@ -261,6 +267,8 @@ def _when(text: str) -> datetime:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    if args.rerun:
+        return _rerun(args, settings)
     from turnlog.services.replay import render, state_as_of
     from turnlog.services.store.eventstore import EventStore
 
@@ -277,6 +285,40 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     with endpoints(settings, nats=False) as where:
         aio.run(run(where.database_url))
     return 0
+
+
+def _rerun(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.progress import progress_bar
+    from turnlog.services.rerun import render_report, rerun_session
+    from turnlog.services.runtime.loader import load_app
+    from turnlog.services.store.eventstore import EventStore
+
+    app = load_app(args.rerun)
+
+    async def run(url: str) -> int:
+        store = await EventStore.connect(url, min_size=1, max_size=2)
+        try:
+            records = await store.read_stream(str(args.session_id))
+            documents = await store.read_documents_written_by(
+                [
+                    r.correlation_id
+                    for r in records
+                    if r.type == "session.message_received" and r.correlation_id
+                ]
+            )
+        finally:
+            await store.close()
+        if not records:
+            raise StoreError(f"no events for session {args.session_id}")
+        with progress_bar("re-run", unit="turns") as progress:
+            report = await rerun_session(records, app, progress, documents)
+        render_report(report, as_json=args.json)
+        return 0 if report.result == "identical" else 1
+
+    with endpoints(settings, nats=False) as where:
+        # The standard loop: its connections go through the socket module, which the
+        # re-run watches (uvloop's would not).
+        return aio.run(run(where.database_url), standard=True)
 
 
 def _infra_up(args: argparse.Namespace, settings: Settings) -> int:

@@ -16,11 +16,11 @@ class Progress(Protocol):
 
 
 @contextlib.contextmanager
-def progress_bar(desc: str) -> Iterator[Progress]:
+def progress_bar(desc: str, unit: str = "events") -> Iterator[Progress]:
     """A callback taking the running count (and the total, once known)."""
     bar = tqdm(
         desc=desc,
-        unit=" events",
+        unit=f" {unit}",
         unit_scale=True,
         disable=not sys.stderr.isatty(),
         file=sys.stderr,

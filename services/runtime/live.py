@@ -6,15 +6,34 @@ import asyncio
 import time
 from collections.abc import Callable, Generator
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from turnlog.domain.session import Session as SessionAggregate
 from turnlog.services.mapping import Metadata
-from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import Delivery, Outbound, Reply
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Saver(Protocol):
+    """Where a live session's events go: the repository, or a re-run's collector."""
+
+    async def save(self, session: SessionAggregate, meta: Metadata) -> object: ...
+
+
+class RecordedEffects(Protocol):
+    """During a re-run: the results recorded by the original turn, handed out in order
+    instead of calling the outside again."""
+
+    def take(self, name: str) -> Any:
+        """The next recorded result, which must be of effect ``name``."""
+        ...
+
+    def refuse(self, what: str) -> BaseException:
+        """The error that stops a re-run which reached something it cannot re-run."""
+        ...
 
 
 class LiveSession:
@@ -24,11 +43,16 @@ class LiveSession:
     and the end of a quick turn, share one commit."""
 
     def __init__(
-        self, aggregate: SessionAggregate, repo: SessionRepository, delivery: Delivery
+        self,
+        aggregate: SessionAggregate,
+        repo: Saver,
+        delivery: Delivery,
+        replaying: RecordedEffects | None = None,
     ) -> None:
         self.aggregate = aggregate
         self.repo = repo
         self.delivery = delivery
+        self.replaying = replaying
         self.meta = Metadata()
         self.last_active = time.monotonic()
         self.turn_replies: list[str] = []

@@ -6,6 +6,7 @@ import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -76,9 +77,15 @@ async def call_hook(fn: Callable[..., Any], *args: Any) -> None:
 
 
 async def run_turn(
-    app_name: str, handler: Callable[..., Any], slot: Slot, inbound: Inbound
+    app_name: str,
+    handler: Callable[..., Any],
+    slot: Slot,
+    inbound: Inbound,
+    received_at: datetime | None = None,
 ) -> TurnResult:
+    """``received_at`` is now, or the recorded time when the turn is re-run."""
     live, agg = slot.live, slot.live.aggregate
+    received_at = received_at or utcnow()
     live.meta = Metadata(
         correlation_id=inbound.message_id,
         causation_id=inbound.message_id,
@@ -87,7 +94,7 @@ async def run_turn(
     agg.receive_message(
         message_id=inbound.message_id,
         text=inbound.text,
-        at=utcnow(),
+        at=received_at,
         channel_type=inbound.channel.type,
         sent_at=inbound.sent_at,
         attachments=tuple(
@@ -104,7 +111,7 @@ async def run_turn(
         text=inbound.text,
         sender="user",
         channel_type=inbound.channel.type,
-        timestamp=inbound.sent_at or time.time(),
+        timestamp=inbound.sent_at or received_at.timestamp(),
         attachments=inbound.attachments,
         id=inbound.message_id,
     )

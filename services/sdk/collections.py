@@ -101,6 +101,10 @@ class Collection:
         return await store.delete(place, filter, meta, many=True)
 
     async def _resolve(self) -> tuple[CollectionStore, Place, Metadata]:
+        session = self._session or current_session()
+        replaying = session._replaying() if session is not None else None
+        if replaying is not None:
+            raise replaying.refuse(f"collection {self.name!r} (session.db)")
         store = self._binding.store
         if store is None:
             raise CollectionError(
@@ -108,7 +112,6 @@ class Collection:
                 f"{self.app_name!r}"
             )
         await self._binding.ready(self)
-        session = self._session or current_session()
         if session is None and self.scope != "app":
             raise CollectionError(
                 f"collection {self.name!r} is {self.scope}-scoped: use it in a handler "

@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import inspect
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
 from turnlog.services.mapping import Metadata
 from turnlog.services.runtime.delivery import BlockView, Chunk, Notification, Reply
-from turnlog.services.runtime.live import LiveSession
+from turnlog.services.runtime.live import LiveSession, RecordedEffects
 from turnlog.services.sdk.collections import Collection, Database
 from turnlog.services.sdk.types import Block, Message, SessionChannel, UserInfo
 
@@ -49,6 +49,10 @@ class Session:
     def db(self) -> Database:
         """The app's collections, scoped to this session's user, owner or session."""
         return Database(self._collections, self)
+
+    def _replaying(self) -> RecordedEffects | None:
+        """The recorded effects when this turn is a re-run, else None."""
+        return self._live.replaying
 
     def _meta(self) -> Metadata:
         """Who writes, and in answer to what: carried on this session's document events."""
@@ -95,22 +99,33 @@ class Session:
     async def effect(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ``fn`` (a model, an HTTP request, anything non-deterministic; sync or async)
         and record its result, which must be plain JSON, as ``session.effect_recorded``.
-        A result the model refuses raises here, before the handler uses it."""
-        result = fn(*args, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
+        A result the model refuses raises here, before the handler uses it. When the turn
+        is re-run (``turnlog replay --rerun``), ``fn`` is not called: the recorded result
+        is returned."""
+        replaying = self._live.replaying
+        if replaying is not None:
+            result = replaying.take(name)
+        else:
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
         self._record_effect(name, result)
         return result
 
     def now(self) -> datetime:
         """The current time (UTC), recorded as an effect."""
-        moment = datetime.now(UTC)
+        replaying = self._live.replaying
+        if replaying is not None:
+            moment = datetime.fromisoformat(replaying.take("now"))
+        else:
+            moment = datetime.now(UTC)
         self._record_effect("now", moment.isoformat(timespec="microseconds"))
         return moment
 
     def uuid(self) -> str:
         """A new random id (hex), recorded as an effect."""
-        value = uuid.uuid4().hex
+        replaying = self._live.replaying
+        value = str(replaying.take("uuid")) if replaying is not None else uuid.uuid4().hex
         self._record_effect("uuid", value)
         return value
 
@@ -144,8 +159,30 @@ class Session:
         return reply.text
 
     async def stream_reply_from(self, stream: AsyncIterable[Any]) -> str:
-        """Pipe a model stream (strings or chunk objects) into one reply; return the text."""
-        return await self.stream(stream)
+        """Pipe a model stream (strings or chunk objects) into one reply; return the text.
+
+        The final text is recorded as effect ``stream_reply_from`` (with the error, if the
+        stream failed), so a re-run replays it without opening the stream: make the model
+        call inside an async generator for it to be skipped too."""
+        replaying = self._live.replaying
+        if replaying is not None:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()  # never started: nothing is called
+            stream = _replayed_stream(replaying.take("stream_reply_from"))
+        reply = self.stream_reply()
+        try:
+            async with reply:
+                async for chunk in stream:
+                    reply.write(_chunk_text(chunk))
+        except Exception as e:
+            self._record_effect(
+                "stream_reply_from",
+                {"text": reply.text, "error_type": type(e).__name__, "error": str(e)},
+            )
+            raise
+        self._record_effect("stream_reply_from", {"text": reply.text})
+        return reply.text
 
     def show(self, block: Block) -> Awaitable[None]:
         """Render a structured block; the same block id again updates it."""
@@ -217,6 +254,17 @@ class StreamReply:
             ),
             Reply(text, streamed=True, interrupted=interrupted),
         )
+
+
+async def _replayed_stream(recorded: Any) -> AsyncIterator[str]:
+    """The recorded outcome of a model stream: its text, then its error if it failed (an
+    exception of the recorded type name, so the turn ends as it did)."""
+    text = recorded.get("text", "") if isinstance(recorded, dict) else str(recorded)
+    if text:
+        yield text
+    if isinstance(recorded, dict) and recorded.get("error_type"):
+        error = type(str(recorded["error_type"]), (Exception,), {"__module__": "replayed"})
+        raise error(recorded.get("error", ""))
 
 
 def _text(value: Any) -> str:

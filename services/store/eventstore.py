@@ -431,6 +431,15 @@ class EventStore:
             self._remember_tip(stream_id, records[-1].version, records[-1].hash)
         return records
 
+    async def read_documents_written_by(self, message_ids: Sequence[str]) -> list[RecordedEvent]:
+        """Collection writes made in answer to these inbound messages, in log order."""
+        rows = await self.pool.fetch(
+            f"SELECT {COLUMNS} FROM turnlog_events WHERE type LIKE 'document.%'"
+            " AND correlation_id = ANY($1::text[]) ORDER BY position",
+            list(message_ids),
+        )
+        return [to_record(r) for r in rows]
+
     async def last_position(self) -> int:
         return int(
             await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM turnlog_events")
