@@ -28,6 +28,7 @@ class Settings:
     max_live_sessions: int = 10_000
     subject_prefix: str = "turnlog"
     max_inbound_bytes: int = 256 * 1024
+    max_file_bytes: int = 25 * 1024 * 1024
     ack_wait: float = 30.0
     api_keys: str = ""
     http_host: str = "127.0.0.1"
@@ -47,6 +48,7 @@ class Settings:
             max_live_sessions=_number(env, "TURNLOG_MAX_LIVE_SESSIONS", 10_000, int),
             subject_prefix=env.get("TURNLOG_SUBJECT_PREFIX") or "turnlog",
             max_inbound_bytes=_number(env, "TURNLOG_MAX_INBOUND_BYTES", 256 * 1024, int),
+            max_file_bytes=_number(env, "TURNLOG_MAX_FILE_BYTES", 25 * 1024 * 1024, int),
             ack_wait=_number(env, "TURNLOG_ACK_WAIT", 30.0, float),
             api_keys=_api_keys(env.get("TURNLOG_API_KEYS", "")),
             http_host=env.get("TURNLOG_HTTP_HOST") or "127.0.0.1",

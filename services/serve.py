@@ -15,6 +15,7 @@ import structlog
 from nats.aio.client import Client as NATS
 
 from turnlog.projections.catalog import PROJECTIONS
+from turnlog.services import files
 from turnlog.services.bus.ingress import Ingress
 from turnlog.services.bus.live import BusDelivery
 from turnlog.services.bus.relay import Relay
@@ -78,6 +79,7 @@ async def serve(
             js = nc.jetstream()
             await ensure_streams(js, subjects)
         if app is not None and nc is not None:
+            files.use(files.FileStore(js, subjects.bucket_files, settings.max_file_bytes))
             delivery = BusDelivery(nc, subjects, app.name)
             host = SessionHost(
                 app,
@@ -112,6 +114,7 @@ async def serve(
     finally:
         if host is not None:
             await host.stop()
+            files.use(None)
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.drain()

@@ -110,7 +110,7 @@ async def chat(
     print(f"session {sid}", file=sys.stderr, flush=True)
     if interactive:
         print(
-            f"{DIM}chatting with {app.name}; Ctrl-D to leave, "
+            f"{DIM}chatting with {app.name}; '/file PATH [text]' sends a file, Ctrl-D to leave, "
             f"'turnlog chat ... --session {sid}' to come back{RESET}",
             file=sys.stderr,
         )
@@ -118,12 +118,18 @@ async def chat(
         while (line := await _read(interactive)) is not None:
             if not line.strip():
                 continue
+            text, attached = _attachments(line)
             try:
                 round_ = await session.send_message(
-                    line, on_event=view.live if interactive else None, timeout=TURN_TIMEOUT
+                    text,
+                    on_event=view.live if interactive else None,
+                    files=attached,
+                    timeout=TURN_TIMEOUT,
                 )
             except ClientError as e:
                 print(f"turnlog: {e}", file=sys.stderr)
+                if attached:
+                    continue  # a file that cannot be sent: say why, keep chatting
                 return 1
             if not interactive:
                 view.recorded(round_)
@@ -133,6 +139,15 @@ async def chat(
             await client.close()
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
+
+
+def _attachments(line: str) -> tuple[str, list[dict[str, str]]]:
+    """``/file PATH [text]`` sends the file at PATH (uploaded to the file store) with the
+    text; any other line is plain text."""
+    if not line.startswith("/file "):
+        return line, []
+    path, _, text = line[len("/file ") :].strip().partition(" ")
+    return text, [{"path": path}]
 
 
 async def _read(interactive: bool) -> str | None:

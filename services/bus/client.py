@@ -13,9 +13,8 @@ import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -26,6 +25,7 @@ from nats.aio.subscription import Subscription
 
 from turnlog.contracts import bus
 from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
+from turnlog.services import files
 from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
 
@@ -60,14 +60,22 @@ class Round:
 class Client:
     """A connection to NATS for producing messages to turnlog apps."""
 
-    def __init__(self, nc: NATS, subjects: Subjects) -> None:
+    def __init__(
+        self, nc: NATS, subjects: Subjects, max_file_bytes: int = files.DEFAULT_MAX_BYTES
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.subjects = subjects
+        self.files = files.FileStore(self.js, subjects.bucket_files, max_file_bytes)
 
     @classmethod
     async def connect(
-        cls, nats_url: str, *, prefix: str = "turnlog", create_streams: bool = True
+        cls,
+        nats_url: str,
+        *,
+        prefix: str = "turnlog",
+        create_streams: bool = True,
+        max_file_bytes: int = files.DEFAULT_MAX_BYTES,
     ) -> Client:
         """Connect to NATS. The streams are created if missing, so messages sent before
         the app is served wait for it."""
@@ -75,7 +83,7 @@ class Client:
             nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=-1)
         except Exception as e:
             raise ClientError(f"cannot connect to NATS at {nats_url}: {e}") from e
-        client = cls(nc, Subjects(prefix))
+        client = cls(nc, Subjects(prefix), max_file_bytes)
         if create_streams:
             await ensure_streams(client.js, client.subjects)
         return client
@@ -123,11 +131,15 @@ class ClientSession:
         text: str,
         *,
         on_event: EventHandler | None = None,
-        files: list[Mapping[str, Any]] | None = None,
+        files: Sequence[Mapping[str, Any]] | None = None,
         timeout: float = 60.0,
     ) -> Round:
         """Send ``text`` and wait for its turn to complete. ``on_event`` receives live
-        chunks, notifications and replies as they happen and each recorded event."""
+        chunks, notifications and replies as they happen and each recorded event.
+        ``files`` are uploaded to the file store first: each ``{"path": ...}`` or
+        ``{"name": ..., "data": bytes}`` (optional ``content_type``), or ``{"name": ...,
+        "url": ...}`` for a file stored elsewhere."""
+        attachments = tuple([await self._attach(f) for f in files or ()])
         message = bus.InboundMessage(
             message_id=uuid.uuid4().hex,
             session_id=self.id,
@@ -135,9 +147,30 @@ class ClientSession:
             channel=self.channel,
             text=text,
             sent_at=time.time(),
-            attachments=tuple(_attachment(f) for f in files or ()),
+            attachments=attachments,
         )
         return await self._request(message, on_event, timeout, until="session.turn_completed")
+
+    async def _attach(self, spec: Mapping[str, Any]) -> AttachmentRef:
+        store = self.client.files
+        content_type = spec.get("content_type")
+        try:
+            if "path" in spec:
+                return await store.put_path(
+                    spec["path"], name=spec.get("name"), content_type=content_type
+                )
+            if "data" in spec:
+                return await store.put_bytes(bytes(spec["data"]), spec["name"], content_type)
+        except files.FileError as e:
+            raise ClientError(str(e)) from None
+        if "url" not in spec or "name" not in spec:
+            raise ClientError(f"a file needs a path, data (with a name) or a url: {spec!r}")
+        return AttachmentRef(
+            name=spec["name"],
+            url=spec["url"],
+            size=spec.get("size", 0),
+            content_type=content_type or "application/octet-stream",
+        )
 
     async def update_session_var(
         self, variables: Mapping[str, Any], *, timeout: float = 30.0
@@ -226,21 +259,3 @@ async def _call(handler: EventHandler | None, item: Any) -> None:
         result = handler(item)
         if inspect.isawaitable(result):
             await result
-
-
-def _attachment(spec: Mapping[str, Any]) -> AttachmentRef:
-    """A file given as {"name", "path"} (or {"name", "url"}): referenced, not copied."""
-    if "path" in spec:
-        path = Path(spec["path"]).resolve()
-        return AttachmentRef(
-            name=spec.get("name", path.name),
-            url=path.as_uri(),
-            size=path.stat().st_size,
-            content_type=spec.get("content_type", "application/octet-stream"),
-        )
-    return AttachmentRef(
-        name=spec["name"],
-        url=spec.get("url", ""),
-        size=spec.get("size", 0),
-        content_type=spec.get("content_type", "application/octet-stream"),
-    )

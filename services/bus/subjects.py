@@ -29,6 +29,11 @@ class Subjects:
     def stream_dlq(self) -> str:
         return f"{self.prefix.upper()}_DLQ"
 
+    @property
+    def bucket_files(self) -> str:
+        """The object store bucket files are kept in."""
+        return f"{self.prefix.upper()}_FILES"
+
     def inbound(self, app: str, session_id: str | None) -> str:
         return f"{self.prefix}.in.{app}.{session_id or 'new'}"
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from turnlog.services import files
+
 
 @dataclass(frozen=True)
 class UserInfo:
@@ -43,17 +45,19 @@ class Attachment:
     size: int = 0
 
     async def download(self, path: str | Path) -> Path:
-        """Save the file at ``path`` (a directory keeps the attachment's name)."""
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("", "file"):
-            msg = f"cannot download {self.url!r}: no store for the {parts.scheme!r} scheme here"
-            raise ValueError(msg)
-        return await asyncio.to_thread(_copy_to, Path(unquote(parts.path)), Path(path), self.name)
+        """Save the file at ``path`` (a directory keeps the attachment's name); the path
+        written. Files sent through turnlog are fetched from its file store."""
+        return await download(self.url, self.name, Path(path))
 
 
-def _copy_to(source: Path, path: Path, name: str) -> Path:
-    target = path / name if path.is_dir() else path
-    shutil.copyfile(source, target)
+async def download(url: str, name: str, path: Path) -> Path:
+    target = path / name if await asyncio.to_thread(path.is_dir) else path
+    parts = urlsplit(url)
+    if parts.scheme == files.SCHEME:
+        return await files.current().download(url, target)
+    if parts.scheme not in ("", "file"):
+        raise files.FileError(f"cannot download {url!r}: no store for {parts.scheme!r} here")
+    await asyncio.to_thread(shutil.copyfile, Path(unquote(parts.path)), target)
     return target
 
 
