@@ -41,6 +41,9 @@ class EventPayload(msgspec.Struct, frozen=True, kw_only=True):
 
     TYPE: ClassVar[str]
     SCHEMA_VERSION: ClassVar[int] = 1
+    PERSONAL: ClassVar[tuple[str, ...]] = ()
+    """Fields that hold a user's personal data: stored sealed with that user's key, so
+    erasing the key erases them (see services/sealing.py)."""
 
 
 class SessionStarted(EventPayload, frozen=True, kw_only=True):
@@ -56,6 +59,7 @@ class MessageReceived(EventPayload, frozen=True, kw_only=True):
     """Recorded when an inbound message is accepted; it opens the turn that handles it."""
 
     TYPE: ClassVar[str] = "session.message_received"
+    PERSONAL: ClassVar[tuple[str, ...]] = ("text",)
     message_id: str
     text: str
     sender: str = "user"
@@ -68,6 +72,7 @@ class ReplySent(EventPayload, frozen=True, kw_only=True):
     """Recorded when the app replies; a streamed reply is recorded once, with its full text."""
 
     TYPE: ClassVar[str] = "session.reply_sent"
+    PERSONAL: ClassVar[tuple[str, ...]] = ("text",)
     text: str
     streamed: bool = False
     interrupted: bool = False
@@ -77,6 +82,7 @@ class Notified(EventPayload, frozen=True, kw_only=True):
     """Recorded when the app sends a lightweight status notification."""
 
     TYPE: ClassVar[str] = "session.notified"
+    PERSONAL: ClassVar[tuple[str, ...]] = ("text",)
     text: str
 
 
@@ -93,6 +99,7 @@ class DataSet(EventPayload, frozen=True, kw_only=True):
     """Recorded when a top-level key of ``session.data`` gets a new value."""
 
     TYPE: ClassVar[str] = "session.data_set"
+    PERSONAL: ClassVar[tuple[str, ...]] = ("value",)
     key: str
     value: Any
 
@@ -108,6 +115,7 @@ class EffectRecorded(EventPayload, frozen=True, kw_only=True):
     """Recorded when a non-deterministic call's result is captured for deterministic replay."""
 
     TYPE: ClassVar[str] = "session.effect_recorded"
+    PERSONAL: ClassVar[tuple[str, ...]] = ("result",)
     name: str
     result: Any
 
@@ -156,6 +164,7 @@ class DocumentInserted(EventPayload, frozen=True, kw_only=True):
     is keyed by: ``""`` for scope ``app``, the owner id, the user id or the session id."""
 
     TYPE: ClassVar[str] = "document.inserted"
+    PERSONAL: ClassVar[tuple[str, ...]] = ("document",)
     app: str
     collection: str
     scope: str
@@ -169,6 +178,7 @@ class DocumentUpdated(EventPayload, frozen=True, kw_only=True):
     document as it is afterwards."""
 
     TYPE: ClassVar[str] = "document.updated"
+    PERSONAL: ClassVar[tuple[str, ...]] = ("changes", "document")
     collection: str
     doc_id: str
     changes: dict[str, Any]
@@ -204,4 +214,21 @@ SESSION_PAYLOADS: tuple[type[EventPayload], ...] = (
     SessionEnded,
 )
 
-ALL_PAYLOADS: tuple[type[EventPayload], ...] = SESSION_PAYLOADS + DOCUMENT_PAYLOADS
+
+
+class UserErased(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a user's personal data is erased (``turnlog erase-user``): the keys
+    named by ``key_generations`` were destroyed in the same transaction, so every field
+    sealed with them now reads as erased."""
+
+    TYPE: ClassVar[str] = "user.erased"
+    user_id: str
+    reason: str
+    key_generations: tuple[int, ...]
+
+
+USER_PAYLOADS: tuple[type[EventPayload], ...] = (UserErased,)
+
+ALL_PAYLOADS: tuple[type[EventPayload], ...] = (
+    SESSION_PAYLOADS + DOCUMENT_PAYLOADS + USER_PAYLOADS
+)

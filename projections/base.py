@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
@@ -60,6 +60,17 @@ class Projection(Protocol):
 
     def apply(self, events: Sequence[Event]) -> list[Write]:
         """The writes that bring the tables from before ``events`` to after them."""
+        ...
+
+
+@runtime_checkable
+class Erasing(Protocol):
+    """A projection whose rows hold personal fields, which an erasure must reach."""
+
+    def erase(self, events: Sequence[Event]) -> list[Write]:
+        """Writes that make the rows made from ``events`` say what those events say now.
+        Given at a ``user.erased`` event: ``events`` are every earlier event of the streams
+        that held the user's data, read again with the user's keys destroyed."""
         ...
 
 

@@ -81,6 +81,27 @@ class Collections:
             )
         return writes
 
+    def erase(self, events: Sequence[Event]) -> list[Write]:
+        """Documents as their events now read, where the row is still at that version (a
+        writer may have moved it on; the projection then applies the later events)."""
+        last: dict[str, tuple[Any, int] | None] = {}
+        for e in events:
+            p = e.payload
+            if isinstance(p, ev.DocumentInserted | ev.DocumentUpdated):
+                last[e.stream_id] = (p.document, e.version)
+            elif isinstance(p, ev.DocumentDeleted):
+                last[e.stream_id] = None
+        rows = [(sid, jsonb(v[0]), v[1]) for sid, v in last.items() if v is not None]
+        if not rows:
+            return []
+        return [
+            Exec(
+                "UPDATE {s}.turnlog_documents SET doc = $2::jsonb"
+                " WHERE stream_id = $1 AND version = $3 AND NOT deleted",
+                rows,
+            )
+        ]
+
 
 def _state(p: ev.EventPayload, version: int, at: datetime) -> list[Any]:
     if isinstance(p, ev.DocumentUpdated):

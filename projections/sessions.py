@@ -136,6 +136,21 @@ class History:
             rows.append((e.stream_id, e.version, e.position, *item, e.recorded_at))
         return [Copy("turnlog_history", self.COLUMNS, rows)] if rows else []
 
+    def erase(self, events: Sequence[Event]) -> list[Write]:
+        texts = [
+            (e.stream_id, e.version, e.payload.text)
+            for e in events
+            if isinstance(e.payload, ev.MessageReceived | ev.ReplySent | ev.Notified)
+        ]
+        if not texts:
+            return []
+        return [
+            Exec(
+                "UPDATE {s}.turnlog_history SET text = $3 WHERE session_id = $1 AND version = $2",
+                texts,
+            )
+        ]
+
 
 class Data:
     """The current ``session.data`` of each session, one row per key."""
@@ -153,13 +168,7 @@ class Data:
     )
 
     def apply(self, events: Sequence[Event]) -> list[Write]:
-        last: dict[tuple[str, str], tuple[int, Any] | None] = {}  # None: deleted
-        for e in events:
-            p = e.payload
-            if isinstance(p, ev.DataSet):
-                last[(e.stream_id, p.key)] = (e.version, p.value)
-            elif isinstance(p, ev.DataDeleted):
-                last[(e.stream_id, p.key)] = None
+        last = self._last(events)
         sets = [(sid, key, jsonb(v[1]), v[0]) for (sid, key), v in last.items() if v is not None]
         deletes = [(sid, key) for (sid, key), v in last.items() if v is None]
         writes: list[Write] = []
@@ -180,6 +189,32 @@ class Data:
                 )
             )
         return writes
+
+    def erase(self, events: Sequence[Event]) -> list[Write]:
+        values = [
+            (sid, key, jsonb(v[1]), v[0]) for (sid, key), v in self._last(events).items() if v
+        ]
+        if not values:
+            return []
+        return [
+            Exec(
+                "UPDATE {s}.turnlog_session_data SET value = $3::jsonb"
+                " WHERE session_id = $1 AND key = $2 AND version = $4",
+                values,
+            )
+        ]
+
+    @staticmethod
+    def _last(events: Sequence[Event]) -> dict[tuple[str, str], tuple[int, Any] | None]:
+        """The last (version, value) of each (session, key) in ``events``; None: deleted."""
+        last: dict[tuple[str, str], tuple[int, Any] | None] = {}
+        for e in events:
+            p = e.payload
+            if isinstance(p, ev.DataSet):
+                last[(e.stream_id, p.key)] = (e.version, p.value)
+            elif isinstance(p, ev.DataDeleted):
+                last[(e.stream_id, p.key)] = None
+        return last
 
 
 class Blocks:

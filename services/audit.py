@@ -10,6 +10,7 @@ from uuid import UUID
 import msgspec
 
 from turnlog.services.progress import progress_bar
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.verify import verify
 
@@ -19,7 +20,7 @@ _encode = msgspec.json.Encoder().encode
 async def print_events(database_url: str, session_id: UUID, *, as_json: bool) -> int:
     store = await EventStore.connect(database_url, min_size=1, max_size=2)
     try:
-        records = await store.read_stream(str(session_id))
+        records = await KeyRing(store).unseal(await store.read_stream(str(session_id)))
     finally:
         await store.close()
     if not records:

@@ -155,6 +155,15 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="one JSON object")
     replay.set_defaults(handler=_replay)
 
+    erase = sub.add_parser(
+        "erase-user",
+        help="erase a user's personal data: destroy their keys, record user.erased",
+    )
+    erase.add_argument("user_id", metavar="USER_ID")
+    erase.add_argument("--reason", default="", metavar="TEXT", help="recorded with the erasure")
+    erase.add_argument("--json", action="store_true", help="one JSON object")
+    erase.set_defaults(handler=_erase_user)
+
     events = sub.add_parser("events", help="a session's events, in order")
     events.add_argument("session_id", type=_uuid, metavar="SESSION_ID")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -485,6 +494,27 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     with endpoints(settings, nats=False) as where:
         aio.run(run(where.database_url))
     print("schema is up to date")
+    return 0
+
+
+def _erase_user(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.erasure import ErasureReport, UnknownUser, erase_user, render
+    from turnlog.services.store.eventstore import EventStore
+
+    async def run(url: str) -> ErasureReport:
+        store = await EventStore.connect(url, min_size=1, max_size=2)
+        try:
+            return await erase_user(store, args.user_id, reason=args.reason)
+        finally:
+            await store.close()
+
+    with endpoints(settings, nats=False) as where:
+        try:
+            report = aio.run(run(where.database_url))
+        except UnknownUser as e:
+            print(f"turnlog: {e}", file=sys.stderr)
+            return 2
+    print(render(report, as_json=args.json))
     return 0
 
 

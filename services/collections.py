@@ -4,7 +4,9 @@ A write appends ``document.*`` events and updates the collection view in the sam
 transaction, so whoever wrote reads their own write at once; the projector later applies
 the same events again (idempotently) and a rebuild makes the view from the events alone.
 Every statement is confined to one place (app, collection, scope owner) that the caller
-computes from the session, never from the filter or the document.
+computes from the session, never from the filter or the document. Documents written by a
+user's session are that user's personal data, whatever their scope: they are sealed with
+the writer's key (documents written outside any session are the app's, and stay plain).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from msgspec.structs import replace
 
 from turnlog.domain.document import Document
 from turnlog.domain.documents import parse_sort, validate_path
@@ -25,6 +28,7 @@ from turnlog.projections.collections import Collections
 from turnlog.projections.collections_sql import compile_filter, compile_sort, field_expression
 from turnlog.services.mapping import Metadata, document_codec, document_from_row, to_new_event
 from turnlog.services.projector.writes import Conn, decode, ensure, execute, hold, quote
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore
 
@@ -52,8 +56,9 @@ class Place:
 
 
 class CollectionStore:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, keyring: KeyRing | None = None) -> None:
         self.store = store
+        self.keyring = keyring or KeyRing(store)
         self.schema = ""
 
     async def setup(self) -> None:
@@ -63,9 +68,15 @@ class CollectionStore:
     # -- writes -------------------------------------------------------------------------
 
     async def insert(
-        self, place: Place, documents: Sequence[dict[str, Any]], meta: Metadata
+        self,
+        place: Place,
+        documents: Sequence[dict[str, Any]],
+        meta: Metadata,
+        *,
+        user: str | None = None,
     ) -> list[str]:
-        """Insert ``documents`` (an ``_id`` is made for those without); their ids."""
+        """Insert ``documents`` (an ``_id`` is made for those without); their ids.
+        ``user``: whose personal data they are (sealed with that user's key)."""
         at = datetime.now(UTC)
         docs = []
         for document in documents:
@@ -83,20 +94,26 @@ class CollectionStore:
                 )
             )
         try:
-            await self._save(docs, meta)
+            await self._save(docs, meta, user)
         except asyncpg.UniqueViolationError as e:
             raise DuplicateKey(place.collection, _duplicate(e, docs)) from None
         return [d.doc_id for d in docs]
 
     async def update_one(
-        self, place: Place, filter: dict[str, Any] | None, changes: dict[str, Any], meta: Metadata
+        self,
+        place: Place,
+        filter: dict[str, Any] | None,
+        changes: dict[str, Any],
+        meta: Metadata,
+        *,
+        user: str | None = None,
     ) -> int:
         """Apply ``changes`` to the first matching document (by ``_id``); 0 or 1."""
         async with self._transaction() as conn:
             rows = await self._locked(conn, place, filter, limit=1)
             for doc in rows:
                 doc.update(changes, at=datetime.now(UTC))
-            await self._append(conn, rows, meta)
+            await self._append(conn, rows, meta, user)
         self.store.announce()
         return len(rows)
 
@@ -112,9 +129,9 @@ class CollectionStore:
         self.store.announce()
         return len(rows)
 
-    async def _save(self, docs: Sequence[Document], meta: Metadata) -> None:
+    async def _save(self, docs: Sequence[Document], meta: Metadata, user: str | None) -> None:
         async with self._transaction() as conn:
-            await self._append(conn, docs, meta)
+            await self._append(conn, docs, meta, user)
         self.store.announce()
 
     @contextlib.asynccontextmanager
@@ -125,17 +142,24 @@ class CollectionStore:
             await hold(conn, _view.name)
             yield conn
 
-    async def _append(self, conn: Conn, docs: Sequence[Document], meta: Metadata) -> None:
+    async def _append(
+        self, conn: Conn, docs: Sequence[Document], meta: Metadata, user: str | None = None
+    ) -> None:
         records = []
         for doc in docs:
             pending = doc.collect_events()
             events = [to_new_event(e, _codec, meta) for e in pending]
-            records += await self.store.append(
+            stored = await self.keyring.seal(user, events) if user is not None else events
+            appended = await self.store.append(
                 str(doc.id),
                 pending[0].originator_version - 1,
-                events,
+                stored,
                 connection=conn,  # type: ignore[arg-type]
             )
+            # the view gets what was written, in clear (the writer has it in hand)
+            records += [
+                replace(r, payload=e.payload) for r, e in zip(appended, events, strict=True)
+            ]
         await execute(conn, _view.apply(decode(records)), self.schema)
 
     async def _locked(

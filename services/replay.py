@@ -12,6 +12,7 @@ import msgspec
 from turnlog.contracts.query import SessionState
 from turnlog.projections.state import fold
 from turnlog.services.projector.writes import decode
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore
 
@@ -40,7 +41,7 @@ async def state_as_of(
         records = [r for r in records if r.recorded_at <= at]
         if not records:
             raise StoreError(f"session {session_id} did not exist yet at {at.isoformat()}")
-    return fold(str(session_id), decode(records))
+    return fold(str(session_id), decode(await KeyRing(store).unseal(records)))
 
 
 def render(state: SessionState, out: TextIO = sys.stdout, *, as_json: bool = False) -> None:

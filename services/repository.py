@@ -9,6 +9,7 @@ import structlog
 from turnlog.domain.session import Session
 from turnlog.services import mapping
 from turnlog.services.mapping import Metadata
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.codec import EventCodec
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore
@@ -26,14 +27,21 @@ class SessionNotFound(StoreError):
 
 
 class SessionRepository:
-    """Sessions as aggregates: a snapshot plus the events after it, and appends back."""
+    """Sessions as aggregates: a snapshot plus the events after it, and appends back.
+    Personal fields are sealed with the key of the session's user on the way in, and
+    unsealed on the way out (placeholders once that user is erased)."""
 
     def __init__(
-        self, store: EventStore, codec: EventCodec | None = None, snapshot_every: int = 200
+        self,
+        store: EventStore,
+        codec: EventCodec | None = None,
+        snapshot_every: int = 200,
+        keyring: KeyRing | None = None,
     ) -> None:
         self.store = store
         self.codec = codec or mapping.session_codec()
         self.snapshot_every = snapshot_every
+        self.keyring = keyring or KeyRing(store)
 
     async def load(self, session_id: UUID, *, use_snapshot: bool = True) -> Session:
         stream_id = str(session_id)
@@ -41,9 +49,12 @@ class SessionRepository:
         if use_snapshot:
             snapshot = await self.store.load_snapshot(stream_id)
             if snapshot is not None and snapshot.schema_version == mapping.SNAPSHOT_SCHEMA_VERSION:
-                session = mapping.from_snapshot(snapshot)
+                snapshot = await self.keyring.unseal_snapshot(snapshot)
+                if snapshot is not None:  # None: sealed with a destroyed key
+                    session = mapping.from_snapshot(snapshot)
         after = session.version if session is not None else 0
-        for record in await self.store.read_stream(stream_id, after_version=after):
+        records = await self.store.read_stream(stream_id, after_version=after)
+        for record in await self.keyring.unseal(records):
             session = mapping.to_domain_event(record, self.codec).mutate(session)
         if session is None:
             raise SessionNotFound(session_id)
@@ -57,11 +68,15 @@ class SessionRepository:
         meta = meta or Metadata()
         expected = pending[0].originator_version - 1
         new = [mapping.to_new_event(e, self.codec, meta) for e in pending]
-        recorded = await self.store.append(str(session.id), expected, new)
+        user_id = session.user.id
+        recorded = await self.store.append(
+            str(session.id), expected, await self.keyring.seal(user_id, new)
+        )
         last = recorded[-1]
         if (
             self.snapshot_every
             and last.version // self.snapshot_every > expected // self.snapshot_every
         ):
-            await self.store.save_snapshot(mapping.take_snapshot(session, last.hash))
+            snapshot = mapping.take_snapshot(session, last.hash)
+            await self.store.save_snapshot(await self.keyring.seal_snapshot(user_id, snapshot))
         return recorded

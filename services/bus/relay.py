@@ -1,5 +1,7 @@
 """The relay: every committed event onto TURNLOG_EVENTS, in position order, exactly once
-after JetStream's dedupe (``Nats-Msg-Id`` = ``<log id>:<position>``)."""
+after JetStream's dedupe (``Nats-Msg-Id`` = ``<log id>:<position>``). Payloads go out
+unsealed: bus consumers get plain, schema-conformant payloads (erased fields as their
+placeholders)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from turnlog.services.bus.subjects import Subjects
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.follow import GlobalReader, follow
 from turnlog.services.store.records import RecordedEvent
@@ -22,7 +25,8 @@ log = structlog.get_logger("turnlog.relay")
 
 
 class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    """Encode-side twin of contracts.bus.EventEnvelope: the payload goes out as stored."""
+    """Encode-side twin of contracts.bus.EventEnvelope: the payload goes out as stored,
+    unsealed."""
 
     position: int
     stream_id: str
@@ -57,6 +61,7 @@ class Relay:
         save_interval: float = 0.2,
     ) -> None:
         self.store = store
+        self.keyring = KeyRing(store)
         self.js = js
         self.subjects = subjects
         self.name = name
@@ -124,6 +129,7 @@ class Relay:
         """Publish ``batch`` until JetStream has acknowledged all of it. A batch cut off
         by a disconnect is published again whole; JetStream drops what it already has."""
         apps = await self._apps_of(batch)
+        batch = await self.keyring.unseal(batch)
         delay = 0.1
         while True:
             acks: list[asyncio.Future[PubAck]] = []

@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from turnlog.projections.base import Event, Projection
-from turnlog.services.projector.writes import Conn, create_tables, decode, execute, hold, quote
+from turnlog.projections.base import Projection
+from turnlog.services.projector.reading import Batch, read, writes_for
+from turnlog.services.projector.writes import Conn, create_tables, execute, hold, quote
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.follow import GlobalReader
 
@@ -79,6 +81,7 @@ async def build(
     is written, and each projection writes on a connection of its own, so PostgreSQL
     works on them side by side."""
     conns = [await pool.acquire() for _ in projections]
+    keyring = KeyRing(pool)
     try:
         pending = asyncio.create_task(reader.read())
         while True:
@@ -95,10 +98,10 @@ async def build(
             if not done:
                 pending = asyncio.create_task(reader.read())
             if records:
-                events = decode(records)
+                batch = await read(keyring, records)
                 await asyncio.gather(
                     *(
-                        _write(c, p, events, scratch_schema(p, purpose))
+                        _write(c, p, batch, scratch_schema(p, purpose))
                         for c, p in zip(conns, projections, strict=True)
                     )
                 )
@@ -114,9 +117,9 @@ async def build(
             await pool.release(conn)
 
 
-async def _write(conn: Conn, projection: Projection, events: list[Event], schema: str) -> None:
+async def _write(conn: Conn, projection: Projection, batch: Batch, schema: str) -> None:
     async with conn.transaction():
-        await execute(conn, projection.apply(events), schema)
+        await execute(conn, writes_for(projection, batch.events, batch), schema)
 
 
 async def _catch_up(
@@ -127,6 +130,7 @@ async def _catch_up(
     target: int,
 ) -> None:
     """Apply the log from the reader's position to its current end."""
+    keyring = KeyRing(reader.store)
     while True:
         records = await reader.read()
         if not records:
@@ -134,10 +138,10 @@ async def _catch_up(
                 return
             await asyncio.sleep(0.01)
             continue
-        events = decode(records)
+        batch = await read(keyring, records)
         async with conn.transaction():
             for p in projections:
-                await execute(conn, p.apply(events), scratch_schema(p))
+                await execute(conn, writes_for(p, batch.events, batch), scratch_schema(p))
         if progress is not None:
             progress(reader.position, max(target, reader.position))
 

@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 
 import structlog
 
-from turnlog.projections.base import Event, Projection
-from turnlog.services.projector.writes import decode, ensure, execute, hold
+from turnlog.projections.base import Projection
+from turnlog.services.projector.reading import Batch, read, writes_for
+from turnlog.services.projector.writes import ensure, execute, hold
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.follow import GlobalReader, follow
 
@@ -33,6 +35,7 @@ class Projector:
         self, store: EventStore, projections: Sequence[Projection], *, batch_size: int = 2000
     ) -> None:
         self.store = store
+        self.keyring = KeyRing(store)
         self.projections = list(projections)
         self.batch_size = batch_size
         self.positions: dict[str, int] = {}
@@ -50,18 +53,19 @@ class Projector:
         self.ready.set()
         async with contextlib.aclosing(follow(reader)) as batches:
             async for records in batches:
-                events = decode(records)
-                results = await asyncio.gather(*(self._apply(p, events) for p in self.projections))
+                batch = await read(self.keyring, records)
+                results = await asyncio.gather(*(self._apply(p, batch) for p in self.projections))
                 # the batch's oldest event waited longest
                 now = datetime.now(UTC)
                 self.lags.append((now - records[0].recorded_at).total_seconds())
                 self._progressed.set()
                 behind = min(results)
-                if behind < events[0].position - 1:
+                if behind < records[0].position - 1:
                     reader.seek(behind)  # a projection's position went back: follow it
 
-    async def _apply(self, projection: Projection, events: list[Event]) -> int:
-        """Apply what ``projection`` has not seen of ``events``; its position after."""
+    async def _apply(self, projection: Projection, batch: Batch) -> int:
+        """Apply what ``projection`` has not seen of ``batch``; its position after."""
+        events = batch.events
         last = events[-1].position
         if self.positions.get(projection.name, 0) >= last:
             return self.positions[projection.name]
@@ -72,7 +76,7 @@ class Projector:
                 self.positions[projection.name] = stored
                 return stored
             todo = [e for e in events if e.position > stored]
-            await execute(conn, projection.apply(todo), self.schema)
+            await execute(conn, writes_for(projection, todo, batch), self.schema)
             await conn.execute(_MOVE, projection.name, last)
         self.positions[projection.name] = last
         return last

@@ -17,6 +17,7 @@ from turnlog.projections.collections_sql import compile_filter
 from turnlog.projections.state import fold
 from turnlog.services.projector.writes import decode
 from turnlog.services.query.auth import Principal, forbidden, invalid, not_found
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import COLUMNS, to_record
 
 MAX_LIMIT = 500
@@ -69,6 +70,7 @@ def _time(text: str | None, name: str) -> datetime | None:
 class QueryService:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self.keyring = KeyRing(pool)
 
     async def list_sessions(
         self,
@@ -189,20 +191,21 @@ class QueryService:
         after = _uncursor(cursor, (int,))
         start = after[0] + 1 if after else max(from_version, 1)
         rows = await self.pool.fetch(
-            "SELECT position, version, type, schema_version, recorded_at, correlation_id,"
-            " causation_id, actor, payload FROM turnlog_events"
+            f"SELECT {COLUMNS} FROM turnlog_events"
             " WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3",
             session_id,
             start,
             _limit(limit) + 1,
         )
+        records = await self.keyring.unseal([to_record(r) for r in rows[:limit]])
         items = [
             q.EventItem(
-                position=r[0], version=r[1], type=r[2], schema_version=r[3],
-                recorded_at=_iso(r[4]) or "", correlation_id=r[5], causation_id=r[6],
-                actor=r[7], payload=_json.decode(r[8]),
+                position=r.position, version=r.version, type=r.type,
+                schema_version=r.schema_version, recorded_at=_iso(r.recorded_at) or "",
+                correlation_id=r.correlation_id, causation_id=r.causation_id, actor=r.actor,
+                payload=_json.decode(r.payload),
             )
-            for r in rows[:limit]
+            for r in records
         ]  # fmt: skip
         more = len(rows) > limit
         return q.EventPage(items=items, next_cursor=_cursor([items[-1].version]) if more else None)
@@ -231,7 +234,8 @@ class QueryService:
         )
         if not rows:
             raise not_found(f"session {session_id} has no events at that point")
-        return fold(session_id, decode(to_record(r) for r in rows))
+        records = await self.keyring.unseal([to_record(r) for r in rows])
+        return fold(session_id, decode(records))
 
     async def find(self, who: Principal, request: q.FindRequest) -> q.DocumentPage:
         """Documents of one collection in ``_id`` order; a user key sees its user's (and

@@ -71,7 +71,7 @@ class SessionHost:
             raise AppError(f"app {app.name!r} has no @app.message() handler")
         self.app = app
         self.repo = repo
-        app.serve_collections(CollectionStore(repo.store))
+        app.serve_collections(CollectionStore(repo.store, repo.keyring))
         self.delivery = delivery or NoDelivery()
         self.max_live = max_live
         self.idle_timeout = idle_timeout

@@ -63,7 +63,7 @@ class Collection:
 
     async def insert_many(self, documents: Sequence[dict[str, Any]]) -> list[str]:
         store, place, meta = await self._resolve()
-        return await store.insert(place, list(documents), meta)
+        return await store.insert(place, list(documents), meta, user=self._writer())
 
     async def find(
         self,
@@ -90,7 +90,7 @@ class Collection:
         """Change the first matching document: a plain dict is ``$set``; also ``$set``,
         ``$unset``, ``$inc``, ``$push``. Returns how many changed (0 or 1)."""
         store, place, meta = await self._resolve()
-        return await store.update_one(place, filter, update, meta)
+        return await store.update_one(place, filter, update, meta, user=self._writer())
 
     async def delete_one(self, filter: dict[str, Any] | None) -> int:
         store, place, meta = await self._resolve()
@@ -99,6 +99,12 @@ class Collection:
     async def delete_many(self, filter: dict[str, Any] | None) -> int:
         store, place, meta = await self._resolve()
         return await store.delete(place, filter, meta, many=True)
+
+    def _writer(self) -> str | None:
+        """Whose personal data a write is: the user of the session writing it (documents
+        written outside any session are the app's own)."""
+        session = self._session or current_session()
+        return session.user.id if session is not None else None
 
     async def _resolve(self) -> tuple[CollectionStore, Place, Metadata]:
         session = self._session or current_session()

@@ -15,6 +15,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (2, "002_append_batch.sql"),
     (3, "003_bus.sql"),
     (4, "004_projections.sql"),
+    (5, "005_user_keys.sql"),
     (6, "006_correlated_writes.sql"),
 )
 

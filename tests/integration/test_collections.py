@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 
 import turnlog
@@ -18,6 +19,7 @@ from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import Collector
 from turnlog.services.runtime.host import SessionHost
 from turnlog.services.sdk.collections import CollectionError
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
 
 ALICE = turnlog.UserInfo(id="alice", org_id="acme")
@@ -106,9 +108,9 @@ async def test_every_write_is_an_event_with_actor_and_correlation(
     assert len({r["stream_id"] for r in rows}) == 1
     assert {r["actor"] for r in rows} == {"app:docs"}
     assert {r["correlation_id"] for r in rows} == {message_id}
-    import json
-
-    updated = json.loads(rows[1]["payload"])
+    assert rows[1]["payload"].startswith(b'{"_sealed":{"user":"alice","key":1,')
+    stream = await store.read_stream(rows[1]["stream_id"])
+    updated = msgspec.json.decode((await KeyRing(store).unseal(stream))[1].payload)
     assert updated["document"] == {"_id": "n1", "n": 3, "log": ["x"]}
     assert updated["changes"] == {"$inc": {"n": 2}, "$push": {"log": "x"}}
 

@@ -12,6 +12,7 @@ from tests.helpers import inbound
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import NoDelivery
 from turnlog.services.runtime.host import SessionHost
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
 
 
@@ -38,7 +39,7 @@ async def test_effects_clock_and_ids_are_recorded_in_call_order(store: EventStor
     assert result.outcome == "ok"
     effects = [
         json.loads(r.payload)
-        for r in await store.read_stream(str(result.session_id))
+        for r in await KeyRing(store).unseal(await store.read_stream(str(result.session_id)))
         if r.type == "session.effect_recorded"
     ]
     assert effects == [

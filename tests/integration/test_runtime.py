@@ -15,9 +15,16 @@ from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import BlockView, Chunk, Collector, Notification, Reply
 from turnlog.services.runtime.host import SessionEnded, SessionHost, SessionOfAnotherApp
 from turnlog.services.runtime.turn import Inbound, TurnResult
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
+from turnlog.services.store.records import RecordedEvent
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
+
+
+async def read_plain(store: EventStore, session_id: uuid.UUID) -> list[RecordedEvent]:
+    """A session's events with their personal fields unsealed."""
+    return await KeyRing(store).unseal(await store.read_stream(str(session_id)))
 
 
 def inbound(text: str, session_id: uuid.UUID | None = None, mid: str | None = None) -> Inbound:
@@ -198,7 +205,7 @@ async def test_a_stream_cut_by_an_error_records_the_partial_text_as_interrupted(
     assert result.outcome == "failed" and result.error_type == "ConnectionError"
     payloads = [
         r.payload
-        for r in await store.read_stream(str(result.session_id))
+        for r in await read_plain(store, result.session_id)
         if r.type == "session.reply_sent"
     ]
     assert b'"text":"partial answer","streamed":true,"interrupted":true' in payloads[0]
@@ -249,7 +256,7 @@ async def test_data_changes_become_per_key_events_including_nested_mutation(
     first = await host.handle(inbound("setup"))
     await host.handle(inbound("mutate", first.session_id))
     await host.handle(inbound("nothing", first.session_id))
-    records = await store.read_stream(str(first.session_id))
+    records = await read_plain(store, first.session_id)
     data = [(r.type, r.payload) for r in records if r.type.startswith("session.data")]
     assert data == [
         ("session.data_set", b'{"key":"notes","value":["a"]}'),
@@ -384,7 +391,7 @@ async def test_turns_of_a_session_run_in_order_and_sessions_run_concurrently(
     assert all(r.outcome == "ok" for r in results)
     assert overlap["same_session"] == 1 and overlap["max_sessions"] == 2
     for sid in (a, b):
-        records = await store.read_stream(str(sid))
+        records = await read_plain(store, sid)
         texts = [r.payload for r in records if r.type == "session.message_received"]
         assert [int(t.split(b'"text":"')[1].split(b'"')[0]) for t in texts] == list(range(50))
         last_data = [r.payload for r in records if r.type == "session.data_set"][-1]

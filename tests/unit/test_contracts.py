@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from turnlog.contracts import bus
+from turnlog.contracts import bus, events
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES: list[tuple[str, Any, type]] = [
@@ -26,6 +26,7 @@ CASES: list[tuple[str, Any, type]] = [
     ("live_block.json", bus.Live, bus.LiveBlock),
     ("live_done.json", bus.Live, bus.LiveDone),
     ("dead_letter.json", bus.DeadLetter, bus.DeadLetter),
+    ("user_erased.json", events.UserErased, events.UserErased),
 ]
 
 

@@ -1,0 +1,156 @@
+"""``turnlog erase-user``: erasing one user's personal data by destroying their keys.
+
+In one transaction the user's keys are destroyed, a ``user.erased`` event is appended
+(on a stream of that user's own) and the snapshots of their sessions are deleted. The log
+itself does not change, so every hash chain still holds; projections bring the rows made
+from that user's sealed fields in line when they reach the event, and a rebuild, with the
+keys gone, makes the same rows.
+"""
+
+from __future__ import annotations
+
+import getpass
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+
+from turnlog.contracts.events import UserErased
+from turnlog.services.sealed import MARKER, PERSONAL, needle
+from turnlog.services.sealing import KeyRing
+from turnlog.services.store.errors import StoreError
+from turnlog.services.store.eventstore import EventStore
+from turnlog.services.store.records import NewEvent
+
+_STREAMS = uuid.UUID("6f2a3c1e-7a54-4f0e-9d2b-5c8e1b7a9f30")
+_encode = msgspec.json.Encoder().encode
+
+_KEYS = (
+    "SELECT generation, key IS NULL, erased_at FROM turnlog_user_keys WHERE user_id = $1"
+    " ORDER BY generation FOR UPDATE"
+)
+_SESSIONS = (
+    "SELECT stream_id FROM turnlog_events"
+    " WHERE type = 'session.started' AND position($1::bytea IN payload) > 0"
+)
+_SEALED = (
+    "SELECT count(*), count(DISTINCT stream_id) FILTER (WHERE type LIKE 'document.%')"
+    " FROM turnlog_events WHERE position($1::bytea IN payload) > 0"
+)
+_UNSEALED = (
+    "SELECT count(*) FROM turnlog_events WHERE stream_id = ANY($1::text[])"
+    " AND type = ANY($2::text[]) AND substring(payload FROM 1 FOR $3) <> $4::bytea"
+)
+_FIRST_ERASED = (
+    "INSERT INTO turnlog_user_keys (user_id, generation, erased_at) VALUES ($1, 1, now())"
+)
+_LAST_VERSION = "SELECT coalesce(max(version), 0) FROM turnlog_events WHERE stream_id = $1"
+_SNAPSHOTS = (
+    "DELETE FROM turnlog_snapshots WHERE stream_id = ANY($1::text[])"
+    " OR position($2::bytea IN state) > 0"
+)
+
+
+class UnknownUser(StoreError):
+    """Raised when erase-user names a user turnlog has neither a key nor a session for."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        super().__init__(f"no user {user_id!r}: no key and no session of theirs in the log")
+
+
+class ErasureReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``erase_user`` did. ``events_sealed``: events whose personal fields were sealed
+    for the user and now read as erased; ``events_unsealed``: events of their sessions
+    written before sealing existed, which an erasure cannot reach."""
+
+    user_id: str
+    already_erased: bool
+    erased_at: str
+    position: int | None  # of the user.erased event (None if already erased)
+    key_generations: list[int]
+    sessions: int
+    documents: int
+    events_sealed: int
+    events_unsealed: int
+
+
+def erasure_stream(user_id: str) -> str:
+    """The stream of a user's erasure events (a name safe in a NATS subject)."""
+    return f"user:{uuid.uuid5(_STREAMS, user_id)}"
+
+
+def session_needle(user_id: str) -> bytes:
+    """Bytes that a ``session.started`` payload of ``user_id`` contains."""
+    return b'"user":{"id":' + _encode(user_id) + b","
+
+
+async def erase_user(
+    store: EventStore, user_id: str, *, reason: str = "", actor: str | None = None
+) -> ErasureReport:
+    keyring = KeyRing(store)
+    async with store.pool.acquire() as conn, conn.transaction():
+        keys = await conn.fetch(_KEYS, user_id)  # locks them: erasures of a user queue up
+        sessions = [r[0] for r in await conn.fetch(_SESSIONS, session_needle(user_id))]
+        if not keys and not sessions:
+            raise UnknownUser(user_id)
+        counts = await conn.fetchrow(_SEALED, needle(user_id))
+        assert counts is not None  # an aggregate: always one row
+        sealed_events, documents = counts
+        unsealed = await conn.fetchval(
+            _UNSEALED, sessions, list(PERSONAL), len(MARKER) + 3, b'{"' + MARKER.encode() + b'"'
+        )
+        report = {
+            "user_id": user_id, "sessions": len(sessions), "documents": documents,
+            "events_sealed": sealed_events, "events_unsealed": unsealed,
+        }  # fmt: skip
+        if keys and all(erased for _, erased, _ in keys):
+            return ErasureReport(
+                **report, already_erased=True, erased_at=_iso(keys[-1][2]), position=None,
+                key_generations=[k[0] for k in keys],
+            )  # fmt: skip
+        generations = await keyring.erase(conn, user_id)
+        if not keys:  # only unsealed data: remember the erasure all the same
+            await conn.execute(_FIRST_ERASED, user_id)
+        now = datetime.now(UTC)
+        payload = UserErased(user_id=user_id, reason=reason, key_generations=tuple(generations))
+        stream = erasure_stream(user_id)
+        event = NewEvent(
+            type=UserErased.TYPE,
+            schema_version=UserErased.SCHEMA_VERSION,
+            payload=_encode(payload),
+            recorded_at=now,
+            actor=actor or f"operator:{getpass.getuser()}",
+        )
+        version = await conn.fetchval(_LAST_VERSION, stream)
+        recorded = await store.append(stream, version, [event], connection=conn)  # type: ignore[arg-type]
+        await conn.execute(_SNAPSHOTS, sessions, needle(user_id))
+    store.announce()
+    return ErasureReport(
+        **report, already_erased=False, erased_at=_iso(now), position=recorded[0].position,
+        key_generations=generations,
+    )  # fmt: skip
+
+
+def _iso(at: datetime | None) -> str:
+    return at.isoformat(timespec="microseconds") if at is not None else ""
+
+
+def render(report: ErasureReport, *, as_json: bool) -> str:
+    if as_json:
+        return _encode(report).decode()
+    if report.already_erased:
+        return f"user {report.user_id} was already erased (at {report.erased_at}); nothing to do"
+    lines = [
+        f"erased user {report.user_id}: key generation(s)"
+        f" {', '.join(map(str, report.key_generations)) or '(none)'} destroyed,"
+        f" user.erased recorded at position {report.position}",
+        f"  {report.sessions} session(s), {report.documents} document(s) held their data;"
+        f" {report.events_sealed} sealed event(s) now read as erased",
+    ]
+    if report.events_unsealed:
+        lines.append(
+            f"  {report.events_unsealed} event(s) of their sessions were written before"
+            " sealing and stay readable"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""How projections read the log: unsealed and decoded, and, at each ``user.erased``
+event, the earlier events of the streams that held that user's data, read again now that
+the user's keys are gone, so the rows made from them can be brought in line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from turnlog.contracts.events import UserErased
+from turnlog.projections.base import Erasing, Event, Projection, Write
+from turnlog.services.projector.writes import decode
+from turnlog.services.sealed import needle
+from turnlog.services.sealing import KeyRing
+from turnlog.services.store.eventstore import COLUMNS, to_record
+from turnlog.services.store.records import RecordedEvent
+
+# Every event before the erasure of a stream that holds one sealed for that user. A
+# scan of the log: erasures are rare, and this keeps writes free of any bookkeeping.
+_ERASED_STREAMS = (
+    f"SELECT {COLUMNS} FROM turnlog_events WHERE position < $2 AND stream_id IN ("
+    " SELECT DISTINCT stream_id FROM turnlog_events"
+    " WHERE position < $2 AND position($1::bytea IN payload) > 0)"
+    " ORDER BY position"
+)
+
+
+@dataclass
+class Batch:
+    """Events for projections; ``erasures``: at the position of each ``user.erased``
+    event, the events its projections' rows must be brought in line with."""
+
+    events: list[Event]
+    erasures: dict[int, list[Event]] = field(default_factory=dict)
+
+
+async def read(keyring: KeyRing, records: Sequence[RecordedEvent]) -> Batch:
+    batch = Batch(decode(await keyring.unseal(records)))
+    for e in batch.events:
+        if isinstance(e.payload, UserErased):
+            rows = await keyring.pool.fetch(_ERASED_STREAMS, needle(e.payload.user_id), e.position)
+            batch.erasures[e.position] = decode(await keyring.unseal([to_record(r) for r in rows]))
+    return batch
+
+
+def writes_for(projection: Projection, events: Sequence[Event], batch: Batch) -> list[Write]:
+    """``projection``'s writes for ``events`` (part of ``batch``), erasures in their place."""
+    if not batch.erasures or not isinstance(projection, Erasing):
+        return projection.apply(events)
+    writes: list[Write] = []
+    start = 0
+    for i, e in enumerate(events):
+        erased = batch.erasures.get(e.position)
+        if erased is not None:
+            writes += projection.apply(events[start:i])
+            writes += projection.erase(erased)
+            start = i
+    return writes + projection.apply(events[start:])

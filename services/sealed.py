@@ -1,0 +1,127 @@
+"""The sealed payload format, sans I/O: personal fields encrypted with a user's key.
+
+A sealed payload is the same JSON object with a leading marker naming the user, the key
+generation and the sealed fields, and each of those fields replaced by the base64 text of
+nonce + AES-256-GCM ciphertext of the field's JSON encoding (the user id and field name
+are authenticated too, so a sealed value cannot be moved to another field or user)::
+
+    {"_sealed":{"user":"alice","key":1,"fields":["text"]},"message_id":"m1","text":"q0F..."}
+
+Opening restores the exact plain bytes; with the key destroyed it puts placeholders in
+(``[erased]``; a document keeps only its ``_id``). Payloads without the marker pass as
+they are.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from turnlog.contracts.events import ALL_PAYLOADS
+from turnlog.services.store.errors import StoreError
+
+MARKER = "_sealed"
+QUICK = b'"_sealed"'  # no payload without this substring can be sealed
+ERASED = "[erased]"
+NONCE = 12
+SNAPSHOT_FIELDS = ("state",)
+
+PERSONAL: dict[str, tuple[str, ...]] = {p.TYPE: p.PERSONAL for p in ALL_PAYLOADS if p.PERSONAL}
+"""Event type name -> the fields sealed with the user's key."""
+
+
+class SealError(StoreError):
+    """Raised when a sealed field cannot be opened with the key it names: the key is not
+    the one it was sealed with, or the stored bytes were damaged."""
+
+
+class Seal(msgspec.Struct, frozen=True, kw_only=True):
+    """The marker: whose key (user, generation) sealed which fields."""
+
+    user: str
+    key: int
+    fields: tuple[str, ...]
+
+
+KeyId = tuple[str, int]
+_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_seal = msgspec.json.Decoder(Seal)
+_str = msgspec.json.Decoder(str)
+_encode = msgspec.json.Encoder().encode
+
+
+def _aad(user: str, field: str) -> bytes:
+    return f"{user}\0{field}".encode()
+
+
+def seal(payload: bytes, fields: tuple[str, ...], user: str, generation: int, key: AESGCM) -> bytes:
+    """``payload`` (a JSON object) with ``fields`` sealed; unchanged if it has none."""
+    plain = _object.decode(payload)
+    present = tuple(f for f in fields if f in plain)
+    if not present:
+        return payload
+    out: dict[str, Any] = {MARKER: Seal(user=user, key=generation, fields=present)}
+    for name, raw in plain.items():
+        if name in present:
+            nonce = os.urandom(NONCE)
+            box = nonce + key.encrypt(nonce, bytes(raw), _aad(user, name))
+            out[name] = base64.b64encode(box).decode()
+        else:
+            out[name] = raw
+    return _encode(out)
+
+
+def parse(payload: bytes) -> tuple[Seal, dict[str, msgspec.Raw]] | None:
+    """The marker and the fields of a sealed payload; None for a plain one."""
+    if QUICK not in payload:
+        return None
+    fields = _object.decode(payload)
+    marker = fields.pop(MARKER, None)
+    if marker is None:
+        return None
+    return _seal.decode(marker), fields
+
+
+def open_(marker: Seal, fields: dict[str, msgspec.Raw], key: AESGCM | None) -> bytes:
+    """The plain payload from a parsed sealed one; ``key`` None: it was erased, so the
+    sealed fields become placeholders."""
+    for name in marker.fields:
+        if key is None:
+            fields[name] = msgspec.Raw(_encode(placeholder(name, fields)))
+            continue
+        box = base64.b64decode(_str.decode(fields[name]))
+        try:
+            plain = key.decrypt(box[:NONCE], box[NONCE:], _aad(marker.user, name))
+        except InvalidTag:
+            msg = (
+                f"field {name!r} sealed for user {marker.user!r} (key {marker.key}) does not"
+                " open with that key: wrong key or damaged bytes"
+            )
+            raise SealError(msg) from None
+        fields[name] = msgspec.Raw(plain)
+    return _encode(fields)
+
+
+def needle(user_id: str) -> bytes:
+    """Bytes that every payload sealed for ``user_id`` (any key generation) contains and
+    no other payload does: the marker always comes first, encoded the same way."""
+    return b'{"_sealed":{"user":' + _encode(user_id) + b',"key":'
+
+
+def placeholder(field: str, fields: Mapping[str, msgspec.Raw]) -> Any:
+    """What an erased field reads as: ``"[erased]"`` for texts and values, a document
+    reduced to its ``_id`` (marked ``_erased``), ``null`` for a snapshot's state."""
+    if field == "document":
+        doc_id = _str.decode(fields["doc_id"]) if "doc_id" in fields else None
+        return {"_id": doc_id, "_erased": True}
+    if field == "changes":
+        return {"_erased": True}
+    if field == "state":
+        return None
+    return ERASED

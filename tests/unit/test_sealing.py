@@ -1,0 +1,110 @@
+"""The sealed payload format: round trips, wrong keys, and what erased fields read as."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from turnlog.contracts import events as ev
+from turnlog.services import sealed
+from turnlog.services.mapping import document_codec, session_codec
+from turnlog.services.sealed import PERSONAL, SealError
+
+KEY = AESGCM(bytes(range(32)))
+OTHER = AESGCM(bytes(32))
+PAYLOADS: list[ev.EventPayload] = [
+    ev.MessageReceived(message_id="m1", text="my secret — ünïcode 🌍"),
+    ev.ReplySent(text="a reply", streamed=True),
+    ev.Notified(text="thinking"),
+    ev.DataSet(key="notes", value=["buy coffee", {"at": 3}]),
+    ev.EffectRecorded(name="llm", result={"text": "model said", "tokens": 7}),
+    ev.DocumentInserted(
+        app="a", collection="notes", scope="user", owner="alice", doc_id="d1",
+        document={"_id": "d1", "body": "private"},
+    ),
+    ev.DocumentUpdated(
+        collection="notes", doc_id="d1", changes={"$set": {"body": "new"}},
+        document={"_id": "d1", "body": "new"},
+    ),
+]  # fmt: skip
+_codec = session_codec()
+for payload_type in ev.DOCUMENT_PAYLOADS:
+    _codec.register(payload_type)
+
+
+def sealed_and_parsed(payload: ev.EventPayload, key: AESGCM = KEY) -> tuple[bytes, bytes]:
+    plain = _codec.encode(payload)
+    return plain, sealed.seal(plain, PERSONAL[payload.TYPE], "alice", 1, key)
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.TYPE)
+def test_sealing_then_opening_gives_back_the_exact_bytes(payload: ev.EventPayload) -> None:
+    plain, closed = sealed_and_parsed(payload)
+    assert closed.startswith(b'{"_sealed":{"user":"alice","key":1,"fields":')
+    for field in PERSONAL[payload.TYPE]:
+        assert msgspec.json.encode(getattr(payload, field)) not in closed
+    parsed = sealed.parse(closed)
+    assert parsed is not None
+    assert sealed.open_(*parsed, KEY) == plain
+
+
+def test_fields_outside_the_personal_ones_stay_in_clear() -> None:
+    _, closed = sealed_and_parsed(PAYLOADS[0])
+    assert b'"message_id":"m1"' in closed and b'"sender":"user"' in closed
+
+
+def test_a_plain_payload_is_not_taken_for_a_sealed_one() -> None:
+    assert sealed.parse(_codec.encode(ev.DataSet(key="k", value="_sealed"))) is None
+    assert sealed.parse(b'{"text":"hi"}') is None
+
+
+def test_the_wrong_key_is_refused() -> None:
+    _, closed = sealed_and_parsed(PAYLOADS[0])
+    parsed = sealed.parse(closed)
+    assert parsed is not None
+    with pytest.raises(SealError, match="does not open with that key"):
+        sealed.open_(*parsed, OTHER)
+
+
+def test_a_sealed_value_moved_to_another_user_does_not_open() -> None:
+    _, closed = sealed_and_parsed(PAYLOADS[0])
+    moved = closed.replace(b'"user":"alice"', b'"user":"bob"')
+    parsed = sealed.parse(moved)
+    assert parsed is not None
+    with pytest.raises(SealError):
+        sealed.open_(*parsed, KEY)
+
+
+ERASED: list[tuple[int, dict[str, Any]]] = [
+    (0, {"text": "[erased]", "message_id": "m1"}),
+    (1, {"text": "[erased]", "streamed": True}),
+    (2, {"text": "[erased]"}),
+    (3, {"value": "[erased]", "key": "notes"}),
+    (4, {"result": "[erased]", "name": "llm"}),
+    (5, {"document": {"_id": "d1", "_erased": True}, "owner": "alice"}),
+    (6, {"changes": {"_erased": True}, "document": {"_id": "d1", "_erased": True}}),
+]
+
+
+@pytest.mark.parametrize(("index", "expected"), ERASED, ids=[PAYLOADS[i].TYPE for i, _ in ERASED])
+def test_with_the_key_destroyed_each_field_reads_as_its_placeholder(
+    index: int, expected: dict[str, Any]
+) -> None:
+    payload = PAYLOADS[index]
+    _, closed = sealed_and_parsed(payload)
+    parsed = sealed.parse(closed)
+    assert parsed is not None
+    opened = sealed.open_(*parsed, None)
+    decoded = msgspec.json.decode(opened)
+    assert "_sealed" not in decoded
+    assert {k: decoded[k] for k in expected} == expected
+    # still a valid payload of its type
+    assert _codec.decode(payload.TYPE, payload.SCHEMA_VERSION, opened).TYPE == payload.TYPE
+
+
+def test_documents_codec_knows_the_sealed_types() -> None:
+    assert {"document.inserted", "document.updated"} <= set(PERSONAL)
+    assert document_codec().knows("document.inserted")
