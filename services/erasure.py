@@ -12,10 +12,12 @@ from __future__ import annotations
 import getpass
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
 from turnlog.contracts.events import UserErased
+from turnlog.services.projector.writes import Conn
 from turnlog.services.sealed import MARKER, PERSONAL, needle
 from turnlog.services.sealing import KeyRing
 from turnlog.services.store.errors import StoreError
@@ -88,55 +90,60 @@ def session_needle(user_id: str) -> bytes:
 async def erase_user(
     store: EventStore, user_id: str, *, reason: str = "", actor: str | None = None
 ) -> ErasureReport:
-    keyring = KeyRing(store)
     async with store.pool.acquire() as conn, conn.transaction():
         keys = await conn.fetch(_KEYS, user_id)  # locks them: erasures of a user queue up
-        sessions = [r[0] for r in await conn.fetch(_SESSIONS, session_needle(user_id))]
+        sessions, reached = await _survey(conn, user_id)
         if not keys and not sessions:
             raise UnknownUser(user_id)
-        counts = await conn.fetchrow(_SEALED, needle(user_id))
-        assert counts is not None  # an aggregate: always one row
-        sealed_events, documents = counts
-        unsealed = await conn.fetchval(
-            _UNSEALED, sessions, list(PERSONAL), len(MARKER) + 3, b'{"' + MARKER.encode() + b'"'
-        )
-        report = {
-            "user_id": user_id, "sessions": len(sessions), "documents": documents,
-            "events_sealed": sealed_events, "events_unsealed": unsealed,
-        }  # fmt: skip
         if keys and all(erased for _, erased, _ in keys):
             return ErasureReport(
-                **report, already_erased=True, erased_at=_iso(keys[-1][2]), position=None,
+                **reached, already_erased=True, erased_at=_iso(keys[-1][2]), position=None,
                 key_generations=[k[0] for k in keys],
             )  # fmt: skip
-        generations = await keyring.erase(conn, user_id)
+        generations = await KeyRing(store).erase(conn, user_id)
         if not keys:  # only unsealed data: remember the erasure all the same
             await conn.execute(_FIRST_ERASED, user_id)
-        now = datetime.now(UTC)
-        payload = UserErased(user_id=user_id, reason=reason, key_generations=tuple(generations))
+        event = _erased(user_id, reason, generations, actor)
         stream = erasure_stream(user_id)
-        event = NewEvent(
-            type=UserErased.TYPE,
-            schema_version=UserErased.SCHEMA_VERSION,
-            payload=_encode(payload),
-            recorded_at=now,
-            actor=actor or f"operator:{getpass.getuser()}",
-        )
         version = await conn.fetchval(_LAST_VERSION, stream)
-        recorded = await store.append(stream, version, [event], connection=conn)  # type: ignore[arg-type]
+        [recorded] = await store.append(stream, version, [event], connection=conn)  # type: ignore[arg-type]
         await conn.execute(_SNAPSHOTS, sessions, needle(user_id))
     store.announce()
     return ErasureReport(
-        **report, already_erased=False, erased_at=_iso(now), position=recorded[0].position,
-        key_generations=generations,
+        **reached, already_erased=False, erased_at=_iso(event.recorded_at),
+        position=recorded.position, key_generations=generations,
     )  # fmt: skip
+
+
+async def _survey(conn: Conn, user_id: str) -> tuple[list[str], dict[str, Any]]:
+    """The user's sessions, and what an erasure of theirs reaches (report fields)."""
+    sessions = [r[0] for r in await conn.fetch(_SESSIONS, session_needle(user_id))]
+    counts = await conn.fetchrow(_SEALED, needle(user_id))
+    assert counts is not None  # an aggregate: always one row
+    marker = b'{"' + MARKER.encode() + b'"'
+    unsealed = await conn.fetchval(_UNSEALED, sessions, list(PERSONAL), len(marker), marker)
+    return sessions, {
+        "user_id": user_id, "sessions": len(sessions), "documents": counts[1],
+        "events_sealed": counts[0], "events_unsealed": unsealed,
+    }  # fmt: skip
+
+
+def _erased(user_id: str, reason: str, generations: list[int], actor: str | None) -> NewEvent:
+    payload = UserErased(user_id=user_id, reason=reason, key_generations=tuple(generations))
+    return NewEvent(
+        type=UserErased.TYPE,
+        schema_version=UserErased.SCHEMA_VERSION,
+        payload=_encode(payload),
+        recorded_at=datetime.now(UTC),
+        actor=actor or f"operator:{getpass.getuser()}",
+    )
 
 
 def _iso(at: datetime | None) -> str:
     return at.isoformat(timespec="microseconds") if at is not None else ""
 
 
-def render(report: ErasureReport, *, as_json: bool) -> str:
+def render(report: ErasureReport, *, as_json: bool = False) -> str:
     if as_json:
         return _encode(report).decode()
     if report.already_erased:

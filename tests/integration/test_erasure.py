@@ -13,16 +13,20 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 import turnlog
 from tests.conftest import with_database
 from tests.helpers import inbound
+from tests.integration.conftest import Start
+from turnlog.contracts import events as ev
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.erasure import UnknownUser, erase_user, erasure_stream
+from turnlog.services.erasure import UnknownUser, erase_user, erasure_stream, render
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.projector.runner import Projector
 from turnlog.services.query.auth import Principal
@@ -33,6 +37,7 @@ from turnlog.services.runtime.delivery import NoDelivery
 from turnlog.services.runtime.host import SessionHost
 from turnlog.services.sealing import KeyMissing, KeyRing
 from turnlog.services.store.eventstore import EventStore
+from turnlog.services.store.records import NewEvent
 from turnlog.services.transfer import export, import_
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com")
@@ -229,6 +234,26 @@ async def test_erase_user_erases_one_user_everywhere_and_keeps_the_log_verifiabl
     assert unknown.returncode == 2 and "no user 'nobody'" in unknown.stderr
 
 
+async def test_bus_consumers_get_plain_schema_conformant_payloads(
+    start_serving: Start, servers: Endpoints, prefix: str
+) -> None:
+    await start_serving(notes_app())
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        session = client.session("diary", user={"id": "alice"})
+        round_ = await session.send_message(SECRETS["alice"])
+    finally:
+        await client.close()
+    assert round_.outcome == "ok" and round_.reply == f"noted: {SECRETS['alice']}"
+    types = {p.TYPE: p for p in ev.ALL_PAYLOADS}
+    for e in round_.events:
+        assert "_sealed" not in e.payload
+        msgspec.convert(e.payload, types[e.type])  # raises unless it fits the schema
+    assert {"session.message_received", "session.effect_recorded", "session.data_set"} <= {
+        e.type for e in round_.events
+    }
+
+
 async def test_a_user_who_writes_after_erasure_gets_a_new_key(store: EventStore) -> None:
     sessions = await converse(store)
     report = await erase_user(store, "alice", reason="asked", actor="operator:test")
@@ -275,6 +300,25 @@ async def test_erasing_an_unknown_user_is_refused(store: EventStore) -> None:
     await converse(store)
     with pytest.raises(UnknownUser, match="no user 'carol'"):
         await erase_user(store, "carol")
+
+
+async def test_a_user_with_only_unsealed_events_is_erased_as_far_as_it_can_be(
+    store: EventStore,
+) -> None:
+    at = datetime.now(UTC)
+    written_before_sealing = [
+        ev.SessionStarted(app="old", user=ev.UserRef(id="dora"), channel=ev.ChannelRef()),
+        ev.MessageReceived(message_id="m1", text="from before"),
+    ]
+    events = [
+        NewEvent(type=p.TYPE, schema_version=1, payload=msgspec.json.encode(p), recorded_at=at)
+        for p in written_before_sealing
+    ]
+    await store.append(str(uuid.uuid4()), 0, events)
+    report = await erase_user(store, "dora", actor="operator:test")
+    assert (report.sessions, report.events_sealed, report.events_unsealed) == (1, 0, 1)
+    assert "1 event(s) of their sessions were written before sealing" in render(report)
+    assert (await erase_user(store, "dora")).already_erased
 
 
 async def test_a_log_moved_without_its_keys_is_refused_loudly(
