@@ -300,6 +300,7 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.progress import progress_bar
     from turnlog.services.rerun import render_report, rerun_session
     from turnlog.services.runtime.loader import load_app
+    from turnlog.services.sealing import KeyRing
     from turnlog.services.store.eventstore import EventStore
 
     app = load_app(args.rerun)
@@ -307,13 +308,11 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
     async def run(url: str) -> int:
         store = await EventStore.connect(url, min_size=1, max_size=2)
         try:
-            records = await store.read_stream(str(args.session_id))
-            documents = await store.read_documents_written_by(
-                [
-                    r.correlation_id
-                    for r in records
-                    if r.type == "session.message_received" and r.correlation_id
-                ]
+            keyring = KeyRing(store)
+            records = await keyring.unseal(await store.read_stream(str(args.session_id)))
+            turns = [r.correlation_id for r in records if r.type == "session.message_received"]
+            documents = await keyring.unseal(
+                await store.read_documents_written_by([t for t in turns if t])
             )
         finally:
             await store.close()

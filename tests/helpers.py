@@ -7,8 +7,13 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from turnlog.services.repository import SessionRepository
+from turnlog.services.runtime.delivery import NoDelivery
+from turnlog.services.runtime.host import SessionHost
 from turnlog.services.runtime.turn import Inbound
+from turnlog.services.sdk.app import App
 from turnlog.services.sdk.types import SessionChannel, UserInfo
+from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.records import NewEvent
 
 
@@ -40,3 +45,22 @@ def inbound(
         session_id=session_id,
         channel=SessionChannel(type=channel),
     )
+
+
+ALICE = UserInfo(id="alice")
+
+
+async def converse(
+    store: EventStore, app: App, texts: list[str], user: UserInfo = ALICE
+) -> uuid.UUID:
+    """One session of ``app`` in which ``user`` sends ``texts``, a turn each; its id."""
+    host = SessionHost(app, SessionRepository(store), NoDelivery())
+    sid = None
+    try:
+        for text in texts:
+            result = await host.handle(inbound(text, user, sid))
+            sid = result.session_id
+    finally:
+        await host.stop()
+    assert sid is not None
+    return sid

@@ -13,13 +13,10 @@ from datetime import timedelta
 import pytest
 
 import turnlog
-from tests.helpers import inbound
+from tests import helpers
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.projector.runner import Projector
 from turnlog.services.replay import state_as_of
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore
 
@@ -44,16 +41,7 @@ def counting_app() -> turnlog.App:
 
 
 async def converse(store: EventStore, texts: list[str]) -> uuid.UUID:
-    host = SessionHost(counting_app(), SessionRepository(store), NoDelivery())
-    sid = None
-    try:
-        for text in texts:
-            result = await host.handle(inbound(text, ALICE, sid))
-            sid = result.session_id
-    finally:
-        await host.stop()
-    assert sid is not None
-    return sid
+    return await helpers.converse(store, counting_app(), texts, ALICE)
 
 
 async def test_state_as_of_each_turn(store: EventStore) -> None:

@@ -16,14 +16,16 @@ from pathlib import Path
 import pytest
 
 import turnlog
-from tests.helpers import inbound
+from tests.helpers import converse, inbound
 from turnlog.contracts.query import RerunReport
 from turnlog.services.repository import SessionRepository
 from turnlog.services.rerun import rerun_session
 from turnlog.services.runtime.delivery import NoDelivery
 from turnlog.services.runtime.host import SessionHost
 from turnlog.services.runtime.loader import load_app
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
+from turnlog.services.store.records import RecordedEvent
 
 ALICE = turnlog.UserInfo(id="alice")
 
@@ -66,24 +68,16 @@ async def handle(session, msg):
 CONVERSATION = ["will it rain?", "stream", "bye", "fail", "and tomorrow?"]
 
 
-async def converse(store: EventStore, app: turnlog.App, texts: list[str]) -> uuid.UUID:
-    host = SessionHost(app, SessionRepository(store), NoDelivery())
-    sid = None
-    try:
-        for text in texts:
-            result = await host.handle(inbound(text, ALICE, sid))
-            sid = result.session_id
-    finally:
-        await host.stop()
-    assert sid is not None
-    return sid
+async def recorded(store: EventStore, sid: uuid.UUID) -> list[RecordedEvent]:
+    """The session's events with their personal fields unsealed."""
+    return await KeyRing(store).unseal(await store.read_stream(str(sid)))
 
 
 async def rerun(store: EventStore, sid: uuid.UUID, app: turnlog.App) -> RerunReport:
-    records = await store.read_stream(str(sid))
+    records = await recorded(store, sid)
     turns = [r.correlation_id for r in records if r.type == "session.message_received"]
     documents = await store.read_documents_written_by([t for t in turns if t])
-    return await rerun_session(records, app, documents=documents)
+    return await rerun_session(records, app, documents=await KeyRing(store).unseal(documents))
 
 
 @pytest.fixture
@@ -112,7 +106,7 @@ async def test_an_unchanged_app_is_identical_and_a_changed_reply_diverges_where_
     store: EventStore, oracle: Path, cli_env: dict[str, str]
 ) -> None:
     sid = await converse(store, load_app(oracle), CONVERSATION)
-    records = await store.read_stream(str(sid))
+    records = await recorded(store, sid)
     types = [r.type for r in records]
     assert types.count("session.effect_recorded") == 2 * 3 + 1  # model, now, uuid; a stream
     assert "session.turn_completed" in types
@@ -124,7 +118,7 @@ async def test_an_unchanged_app_is_identical_and_a_changed_reply_diverges_where_
         turnlog_(cli_env, "replay", str(sid), "--rerun", str(oracle), "--json").stdout
     )
     assert report["result"] == "identical" and report["rerun"] == 5 and report["divergence"] is None
-    assert len(await store.read_stream(str(sid))) == len(records)  # nothing was written
+    assert len(await recorded(store, sid)) == len(records)  # nothing was written
 
     # The third turn ("bye") now answers differently: its reply is its event 1.
     edited = changed(oracle, 'f"Goodbye, {session.user.id}"', 'f"See you, {session.user.id}"')
@@ -218,9 +212,7 @@ async def test_a_handler_that_reaches_the_outside_is_reported_as_non_determinist
     )
     try:
         sid = await converse(store, load_app(app_file), ["price?", "again?"])
-        history = [
-            r.payload for r in await store.read_stream(str(sid)) if r.type == "session.reply_sent"
-        ]
+        history = [r.payload for r in await recorded(store, sid) if r.type == "session.reply_sent"]
         assert history == [b'{"text":"quote 0","streamed":false,"interrupted":false}',
                            b'{"text":"quote 1","streamed":false,"interrupted":false}']  # fmt: skip
 
@@ -255,7 +247,7 @@ async def test_a_handler_that_reaches_the_outside_is_reported_as_non_determinist
             await session.reply(f"quote {body}")
 
         sid = await converse(store, app, ["price?"])
-        assert b"quote ?" not in (await store.read_stream(str(sid)))[2].payload
+        assert b"quote ?" not in (await recorded(store, sid))[2].payload
         report_ = await rerun(store, sid, app)
         assert report_.result == "non_deterministic" and report_.divergence is not None
         assert f"127.0.0.1:{port}" in report_.divergence.reason
@@ -306,7 +298,7 @@ async def test_what_cannot_be_rerun_is_said_and_cut_off_turns_are_skipped(
         await host.handle(inbound("after", ALICE, sid))
     finally:
         await host.stop()
-    types = [r.type for r in await store.read_stream(str(sid))]
+    types = [r.type for r in await recorded(store, sid)]
     assert "session.turn_interrupted" in types
     report = await rerun(store, sid, plain)
     assert (report.turns, report.rerun, report.skipped) == (3, 2, 1)
@@ -333,7 +325,7 @@ async def test_a_stream_is_not_opened_again(store: EventStore) -> None:
     assert opened == ["rain", "boom"]
     effects = [
         json.loads(r.payload)
-        for r in await store.read_stream(str(sid))
+        for r in await recorded(store, sid)
         if r.type == "session.effect_recorded"
     ]
     assert effects == [
