@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 GENESIS = bytes(32)
 
 _encode = msgspec.json.Encoder().encode
+_QUOTED_WITH_FRACTION = len('"2000-01-01T00:00:00.000001Z"')
 
 
 def canonical(
@@ -36,15 +37,23 @@ def canonical(
             version,
             type_name,
             schema_version,
-            (recorded_at if recorded_at.tzinfo is UTC else recorded_at.astimezone(UTC)).isoformat(
-                timespec="microseconds"
-            ),
+            _utc_iso(recorded_at if recorded_at.tzinfo is UTC else recorded_at.astimezone(UTC)),
             correlation_id,
             causation_id,
             actor,
         ]
     )
     return header + b"\n" + payload
+
+
+def _utc_iso(at: datetime) -> str:
+    """``at.isoformat(timespec="microseconds")`` for a UTC time, several times faster."""
+    # msgspec writes '"YYYY-MM-DDTHH:MM:SS.ffffffZ"' when the microseconds are not zero;
+    # without a fraction it is shorter, and takes the slow, exact path.
+    quoted = _encode(at)
+    if len(quoted) == _QUOTED_WITH_FRACTION and quoted[-2:] == b'Z"':
+        return quoted[1:-2].decode() + "+00:00"
+    return at.isoformat(timespec="microseconds")
 
 
 def chain(prev_hash: bytes, canonical_bytes: bytes) -> bytes:
