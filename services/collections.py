@@ -149,7 +149,10 @@ class CollectionStore:
         for doc in docs:
             pending = doc.collect_events()
             events = [to_new_event(e, _codec, meta) for e in pending]
-            stored = await self.keyring.seal(user, events) if user is not None else events
+            if user is not None:
+                stored = await self.keyring.seal(user, events, holding=conn)
+            else:
+                stored = events
             appended = await self.store.append(
                 str(doc.id),
                 pending[0].originator_version - 1,

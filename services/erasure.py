@@ -1,7 +1,8 @@
 """``turnlog erase-user``: erasing one user's personal data by destroying their keys.
 
 In one transaction the user's keys are destroyed, a ``user.erased`` event is appended
-(on a stream of that user's own) and the snapshots of their sessions are deleted. The log
+(on a stream of that user's own), the snapshots of their sessions are deleted and the
+collection view that handlers read their own writes from is brought in line. The log
 itself does not change, so every hash chain still holds; projections bring the rows made
 from that user's sealed fields in line when they reach the event, and a rebuild, with the
 keys gone, makes the same rows.
@@ -17,15 +18,17 @@ from typing import Any
 import msgspec
 
 from turnlog.contracts.events import UserErased
-from turnlog.services.projector.writes import Conn
+from turnlog.projections.collections import Collections
+from turnlog.services.projector.writes import Conn, decode, execute, hold, quote
 from turnlog.services.sealed import MARKER, PERSONAL, needle
 from turnlog.services.sealing import KeyRing
 from turnlog.services.store.errors import StoreError
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.store.eventstore import COLUMNS, EventStore, to_record
 from turnlog.services.store.records import NewEvent
 
 _STREAMS = uuid.UUID("6f2a3c1e-7a54-4f0e-9d2b-5c8e1b7a9f30")
 _encode = msgspec.json.Encoder().encode
+_view = Collections()
 
 _KEYS = (
     "SELECT generation, key IS NULL, erased_at FROM turnlog_user_keys WHERE user_id = $1"
@@ -47,6 +50,12 @@ _FIRST_ERASED = (
     "INSERT INTO turnlog_user_keys (user_id, generation, erased_at) VALUES ($1, 1, now())"
 )
 _LAST_VERSION = "SELECT coalesce(max(version), 0) FROM turnlog_events WHERE stream_id = $1"
+_DOCUMENTS = (
+    f"SELECT {COLUMNS} FROM turnlog_events WHERE stream_id IN ("
+    " SELECT DISTINCT stream_id FROM turnlog_events"
+    " WHERE type LIKE 'document.%' AND position($1::bytea IN payload) > 0)"
+    " ORDER BY position"
+)
 _SNAPSHOTS = (
     "DELETE FROM turnlog_snapshots WHERE stream_id = ANY($1::text[])"
     " OR position($2::bytea IN state) > 0"
@@ -90,7 +99,9 @@ def session_needle(user_id: str) -> bytes:
 async def erase_user(
     store: EventStore, user_id: str, *, reason: str = "", actor: str | None = None
 ) -> ErasureReport:
+    keyring = KeyRing(store)
     async with store.pool.acquire() as conn, conn.transaction():
+        await hold(conn, _view.name)  # before the keys, as document writers take them
         keys = await conn.fetch(_KEYS, user_id)  # locks them: erasures of a user queue up
         sessions, reached = await _survey(conn, user_id)
         if not keys and not sessions:
@@ -100,7 +111,7 @@ async def erase_user(
                 **reached, already_erased=True, erased_at=_iso(keys[-1][2]), position=None,
                 key_generations=[k[0] for k in keys],
             )  # fmt: skip
-        generations = await KeyRing(store).erase(conn, user_id)
+        generations = await keyring.erase(conn, user_id)
         if not keys:  # only unsealed data: remember the erasure all the same
             await conn.execute(_FIRST_ERASED, user_id)
         event = _erased(user_id, reason, generations, actor)
@@ -108,6 +119,7 @@ async def erase_user(
         version = await conn.fetchval(_LAST_VERSION, stream)
         [recorded] = await store.append(stream, version, [event], connection=conn)  # type: ignore[arg-type]
         await conn.execute(_SNAPSHOTS, sessions, needle(user_id))
+        await _erase_documents(conn, keyring, user_id)
     store.announce()
     return ErasureReport(
         **reached, already_erased=False, erased_at=_iso(event.recorded_at),
@@ -126,6 +138,18 @@ async def _survey(conn: Conn, user_id: str) -> tuple[list[str], dict[str, Any]]:
         "user_id": user_id, "sessions": len(sessions), "documents": counts[1],
         "events_sealed": counts[0], "events_unsealed": unsealed,
     }  # fmt: skip
+
+
+async def _erase_documents(conn: Conn, keyring: KeyRing, user_id: str) -> None:
+    """The collection view, which handlers read their own writes from (and update from),
+    shows the erasure at once rather than when the projector gets there."""
+    schema: str = await conn.fetchval("SELECT current_schema()")
+    view = f"{quote(schema)}.{_view.tables[0]}"
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", view):
+        return
+    rows = await conn.fetch(_DOCUMENTS, needle(user_id))
+    events = decode(await keyring.unseal([to_record(r) for r in rows]))  # theirs: erased
+    await execute(conn, _view.erase(events), schema)
 
 
 def _erased(user_id: str, reason: str, generations: list[int], actor: str | None) -> NewEvent:

@@ -23,6 +23,7 @@ from turnlog.services.sealed import PERSONAL, SNAPSHOT_FIELDS, KeyId, SealError
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.records import NewEvent, RecordedEvent, Snapshot
 
+Conn = asyncpg.Connection | PoolConnectionProxy
 KEY_BYTES = 32
 _LATEST = (
     "SELECT generation, key FROM turnlog_user_keys WHERE user_id = $1"
@@ -35,6 +36,9 @@ _CREATE = (
 _KEYS = (
     "SELECT k.user_id, k.generation, k.key FROM turnlog_user_keys k"
     " JOIN unnest($1::text[], $2::integer[]) AS w(u, g) ON k.user_id = w.u AND k.generation = w.g"
+)
+_LIVE = (
+    "SELECT key IS NOT NULL FROM turnlog_user_keys WHERE user_id = $1 AND generation = $2 FOR SHARE"
 )
 _ERASE = (
     "UPDATE turnlog_user_keys SET key = NULL, erased_at = now()"
@@ -79,11 +83,23 @@ class KeyRing:
 
     # -- sealing ------------------------------------------------------------------------
 
-    async def seal(self, user_id: str, events: Sequence[NewEvent]) -> list[NewEvent]:
-        """``events`` with their personal fields sealed with ``user_id``'s current key."""
+    async def seal(
+        self, user_id: str, events: Sequence[NewEvent], *, holding: Conn | None = None
+    ) -> list[NewEvent]:
+        """``events`` with their personal fields sealed with ``user_id``'s current key.
+        ``holding``: a connection in the transaction that will append them; the key is
+        then checked under a share lock there, so an erasure either waits for that
+        transaction or has happened (and a new key is used): never a destroyed key."""
         if not any(e.type in PERSONAL for e in events):
             return list(events)
         generation, key = await self.current_key(user_id)
+        for _ in range(5):
+            if holding is None or await holding.fetchval(_LIVE, user_id, generation):
+                break
+            self._forget(user_id, generation)  # erased since: seal with the next key
+            generation, key = await self.current_key(user_id)
+        else:
+            raise SealError(f"the keys of user {user_id!r} keep being erased; not sealed")
         return [
             msgspec.structs.replace(
                 e, payload=sealed.seal(e.payload, PERSONAL[e.type], user_id, generation, key)
@@ -183,9 +199,7 @@ class KeyRing:
 
     # -- erasing ------------------------------------------------------------------------
 
-    async def erase(
-        self, conn: asyncpg.Connection | PoolConnectionProxy, user_id: str
-    ) -> list[int]:
+    async def erase(self, conn: Conn, user_id: str) -> list[int]:
         """Destroy ``user_id``'s keys (in the caller's transaction); their generations."""
         generations = sorted(r[0] for r in await conn.fetch(_ERASE, user_id))
         for generation in generations:

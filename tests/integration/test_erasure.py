@@ -28,6 +28,7 @@ from turnlog.contracts import events as ev
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.erasure import UnknownUser, erase_user, erasure_stream, render
 from turnlog.services.infra.endpoints import Endpoints
+from turnlog.services.projector.check import check as check_projections
 from turnlog.services.projector.runner import Projector
 from turnlog.services.query.auth import Principal
 from turnlog.services.query.service import QueryService
@@ -279,6 +280,41 @@ async def test_a_user_who_writes_after_erasure_gets_a_new_key(store: EventStore)
     second = await erase_user(store, "alice", actor="operator:test")
     assert second.key_generations == [2] and not second.already_erased
     assert (await state_as_of(store, new.session_id)).data == {"last": "[erased]"}
+
+
+async def test_a_runtime_that_still_holds_the_old_key_never_writes_anything_readable_with_it(
+    store: EventStore,
+) -> None:
+    """A runtime keeps its cached key for a while after an erasure made elsewhere: what
+    it seals with it reads as erased; documents it writes are checked against the keys
+    table in their own transaction, so they take the new key, and never carry the erased
+    content forward from the collection view."""
+    host = SessionHost(notes_app(), SessionRepository(store), NoDelivery())
+    try:
+        first = await host.handle(inbound("before", ALICE))
+        await erase_user(store, "alice", actor="operator:test")
+        board = await store.pool.fetchval(
+            "SELECT doc FROM turnlog_documents WHERE doc_id = 'b-alice'"
+        )
+        assert json.loads(board) == {"_id": "b-alice", "_erased": True}  # at once
+        after = await host.handle(inbound("after", ALICE, first.session_id))
+    finally:
+        await host.stop()
+    assert after.outcome == "ok"
+    state = await state_as_of(store, first.session_id)
+    # the message came in under the stale key; the document write found it destroyed, and
+    # the runtime seals with the new key from then on
+    assert [m.text for m in state.history] == ["[erased]"] * 4 + ["noting after", "noted: after"]
+    async with projecting(store) as projector:
+        await projector.caught_up()
+        docs = await views(store, first.session_id, "alice")
+    assert docs["documents"]["b-alice"] == {"_id": "b-alice", "_erased": True, "seen": "after"}
+    entries = sorted(
+        (d for k, d in docs["documents"].items() if k.startswith("e-")), key=lambda d: "text" in d
+    )
+    assert [set(d) for d in entries] == [{"_id", "_erased"}, {"_id", "text"}]
+    assert entries[1]["text"] == "after"
+    assert all(table.ok for table in await check_projections(store, list(PROJECTIONS.values())))
 
 
 async def test_snapshots_of_an_erased_user_are_gone_and_never_read(store: EventStore) -> None:
