@@ -8,9 +8,11 @@ import contextlib
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 import structlog
 
 from turnlog.services.store import hashing
@@ -35,10 +37,8 @@ _TIPS = (
     "SELECT DISTINCT ON (stream_id) stream_id, version, hash FROM turnlog_events"
     " WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, version DESC"
 )
-_APPEND_BATCH = (
-    "SELECT conflicts, positions FROM turnlog_append_batch("
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-)
+_APPEND_ROWS = "SELECT conflicts, positions FROM turnlog_append_rows($1, $2, $3, $4, $5, $6)"
+_encode_rows = msgspec.json.Encoder().encode
 
 
 @dataclass
@@ -49,6 +49,27 @@ class _Request:
     future: asyncio.Future[list[RecordedEvent]]
 
 
+class _Row(msgspec.Struct, frozen=True):
+    """An event's small columns for turnlog_append_rows, under that function's keys.
+    Positional, unlike the contracts: one is built per event appended."""
+
+    q: int  # its request's place in the batch, from 1
+    v: int
+    t: str
+    s: int
+    r: datetime  # UTC, so the server reads the instant asyncpg would have sent
+    c: str | None
+    u: str | None
+    a: str | None
+
+
+def _document(rows: list[_Row]) -> str:
+    try:
+        return _encode_rows(rows).decode()
+    except (TypeError, ValueError) as e:  # what asyncpg would have refused as well
+        raise msgspec.EncodeError(str(e)) from e
+
+
 def _fail(request: _Request, error: BaseException) -> None:
     if not request.future.done():
         request.future.set_exception(error)
@@ -57,16 +78,19 @@ def _fail(request: _Request, error: BaseException) -> None:
 class _Prepared:
     """Events of one append with their hash chain computed from ``prev``."""
 
+    __slots__ = ("events", "expected", "hashes", "prev", "stream_id")
+
     def __init__(
         self, stream_id: str, expected: int, events: Sequence[NewEvent], prev: bytes
     ) -> None:
         self.stream_id, self.expected, self.events, self.prev = stream_id, expected, events, prev
-        self.prev_hashes: list[bytes] = []
         self.hashes: list[bytes] = []
-        for offset, e in enumerate(events, start=1):
-            body = hashing.canonical(
+        canonical, chain, version = hashing.canonical, hashing.chain, expected
+        for e in events:
+            version += 1
+            body = canonical(
                 stream_id,
-                expected + offset,
+                version,
                 e.type,
                 e.schema_version,
                 e.recorded_at,
@@ -75,42 +99,48 @@ class _Prepared:
                 e.actor,
                 e.payload,
             )
-            self.prev_hashes.append(prev)
-            prev = hashing.chain(prev, body)
+            prev = chain(prev, body)
             self.hashes.append(prev)
 
-    def columns(self) -> tuple[list[Any], ...]:
-        ev = self.events
-        return (
-            [e.type for e in ev],
-            [e.schema_version for e in ev],
-            [e.payload for e in ev],
-            [e.recorded_at for e in ev],
-            [e.correlation_id for e in ev],
-            [e.causation_id for e in ev],
-            [e.actor for e in ev],
-        )
+    @property
+    def prev_hashes(self) -> list[bytes]:
+        return [self.prev, *self.hashes[:-1]]
 
     def records(self, positions: Sequence[int]) -> list[RecordedEvent]:
-        return [
-            RecordedEvent(
-                position=p,
-                stream_id=self.stream_id,
-                version=self.expected + i,
-                type=e.type,
-                schema_version=e.schema_version,
-                payload=e.payload,
-                recorded_at=e.recorded_at,
-                correlation_id=e.correlation_id,
-                causation_id=e.causation_id,
-                actor=e.actor,
-                prev_hash=ph,
-                hash=h,
+        stream_id, version, prev = self.stream_id, self.expected, self.prev
+        records = []
+        for position, e, digest in zip(positions, self.events, self.hashes, strict=True):
+            version += 1
+            records.append(
+                RecordedEvent(
+                    position=position,
+                    stream_id=stream_id,
+                    version=version,
+                    type=e.type,
+                    schema_version=e.schema_version,
+                    payload=e.payload,
+                    recorded_at=e.recorded_at,
+                    correlation_id=e.correlation_id,
+                    causation_id=e.causation_id,
+                    actor=e.actor,
+                    prev_hash=prev,
+                    hash=digest,
+                )
             )
-            for i, (p, e, ph, h) in enumerate(
-                zip(positions, self.events, self.prev_hashes, self.hashes, strict=True), start=1
-            )
-        ]
+            prev = digest
+        return records
+
+
+def _columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
+    return (
+        [e.type for e in events],
+        [e.schema_version for e in events],
+        [e.payload for e in events],
+        [e.recorded_at for e in events],
+        [e.correlation_id for e in events],
+        [e.causation_id for e in events],
+        [e.actor for e in events],
+    )
 
 
 def to_record(row: asyncpg.Record | Sequence[Any]) -> RecordedEvent:
@@ -253,7 +283,7 @@ class EventStore:
                 stream_id,
                 expected_version,
                 prev,
-                *batch.columns(),
+                *_columns(events),
                 batch.prev_hashes,
                 batch.hashes,
             )
@@ -315,38 +345,57 @@ class EventStore:
                 )
             if prepared:
                 await self._append_prepared(prepared)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, msgspec.EncodeError):
             # A writer in another process raced one of these streams (or the connection
-            # failed): retry each request on its own, so each gets its own outcome.
+            # failed, or an event cannot be encoded): retry each request on its own, so
+            # each gets its own outcome.
             await asyncio.gather(*(self._retry_alone(r) for r in batch if not r.future.done()))
 
     async def _append_prepared(self, prepared: list[tuple[_Request, _Prepared]]) -> None:
-        flat: list[list[Any]] = [[] for _ in range(11)]
+        rows: list[_Row] = []
+        payloads: list[bytes] = []
+        hashes: list[bytes] = []
         for index, (_, p) in enumerate(prepared, start=1):
-            count = len(p.events)
-            flat[0].extend([index] * count)
-            flat[1].extend(range(p.expected + 1, p.expected + count + 1))
-            for column, values in zip(flat[2:9], p.columns(), strict=True):
-                column.extend(values)
-            flat[9].extend(p.prev_hashes)
-            flat[10].extend(p.hashes)
+            version = p.expected
+            for e in p.events:
+                version += 1
+                at = e.recorded_at
+                rows.append(
+                    _Row(
+                        index,
+                        version,
+                        e.type,
+                        e.schema_version,
+                        at if at.tzinfo is UTC else at.astimezone(UTC),
+                        e.correlation_id,
+                        e.causation_id,
+                        e.actor,
+                    )
+                )
+                payloads.append(e.payload)
+            hashes.extend(p.hashes)
         self.batches += 1
         row = await self.pool.fetchrow(
-            _APPEND_BATCH,
+            _APPEND_ROWS,
             [p.stream_id for _, p in prepared],
             [p.expected for _, p in prepared],
             [p.prev for _, p in prepared],
-            *flat,
+            _document(rows),
+            payloads,
+            b"".join(hashes),
         )
         assert row is not None  # the function always returns one row
-        conflicts, positions = row[0], iter(row[1])
+        conflicts, positions = row[0], row[1]
+        taken = 0
         for (request, p), actual in zip(prepared, conflicts, strict=True):
             if actual is not None:
                 self._tips.pop(p.stream_id, None)
                 _fail(request, ConcurrencyConflict(p.stream_id, p.expected, actual))
                 continue
-            records = p.records([next(positions) for _ in p.events])
-            self._remember_tip(p.stream_id, records[-1].version, records[-1].hash)
+            count = len(p.events)
+            records = p.records(positions[taken : taken + count])
+            taken += count
+            self._remember_tip(p.stream_id, p.expected + count, p.hashes[-1])
             if not request.future.done():
                 request.future.set_result(records)
         self.announce()

@@ -17,6 +17,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (4, "004_projections.sql"),
     (5, "005_user_keys.sql"),
     (6, "006_correlated_writes.sql"),
+    (7, "007_append_rows.sql"),
 )
 
 
