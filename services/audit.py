@@ -17,7 +17,7 @@ from turnlog.services.verify import verify
 _encode = msgspec.json.Encoder().encode
 
 
-async def print_events(database_url: str, session_id: UUID, *, as_json: bool) -> int:
+async def print_events(database_url: str, session_id: UUID | str, *, as_json: bool) -> int:
     store = await EventStore.connect(database_url, min_size=1, max_size=2)
     try:
         records = await KeyRing(store).unseal(await store.read_stream(str(session_id)))

@@ -164,11 +164,16 @@ def _parser() -> argparse.ArgumentParser:
     erase.add_argument("--json", action="store_true", help="one JSON object")
     erase.set_defaults(handler=_erase_user)
 
-    events = sub.add_parser("events", help="a session's events, in order")
-    events.add_argument("session_id", type=_uuid, metavar="SESSION_ID")
+    events = sub.add_parser("events", help="a session's (or a schedule's) events, in order")
+    events.add_argument("session_id", type=_stream, metavar="SESSION_ID|schedule:APP:NAME")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.set_defaults(handler=_events)
     return parser
+
+
+def _stream(text: str) -> str:
+    """A session id (a UUID), or a schedule's stream id."""
+    return text if text.startswith("schedule:") else str(_uuid(text))
 
 
 def _uuid(text: str) -> UUID:
