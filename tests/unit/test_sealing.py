@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from turnlog.contracts import events as ev
 from turnlog.services import sealed
-from turnlog.services.mapping import document_codec, session_codec
 from turnlog.services.sealed import PERSONAL, SealError
+from turnlog.services.store.codec import EventCodec
 
 KEY = AESGCM(bytes(range(32)))
 OTHER = AESGCM(bytes(32))
@@ -30,19 +30,17 @@ PAYLOADS: list[ev.EventPayload] = [
         document={"_id": "d1", "body": "new"},
     ),
 ]  # fmt: skip
-_codec = session_codec()
-for payload_type in ev.DOCUMENT_PAYLOADS:
-    _codec.register(payload_type)
+_codec = EventCodec(ev.ALL_PAYLOADS)
 
 
-def sealed_and_parsed(payload: ev.EventPayload, key: AESGCM = KEY) -> tuple[bytes, bytes]:
+def plain_and_sealed(payload: ev.EventPayload, key: AESGCM = KEY) -> tuple[bytes, bytes]:
     plain = _codec.encode(payload)
     return plain, sealed.seal(plain, PERSONAL[payload.TYPE], "alice", 1, key)
 
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.TYPE)
 def test_sealing_then_opening_gives_back_the_exact_bytes(payload: ev.EventPayload) -> None:
-    plain, closed = sealed_and_parsed(payload)
+    plain, closed = plain_and_sealed(payload)
     assert closed.startswith(b'{"_sealed":{"user":"alice","key":1,"fields":')
     for field in PERSONAL[payload.TYPE]:
         assert msgspec.json.encode(getattr(payload, field)) not in closed
@@ -52,7 +50,7 @@ def test_sealing_then_opening_gives_back_the_exact_bytes(payload: ev.EventPayloa
 
 
 def test_fields_outside_the_personal_ones_stay_in_clear() -> None:
-    _, closed = sealed_and_parsed(PAYLOADS[0])
+    _, closed = plain_and_sealed(PAYLOADS[0])
     assert b'"message_id":"m1"' in closed and b'"sender":"user"' in closed
 
 
@@ -62,7 +60,7 @@ def test_a_plain_payload_is_not_taken_for_a_sealed_one() -> None:
 
 
 def test_the_wrong_key_is_refused() -> None:
-    _, closed = sealed_and_parsed(PAYLOADS[0])
+    _, closed = plain_and_sealed(PAYLOADS[0])
     parsed = sealed.parse(closed)
     assert parsed is not None
     with pytest.raises(SealError, match="does not open with that key"):
@@ -70,7 +68,7 @@ def test_the_wrong_key_is_refused() -> None:
 
 
 def test_a_sealed_value_moved_to_another_user_does_not_open() -> None:
-    _, closed = sealed_and_parsed(PAYLOADS[0])
+    _, closed = plain_and_sealed(PAYLOADS[0])
     moved = closed.replace(b'"user":"alice"', b'"user":"bob"')
     parsed = sealed.parse(moved)
     assert parsed is not None
@@ -94,7 +92,7 @@ def test_with_the_key_destroyed_each_field_reads_as_its_placeholder(
     index: int, expected: dict[str, Any]
 ) -> None:
     payload = PAYLOADS[index]
-    _, closed = sealed_and_parsed(payload)
+    _, closed = plain_and_sealed(payload)
     parsed = sealed.parse(closed)
     assert parsed is not None
     opened = sealed.open_(*parsed, None)
@@ -103,8 +101,3 @@ def test_with_the_key_destroyed_each_field_reads_as_its_placeholder(
     assert {k: decoded[k] for k in expected} == expected
     # still a valid payload of its type
     assert _codec.decode(payload.TYPE, payload.SCHEMA_VERSION, opened).TYPE == payload.TYPE
-
-
-def test_documents_codec_knows_the_sealed_types() -> None:
-    assert {"document.inserted", "document.updated"} <= set(PERSONAL)
-    assert document_codec().knows("document.inserted")
