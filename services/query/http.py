@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -27,7 +27,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import JSONBody, PathParameter, QueryParameter
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 
 from turnlog.contracts import query as q
 from turnlog.services.query.auth import Keys, Principal, QueryFailure
@@ -277,8 +277,11 @@ def _bearer(request: Request[Any, Any, Any]) -> str | None:
     return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
-def http_app(service: QueryService, keys: Keys) -> Litestar:
-    """The query API for ``service``, with ``keys`` deciding who sees what."""
+def http_app(
+    service: QueryService, keys: Keys, routes: Sequence[ControllerRouterHandler] = ()
+) -> Litestar:
+    """The query API for ``service``, with ``keys`` deciding who sees what; ``routes``
+    (an app's data and endpoint handlers) are served beside it, outside its document."""
 
     def provide_service() -> QueryService:
         return service
@@ -312,7 +315,7 @@ def http_app(service: QueryService, keys: Keys) -> Litestar:
         Exception: _on_exception,
     }
     return Litestar(
-        route_handlers=[api, healthz],
+        route_handlers=[api, healthz, *routes],
         exception_handlers=handlers,
         openapi_config=OpenAPIConfig(
             title=TITLE,

@@ -8,6 +8,9 @@ from typing import Any, TypeVar
 from turnlog.domain.errors import DomainError
 from turnlog.services.collections import CollectionStore
 from turnlog.services.sdk.collections import Collection, CollectionError, _Binding
+from turnlog.services.sdk.routes import RouteError, Routes
+from turnlog.services.sdk.schedules import Cron, Schedule, ScheduleDeclarationError
+from turnlog.services.sdk.types import UserInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +34,8 @@ class App:
         self.shutdown_hooks: list[Callable[..., Any]] = []
         self.collections: dict[str, Collection] = {}
         self._collection_binding = _Binding()
+        self.routes = Routes()
+        self.schedules: dict[str, Schedule] = {}
 
     def collection(
         self, name: str, scope: str = "app", indexes: Sequence[str | Sequence[str]] = ()
@@ -85,6 +90,58 @@ class App:
     def shutdown(self) -> Callable[[F], F]:
         """Register a hook run once when the process stops serving the app."""
         return self._hook(self.shutdown_hooks)
+
+    def schedule(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        owner: str | UserInfo | None = None,
+        tz: str = "UTC",
+    ) -> Callable[[F], F]:
+        """Run the handler on ``cron`` (5 fields, or 6 with seconds last), once per tick
+        across all workers, as ``owner`` (a user id, ``"org:<id>"`` or a UserInfo; by
+        default the app's system user ``app:<name>``). ``name`` defaults to the
+        function's name; ``tz`` is the time zone the expression is read in."""
+        try:
+            parsed = Cron(cron, tz)
+        except ScheduleDeclarationError as e:
+            raise AppError(str(e)) from None
+
+        def register(fn: F) -> F:
+            try:
+                schedule = Schedule(self.name, name or fn.__name__, parsed, fn, owner)
+            except ScheduleDeclarationError as e:
+                raise AppError(str(e)) from None
+            if schedule.name in self.schedules:
+                raise AppError(f"app {self.name!r} already has a schedule {schedule.name!r}")
+            self.schedules[schedule.name] = schedule
+            return fn
+
+        return register
+
+    def data(self, name: str, access: str = "public") -> Callable[[F], F]:
+        """Serve the handler at ``GET /data/<name>``: ``access="public"`` for anyone,
+        ``"authenticated"`` for authenticated callers only. Query parameters are its
+        keyword arguments; a ``RequestContext`` parameter gets the caller."""
+        return self._route(lambda fn: self.routes.add_data(name, access, fn))
+
+    def endpoint(self, method: str, path: str, authorized: bool = True) -> Callable[[F], F]:
+        """Serve the handler at ``method path`` (``{name}`` segments are path
+        parameters); with ``authorized`` only authenticated callers may call it. Path,
+        query and JSON body parameters are its keyword arguments."""
+        return self._route(lambda fn: self.routes.add_endpoint(method, path, authorized, fn))
+
+    @staticmethod
+    def _route(add: Callable[[Callable[..., Any]], None]) -> Callable[[F], F]:
+        def register(fn: F) -> F:
+            try:
+                add(fn)
+            except RouteError as e:
+                raise AppError(str(e)) from None
+            return fn
+
+        return register
 
     @staticmethod
     def _hook(hooks: list[Callable[..., Any]]) -> Callable[[F], F]:

@@ -2,7 +2,8 @@
 owner (the user's org, or the user), a user or a session.
 
 ``notes = app.collection("notes", scope="user")`` declares one; ``session.db.notes`` (or
-``notes`` itself inside a handler) reads and writes the current user's documents. The
+``notes`` itself inside a handler) reads and writes the current user's documents. In a
+data or endpoint handler the caller (a ``RequestContext``) plays the session's part. The
 scope is applied by turnlog to every statement: no filter or document can reach another
 scope's documents.
 """
@@ -10,16 +11,17 @@ scope's documents.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from turnlog.contracts.events import SCOPES
 from turnlog.domain.documents import validate_path
 from turnlog.services.collections import CollectionStore, Place
 from turnlog.services.mapping import Metadata
-from turnlog.services.sdk.context import current_session
+from turnlog.services.sdk.context import current_caller
 
 if TYPE_CHECKING:
-    from turnlog.services.sdk.session import Session
+    from turnlog.services.runtime.live import RecordedEffects
+    from turnlog.services.sdk.types import UserInfo
 
 
 class CollectionError(Exception):
@@ -27,8 +29,25 @@ class CollectionError(Exception):
     its scope (a user-scoped collection with no session) or its store (app not served)."""
 
 
+class Caller(Protocol):
+    """Whom a collection resolves its scope for: a handler's ``Session``, or the
+    ``RequestContext`` of a data or endpoint handler."""
+
+    @property
+    def user(self) -> UserInfo | None: ...
+
+    def _replaying(self) -> RecordedEffects | None: ...
+
+    def _meta(self) -> Metadata: ...
+
+    def _owner(self, scope: str, collection: str) -> str:
+        """The owner key of ``scope`` for this caller; raises when it has none."""
+        ...
+
+
 class Collection:
-    """A reference to one collection of an app, bound to a session or to the current one."""
+    """A reference to one collection of an app, bound to a caller (a session or a
+    request) or to the current one."""
 
     def __init__(
         self,
@@ -37,7 +56,7 @@ class Collection:
         scope: str,
         indexes: Sequence[str | Sequence[str]],
         binding: _Binding,
-        session: Session | None = None,
+        session: Caller | None = None,
     ) -> None:
         if scope not in SCOPES:
             raise CollectionError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
@@ -51,8 +70,8 @@ class Collection:
         self._binding = binding
         self._session = session
 
-    def bind(self, session: Session) -> Collection:
-        """This collection as seen from ``session``."""
+    def bind(self, session: Caller) -> Collection:
+        """This collection as seen from ``session`` (or a request)."""
         return Collection(
             self.app_name, self.name, self.scope, self.indexes, self._binding, session
         )
@@ -103,11 +122,15 @@ class Collection:
     def _writer(self) -> str | None:
         """Whose personal data a write is: the user of the session writing it (documents
         written outside any session are the app's own)."""
-        session = self._session or current_session()
-        return session.user.id if session is not None else None
+        caller = self._caller()
+        user = caller.user if caller is not None else None
+        return user.id if user is not None else None
+
+    def _caller(self) -> Caller | None:
+        return self._session if self._session is not None else current_caller()
 
     async def _resolve(self) -> tuple[CollectionStore, Place, Metadata]:
-        session = self._session or current_session()
+        session = self._caller()
         replaying = session._replaying() if session is not None else None
         if replaying is not None:
             raise replaying.refuse(f"collection {self.name!r} (session.db)")
@@ -121,16 +144,9 @@ class Collection:
         if session is None and self.scope != "app":
             raise CollectionError(
                 f"collection {self.name!r} is {self.scope}-scoped: use it in a handler "
-                "(session.db) or where current_session() is set"
+                "(session.db), a data or endpoint handler, or where current_session() is set"
             )
-        owner = ""
-        if session is not None:
-            owner = {
-                "app": "",
-                "owner": session.user.owner_id,
-                "user": session.user.id,
-                "session": session.id,
-            }[self.scope]
+        owner = session._owner(self.scope, self.name) if session is not None else ""
         meta = session._meta() if session is not None else Metadata(actor=f"app:{self.app_name}")
         return store, Place(self.app_name, self.name, self.scope, owner), meta
 
@@ -152,9 +168,10 @@ class _Binding:
 
 
 class Database:
-    """``session.db``: the app's collections, seen from one session."""
+    """``session.db`` (or ``ctx.db``): the app's collections, seen from one session or
+    request."""
 
-    def __init__(self, collections: dict[str, Collection], session: Session) -> None:
+    def __init__(self, collections: dict[str, Collection], session: Caller) -> None:
         self._collections, self._session = collections, session
 
     def __getattr__(self, name: str) -> Collection:

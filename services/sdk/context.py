@@ -1,4 +1,5 @@
-"""The session a handler runs for, reachable from any code it calls."""
+"""The session a handler runs for (or the request a data or endpoint handler answers),
+reachable from any code it calls."""
 
 from __future__ import annotations
 
@@ -6,11 +7,29 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from turnlog.services.sdk.request import RequestContext
+    from turnlog.services.sdk.scheduled import ScheduledSession
     from turnlog.services.sdk.session import Session
 
-_current: ContextVar[Session | None] = ContextVar("turnlog_current_session", default=None)
+_current: ContextVar[Session | ScheduledSession | None] = ContextVar(
+    "turnlog_current_session", default=None
+)
+_request: ContextVar[RequestContext | None] = ContextVar("turnlog_current_request", default=None)
 
 
-def current_session() -> Session | None:
-    """The Session of the handler running now, or None outside any handler."""
+def current_session() -> Session | ScheduledSession | None:
+    """The Session of the handler running now (a ScheduledSession in a scheduled
+    handler: its owner's identity, no one to reply to), or None outside any handler."""
     return _current.get()
+
+
+def current_request() -> RequestContext | None:
+    """The RequestContext of the data or endpoint handler running now, or None."""
+    return _request.get()
+
+
+def current_caller() -> Session | ScheduledSession | RequestContext | None:
+    """Whom code running now acts for: the handler's session, else the request of the
+    data or endpoint handler, else nobody (None)."""
+    session = _current.get()
+    return session if session is not None else _request.get()

@@ -58,6 +58,15 @@ class Session:
         """Who writes, and in answer to what: carried on this session's document events."""
         return self._live.meta
 
+    def _owner(self, scope: str, collection: str) -> str:
+        """Whose documents of a collection of ``scope`` this session reads and writes."""
+        return {
+            "app": "",
+            "owner": self.user.owner_id,
+            "user": self.user.id,
+            "session": self.id,
+        }[scope]
+
     @property
     def history(self) -> list[Message]:
         """Recent messages (up to 50), oldest first, without the one being handled."""
