@@ -27,6 +27,7 @@ from turnlog.services.projector.runner import Projector
 from turnlog.services.projector.writes import ensure
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.host import SessionHost
+from turnlog.services.runtime.scheduler import Scheduler
 from turnlog.services.sdk.app import App
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore
@@ -70,6 +71,7 @@ async def serve(
     projector_store: EventStore | None = None
     nc: NATS | None = None
     host: SessionHost | None = None
+    scheduler: Scheduler | None = None
     jobs: list[Coroutine[Any, Any, None]] = []
     try:
         if app is not None or parts.relay or parts.api:
@@ -89,6 +91,8 @@ async def serve(
                 idle_timeout=settings.session_idle_timeout or None,
             )
             await host.start()
+            scheduler = Scheduler(app, store)
+            await scheduler.start()
             jobs.append(
                 Ingress(
                     host,
@@ -109,9 +113,11 @@ async def serve(
             projector_store = await EventStore.connect(database_url, min_size=1, max_size=8)
             jobs.append(Projector(projector_store, list(PROJECTIONS.values())).run())
         if parts.api and nc is not None:
-            jobs += await _api_jobs(settings, store, nc)
+            jobs += await _api_jobs(settings, store, nc, app)
         await _run_until_stopped(jobs, ready, handle_signals, parts)
     finally:
+        if scheduler is not None:
+            await scheduler.stop()
         if host is not None:
             await host.stop()
             files.use(None)
@@ -125,8 +131,11 @@ async def serve(
 
 
 async def _api_jobs(
-    settings: Settings, store: EventStore, nc: NATS
+    settings: Settings, store: EventStore, nc: NATS, app: App | None = None
 ) -> list[Coroutine[Any, Any, None]]:
+    """The query API over HTTP and NATS; over HTTP also ``app``'s data and endpoint
+    handlers, when this process runs the app."""
+    from turnlog.services.query.app_routes import app_routes
     from turnlog.services.query.auth import Keys, parse_keys
     from turnlog.services.query.bus import QueryResponder
     from turnlog.services.query.http import http_app, serve_http
@@ -137,9 +146,10 @@ async def _api_jobs(
     if not settings.api_keys:
         log.warning("no API keys configured: the query API refuses every request")
     service = QueryService(store.pool)
+    routes = app_routes(app, keys, store.pool) if app is not None else []
     log.info("query API", url=f"http://{settings.http_host}:{settings.http_port}")
     return [
-        serve_http(http_app(service, keys), settings.http_host, settings.http_port),
+        serve_http(http_app(service, keys, routes), settings.http_host, settings.http_port),
         QueryResponder(nc, settings.subject_prefix, service, keys).run(),
     ]
 

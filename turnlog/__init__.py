@@ -12,6 +12,8 @@ from turnlog.services.collections import DuplicateKey
 from turnlog.services.sdk.app import App, AppError
 from turnlog.services.sdk.collections import Collection, CollectionError
 from turnlog.services.sdk.context import current_session
+from turnlog.services.sdk.request import RequestContext
+from turnlog.services.sdk.scheduled import NoReplyTarget, ScheduledSession
 from turnlog.services.sdk.session import Session, StreamReply
 from turnlog.services.sdk.types import Attachment, Block, Message, SessionChannel, UserInfo
 
@@ -29,8 +31,11 @@ __all__ = [
     "CollectionError",
     "DuplicateKey",
     "Message",
+    "NoReplyTarget",
     "QueryError",
+    "RequestContext",
     "Round",
+    "ScheduledSession",
     "Session",
     "SessionChannel",
     "StreamReply",
