@@ -43,14 +43,16 @@ class EventPayload(msgspec.Struct, frozen=True, kw_only=True):
     TYPE: ClassVar[str]
     SCHEMA_VERSION: ClassVar[int] = 1
     PERSONAL: ClassVar[tuple[str, ...]] = ()
-    """Fields that hold a user's personal data: stored sealed with that user's key, so
-    erasing the key erases them (see services/sealing.py)."""
+    """Fields that hold a user's personal data (``outer.inner`` for a field of a nested
+    struct): stored sealed with that user's key, so erasing the key erases them (see
+    services/sealing.py)."""
 
 
 class SessionStarted(EventPayload, frozen=True, kw_only=True):
     """Recorded when the first message of a new session arrives, before the enter hook runs."""
 
     TYPE: ClassVar[str] = "session.started"
+    PERSONAL: ClassVar[tuple[str, ...]] = ("user.email",)
     app: str
     user: UserRef
     channel: ChannelRef

@@ -79,6 +79,18 @@ class Sessions:
             )
         return writes
 
+    def erase(self, events: Sequence[Event]) -> list[Write]:
+        emails = [
+            (e.stream_id, e.payload.user.email)
+            for e in events
+            if isinstance(e.payload, ev.SessionStarted)
+        ]
+        if not emails:
+            return []
+        return [
+            Exec("UPDATE {s}.turnlog_sessions SET user_email = $2 WHERE session_id = $1", emails)
+        ]
+
     @staticmethod
     def _fold(row: list[Any], at: int, e: Event, p: ev.EventPayload | None) -> None:
         """Count ``e`` into ``row`` from column ``at``: messages, replies, last activity,

@@ -3,7 +3,8 @@
 A sealed payload is the same JSON object with a leading marker naming the user, the key
 generation and the sealed fields, and each of those fields replaced by the base64 text of
 nonce + AES-256-GCM ciphertext of the field's JSON encoding (the user id and field name
-are authenticated too, so a sealed value cannot be moved to another field or user)::
+are authenticated too, so a sealed value cannot be moved to another field or user). A
+field of an object field is named ``outer.inner`` and sealed in place::
 
     {"_sealed":{"user":"alice","key":1,"fields":["text"]},"message_id":"m1","text":"q0F..."}
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -61,20 +62,47 @@ def _aad(user: str, field: str) -> bytes:
 
 
 def seal(payload: bytes, fields: tuple[str, ...], user: str, generation: int, key: AESGCM) -> bytes:
-    """``payload`` (a JSON object) with ``fields`` sealed; unchanged if it has none."""
+    """``payload`` (a JSON object) with ``fields`` sealed; unchanged if it has none. A
+    field is a name, or ``outer.inner`` for a field of an object field."""
     plain = _object.decode(payload)
-    present = tuple(f for f in fields if f in plain)
+    present = tuple(f for f in fields if _has(plain, f))
     if not present:
         return payload
-    out: dict[str, Any] = {MARKER: Seal(user=user, key=generation, fields=present)}
-    for name, raw in plain.items():
-        if name in present:
-            nonce = os.urandom(NONCE)
-            box = nonce + key.encrypt(nonce, bytes(raw), _aad(user, name))
-            out[name] = base64.b64encode(box).decode()
-        else:
-            out[name] = raw
-    return _encode(out)
+
+    def close(path: str, raw: msgspec.Raw) -> msgspec.Raw:
+        nonce = os.urandom(NONCE)
+        box = nonce + key.encrypt(nonce, bytes(raw), _aad(user, path))
+        return msgspec.Raw(_encode(base64.b64encode(box).decode()))
+
+    for path in present:
+        _replace(plain, path, close)
+    return _encode({MARKER: Seal(user=user, key=generation, fields=present), **plain})
+
+
+def _has(fields: dict[str, msgspec.Raw], path: str) -> bool:
+    outer, _, inner = path.partition(".")
+    if outer not in fields:
+        return False
+    return not inner or inner in _object_or_empty(fields[outer])
+
+
+def _object_or_empty(raw: msgspec.Raw) -> dict[str, msgspec.Raw]:
+    return _object.decode(raw) if bytes(raw).startswith(b"{") else {}
+
+
+def _replace(
+    fields: dict[str, msgspec.Raw],
+    path: str,
+    change: Callable[[str, msgspec.Raw], msgspec.Raw],
+) -> None:
+    """Put ``change(path, value)`` in place of the value at ``path`` (in ``fields``)."""
+    outer, _, inner = path.partition(".")
+    if not inner:
+        fields[outer] = change(path, fields[outer])
+        return
+    nested = _object.decode(fields[outer])
+    nested[inner] = change(path, nested[inner])
+    fields[outer] = msgspec.Raw(_encode(nested))
 
 
 def parse(payload: bytes) -> tuple[Seal, dict[str, msgspec.Raw]] | None:
@@ -91,20 +119,22 @@ def parse(payload: bytes) -> tuple[Seal, dict[str, msgspec.Raw]] | None:
 def open_(marker: Seal, fields: dict[str, msgspec.Raw], key: AESGCM | None) -> bytes:
     """The plain payload from a parsed sealed one; ``key`` None: it was erased, so the
     sealed fields become placeholders."""
-    for name in marker.fields:
+
+    def reopen(path: str, raw: msgspec.Raw) -> msgspec.Raw:
         if key is None:
-            fields[name] = msgspec.Raw(_encode(placeholder(name, fields)))
-            continue
-        box = base64.b64decode(_str.decode(fields[name]))
+            return msgspec.Raw(_encode(placeholder(path, fields)))
+        box = base64.b64decode(_str.decode(raw))
         try:
-            plain = key.decrypt(box[:NONCE], box[NONCE:], _aad(marker.user, name))
+            return msgspec.Raw(key.decrypt(box[:NONCE], box[NONCE:], _aad(marker.user, path)))
         except InvalidTag:
             msg = (
-                f"field {name!r} sealed for user {marker.user!r} (key {marker.key}) does not"
+                f"field {path!r} sealed for user {marker.user!r} (key {marker.key}) does not"
                 " open with that key: wrong key or damaged bytes"
             )
             raise SealError(msg) from None
-        fields[name] = msgspec.Raw(plain)
+
+    for path in marker.fields:
+        _replace(fields, path, reopen)
     return _encode(fields)
 
 
@@ -116,12 +146,13 @@ def needle(user_id: str) -> bytes:
 
 def placeholder(field: str, fields: Mapping[str, msgspec.Raw]) -> Any:
     """What an erased field reads as: ``"[erased]"`` for texts and values, a document
-    reduced to its ``_id`` (marked ``_erased``), ``null`` for a snapshot's state."""
+    reduced to its ``_id`` (marked ``_erased``), ``null`` for an email address and a
+    snapshot's state."""
     if field == "document":
         doc_id = _str.decode(fields["doc_id"]) if "doc_id" in fields else None
         return {"_id": doc_id, "_erased": True}
     if field == "changes":
         return {"_erased": True}
-    if field == "state":
+    if field in ("state", "user.email"):
         return None
     return ERASED

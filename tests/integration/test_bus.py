@@ -17,6 +17,7 @@ from turnlog.contracts.events import UserRef
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.runtime.loader import load_app
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
 
 NOTES = Path(__file__).resolve().parents[2] / "examples" / "notes.py"
@@ -51,7 +52,7 @@ async def test_a_producer_sends_three_messages_and_gets_the_replies(
         ]
         assert bus.LiveReply(session_id=session.id, text=replies[-1]) in seen
         assert any(isinstance(e, bus.EventEnvelope) for e in seen)
-        first = (await store.read_stream(session.id))[0]
+        first = (await KeyRing(store).unseal(await store.read_stream(session.id)))[0]
         assert first.type == "session.started" and b'"email":"u1@example.com"' in first.payload
     finally:
         await client.close()

@@ -105,7 +105,11 @@ async def views(store: EventStore, sid: uuid.UUID, user: str) -> dict[str, Any]:
         " ORDER BY doc_id",
         user,
     )
+    email = await store.pool.fetchval(
+        "SELECT user_email FROM turnlog_sessions WHERE session_id = $1", str(sid)
+    )
     return {
+        "email": email,
         "history": [(r[0], r[1]) for r in history],
         "data": {r[0]: json.loads(r[1]) for r in data},
         "documents": {r[0]: json.loads(r[1]) for r in docs},
@@ -147,7 +151,7 @@ async def other(servers: Endpoints) -> AsyncIterator[EventStore]:
 async def test_personal_fields_are_sealed_from_the_start(store: EventStore) -> None:
     sessions = await converse(store)
     payloads = b"".join(r[0] for r in await store.pool.fetch("SELECT payload FROM turnlog_events"))
-    for secret in SECRETS.values():
+    for secret in [*SECRETS.values(), ALICE.email or ""]:
         assert secret.encode() not in payloads
     assert b'"_sealed":{"user":"alice","key":1' in payloads
     assert b'"_sealed":{"user":"bob","key":1' in payloads
@@ -180,6 +184,7 @@ async def test_erase_user_erases_one_user_everywhere_and_keeps_the_log_verifiabl
         live = {u: await views(store, sessions[u], u) for u in SECRETS}
 
     alice, bob = live["alice"], live["bob"]
+    assert before["alice"]["email"] == "alice@example.com" and alice["email"] is None
     assert alice["history"] == [
         ("message", "[erased]"), ("notification", "[erased]"), ("reply", "[erased]")
     ]  # fmt: skip
@@ -352,8 +357,8 @@ async def test_a_user_with_only_unsealed_events_is_erased_as_far_as_it_can_be(
     ]
     await store.append(str(uuid.uuid4()), 0, events)
     report = await erase_user(store, "dora", actor="operator:test")
-    assert (report.sessions, report.events_sealed, report.events_unsealed) == (1, 0, 1)
-    assert "1 event(s) of their sessions were written before sealing" in render(report)
+    assert (report.sessions, report.events_sealed, report.events_unsealed) == (1, 0, 2)
+    assert "2 event(s) of their sessions were written before sealing" in render(report)
     assert (await erase_user(store, "dora")).already_erased
 
 

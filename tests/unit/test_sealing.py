@@ -29,6 +29,10 @@ PAYLOADS: list[ev.EventPayload] = [
         collection="notes", doc_id="d1", changes={"$set": {"body": "new"}},
         document={"_id": "d1", "body": "new"},
     ),
+    ev.SessionStarted(
+        app="a", user=ev.UserRef(id="alice", email="alice@example.com", org_id="acme"),
+        channel=ev.ChannelRef(),
+    ),
 ]  # fmt: skip
 _codec = EventCodec(ev.ALL_PAYLOADS)
 
@@ -42,8 +46,11 @@ def plain_and_sealed(payload: ev.EventPayload, key: AESGCM = KEY) -> tuple[bytes
 def test_sealing_then_opening_gives_back_the_exact_bytes(payload: ev.EventPayload) -> None:
     plain, closed = plain_and_sealed(payload)
     assert closed.startswith(b'{"_sealed":{"user":"alice","key":1,"fields":')
-    for field in PERSONAL[payload.TYPE]:
-        assert msgspec.json.encode(getattr(payload, field)) not in closed
+    for path in PERSONAL[payload.TYPE]:
+        value: Any = payload
+        for name in path.split("."):
+            value = getattr(value, name)
+        assert msgspec.json.encode(value) not in closed
     parsed = sealed.parse(closed)
     assert parsed is not None
     assert sealed.open_(*parsed, KEY) == plain
@@ -52,6 +59,9 @@ def test_sealing_then_opening_gives_back_the_exact_bytes(payload: ev.EventPayloa
 def test_fields_outside_the_personal_ones_stay_in_clear() -> None:
     _, closed = plain_and_sealed(PAYLOADS[0])
     assert b'"message_id":"m1"' in closed and b'"sender":"user"' in closed
+    _, started = plain_and_sealed(PAYLOADS[7])
+    assert b'"user":{"id":"alice","email":"' in started and b'"org_id":"acme"}' in started
+    assert b"example.com" not in started
 
 
 def test_a_plain_payload_is_not_taken_for_a_sealed_one() -> None:
@@ -84,6 +94,7 @@ ERASED: list[tuple[int, dict[str, Any]]] = [
     (4, {"result": "[erased]", "name": "llm"}),
     (5, {"document": {"_id": "d1", "_erased": True}, "owner": "alice"}),
     (6, {"changes": {"_erased": True}, "document": {"_id": "d1", "_erased": True}}),
+    (7, {"user": {"id": "alice", "email": None, "org_id": "acme"}, "app": "a"}),
 ]
 
 
