@@ -54,8 +54,10 @@ def alive(pid: int | None, marker: str | None = None) -> bool:
     """Whether ``pid`` runs and, given a marker, mentions it on its command line.
 
     The marker (a data directory) guards against a recycled pid of an unrelated process.
+    A negative pid (PostgreSQL writes one for a standalone backend, as during initdb) is
+    no running server.
     """
-    if not pid:
+    if not pid or pid < 0:
         return False
     try:
         proc = psutil.Process(pid)
