@@ -49,7 +49,18 @@ class SetSessionVars(_Inbound, frozen=True, kw_only=True, tag="set_vars"):
     actor: str = "producer"
 
 
-Inbound = InboundMessage | CloseSession | SetSessionVars
+class PromptAnswer(_Inbound, frozen=True, kw_only=True, tag="prompt_answer"):
+    """Answers a prompt a handler is waiting on (its block carries ``prompt_id``): the
+    uploaded ``file`` for ``prompt_file``, or ``declined`` for ``prompt_integration``
+    (connecting the integration answers that one by itself)."""
+
+    session_id: str
+    prompt_id: str
+    file: AttachmentRef | None = None
+    declined: bool = False
+
+
+Inbound = InboundMessage | CloseSession | SetSessionVars | PromptAnswer
 
 
 class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):

@@ -152,6 +152,55 @@ class InputRejected(EventPayload, frozen=True, kw_only=True):
     detail: str
 
 
+PROMPT_KINDS = ("file", "integration")
+
+
+class Prompted(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a handler blocks on the user: an upload (``prompt_file``) or
+    connecting an integration (``prompt_integration``). The turn waits until the prompt is
+    received, declined, timed out or interrupted."""
+
+    TYPE: ClassVar[str] = "session.prompted"
+    prompt_id: str
+    kind: str
+    message: str = ""
+    accept: str = ""
+    integration: str | None = None
+    timeout: float | None = None
+
+
+class PromptReceived(EventPayload, frozen=True, kw_only=True):
+    """Recorded when the user answers a prompt: the file uploaded, or the integration
+    connected (its credentials are never recorded here)."""
+
+    TYPE: ClassVar[str] = "session.prompt_received"
+    prompt_id: str
+    file: AttachmentRef | None = None
+    integration: str | None = None
+
+
+class PromptDeclined(EventPayload, frozen=True, kw_only=True):
+    """Recorded when the user declines an integration prompt."""
+
+    TYPE: ClassVar[str] = "session.prompt_declined"
+    prompt_id: str
+
+
+class PromptTimedOut(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a prompt's timeout passes without an answer."""
+
+    TYPE: ClassVar[str] = "session.prompt_timed_out"
+    prompt_id: str
+
+
+class PromptInterrupted(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a prompt was left waiting by a process that stopped."""
+
+    TYPE: ClassVar[str] = "session.prompt_interrupted"
+    prompt_id: str
+    reason: str
+
+
 class SessionEnded(EventPayload, frozen=True, kw_only=True):
     """Recorded when a session is closed explicitly or after its idle timeout."""
 
@@ -215,6 +264,11 @@ SESSION_PAYLOADS: tuple[type[EventPayload], ...] = (
     TurnInterrupted,
     InputRejected,
     SessionEnded,
+    Prompted,
+    PromptReceived,
+    PromptDeclined,
+    PromptTimedOut,
+    PromptInterrupted,
 )
 
 

@@ -30,6 +30,23 @@ class NoTurnInProgress(DomainError):
         super().__init__("no turn is in progress")
 
 
+class PromptWaiting(DomainError):
+    """Raised when a handler prompts while an earlier prompt is still waiting."""
+
+    def __init__(self, prompt_id: str) -> None:
+        self.prompt_id = prompt_id
+        super().__init__(f"prompt {prompt_id!r} is still waiting for the user")
+
+
+class NoPromptWaiting(DomainError):
+    """Raised when a prompt is answered that is not the one waiting (or none is)."""
+
+    def __init__(self, prompt_id: str | None) -> None:
+        self.prompt_id = prompt_id
+        what = f"prompt {prompt_id!r} is not waiting" if prompt_id else "no prompt is waiting"
+        super().__init__(what)
+
+
 class NotJSONEncodable(DomainError):
     """Raised when a stored value (data, block payload, effect result) is not plain JSON."""
 

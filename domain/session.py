@@ -13,11 +13,13 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
+from turnlog.contracts.events import PROMPT_KINDS, AttachmentRef, ChannelRef, UserRef
 from turnlog.domain import values
 from turnlog.domain.errors import (
     InvalidValue,
+    NoPromptWaiting,
     NoTurnInProgress,
+    PromptWaiting,
     SessionClosed,
     TurnInProgress,
     UnknownDataKey,
@@ -106,6 +108,44 @@ class Session(Aggregate):
         reason: str
         detail: str
 
+    class Prompted(Aggregate.Event):
+        prompt_id: str
+        kind: str
+        message: str
+        accept: str
+        integration: str | None
+        timeout: float | None
+
+        def apply(self, session: Session) -> None:
+            session.open_prompt = self.prompt_id
+
+    class PromptReceived(Aggregate.Event):
+        prompt_id: str
+        file: AttachmentRef | None
+        integration: str | None
+
+        def apply(self, session: Session) -> None:
+            session.open_prompt = None
+
+    class PromptDeclined(Aggregate.Event):
+        prompt_id: str
+
+        def apply(self, session: Session) -> None:
+            session.open_prompt = None
+
+    class PromptTimedOut(Aggregate.Event):
+        prompt_id: str
+
+        def apply(self, session: Session) -> None:
+            session.open_prompt = None
+
+    class PromptInterrupted(Aggregate.Event):
+        prompt_id: str
+        reason: str
+
+        def apply(self, session: Session) -> None:
+            session.open_prompt = None
+
     class Ended(Aggregate.Event):
         reason: str
 
@@ -121,6 +161,7 @@ class Session(Aggregate):
         self.data: dict[str, Any] = {}
         self.blocks: dict[str, dict[str, Any]] = {}
         self.open_turn: str | None = None
+        self.open_prompt: str | None = None
         self.ended = False
 
     # -- commands ---------------------------------------------------------------------
@@ -233,6 +274,71 @@ class Session(Aggregate):
             error_message=error_message,
         )
 
+    def prompt(
+        self,
+        prompt_id: str,
+        kind: str,
+        *,
+        at: datetime,
+        message: str = "",
+        accept: str = "",
+        integration: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Block the turn on the user: one prompt at a time, only inside a turn."""
+        self._check_open()
+        if self.open_turn is None:
+            raise NoTurnInProgress()
+        if self.open_prompt is not None:
+            raise PromptWaiting(self.open_prompt)
+        if kind not in PROMPT_KINDS:
+            raise InvalidValue(f"prompt kind must be one of {PROMPT_KINDS}, got {kind!r}")
+        if kind == "integration":
+            values.name(integration or "", "integration type")
+        self.trigger_event(
+            self.Prompted,
+            timestamp=at,
+            prompt_id=values.name(prompt_id, "prompt id"),
+            kind=kind,
+            message=values.bounded_text(message, "prompt message"),
+            accept=values.bounded_text(accept, "accepted file types"),
+            integration=integration,
+            timeout=timeout,
+        )
+
+    def receive_prompt(
+        self,
+        prompt_id: str,
+        *,
+        at: datetime,
+        file: AttachmentRef | None = None,
+        integration: str | None = None,
+    ) -> None:
+        self._check_prompt(prompt_id)
+        self.trigger_event(
+            self.PromptReceived,
+            timestamp=at,
+            prompt_id=prompt_id,
+            file=file,
+            integration=integration,
+        )
+
+    def decline_prompt(self, prompt_id: str, *, at: datetime) -> None:
+        self._check_prompt(prompt_id)
+        self.trigger_event(self.PromptDeclined, timestamp=at, prompt_id=prompt_id)
+
+    def time_out_prompt(self, prompt_id: str, *, at: datetime) -> None:
+        self._check_prompt(prompt_id)
+        self.trigger_event(self.PromptTimedOut, timestamp=at, prompt_id=prompt_id)
+
+    def interrupt_prompt(self, reason: str, *, at: datetime) -> None:
+        self._check_open()
+        if self.open_prompt is None:
+            raise NoPromptWaiting(None)
+        self.trigger_event(
+            self.PromptInterrupted, timestamp=at, prompt_id=self.open_prompt, reason=reason
+        )
+
     def interrupt_turn(self, reason: str, *, at: datetime) -> None:
         self._check_open()
         if self.open_turn is None:
@@ -271,6 +377,11 @@ class Session(Aggregate):
     def _check_open(self) -> None:
         if self.ended:
             raise SessionClosed(self.id)
+
+    def _check_prompt(self, prompt_id: str) -> None:
+        self._check_open()
+        if self.open_prompt != prompt_id:
+            raise NoPromptWaiting(prompt_id)
 
     def _remember(self, sender: str, text: str, message_id: str | None, at: datetime) -> None:
         self.history.append(

@@ -29,6 +29,11 @@ PAIRS: tuple[tuple[type[Aggregate.Event], type[wire.EventPayload]], ...] = (
     (Session.TurnInterrupted, wire.TurnInterrupted),
     (Session.InputRejected, wire.InputRejected),
     (Session.Ended, wire.SessionEnded),
+    (Session.Prompted, wire.Prompted),
+    (Session.PromptReceived, wire.PromptReceived),
+    (Session.PromptDeclined, wire.PromptDeclined),
+    (Session.PromptTimedOut, wire.PromptTimedOut),
+    (Session.PromptInterrupted, wire.PromptInterrupted),
     (Document.Inserted, wire.DocumentInserted),
     (Document.Updated, wire.DocumentUpdated),
     (Document.Deleted, wire.DocumentDeleted),
@@ -111,6 +116,7 @@ def from_snapshot(snapshot: Snapshot) -> Session:
     state["_modified_on"] = datetime.fromisoformat(state["_modified_on"])
     state["user"] = msgspec.convert(state["user"], wire.UserRef)
     state["channel"] = msgspec.convert(state["channel"], wire.ChannelRef)
+    state.setdefault("open_prompt", None)  # snapshots taken before prompts existed
     session = object.__new__(Session)
     session.__dict__.update(state)
     return session

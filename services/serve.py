@@ -18,6 +18,7 @@ from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services import files
 from turnlog.services.bus.ingress import Ingress
 from turnlog.services.bus.live import BusDelivery
+from turnlog.services.bus.prompts import PromptListener
 from turnlog.services.bus.relay import Relay
 from turnlog.services.bus.router import Router, register
 from turnlog.services.bus.streams import ensure_streams
@@ -71,6 +72,7 @@ async def serve(
     projector_store: EventStore | None = None
     nc: NATS | None = None
     host: SessionHost | None = None
+    prompts: PromptListener | None = None
     scheduler: Scheduler | None = None
     jobs: list[Coroutine[Any, Any, None]] = []
     try:
@@ -91,6 +93,8 @@ async def serve(
                 idle_timeout=settings.session_idle_timeout or None,
             )
             await host.start()
+            prompts = PromptListener(nc, subjects, app.name, host.prompts)
+            await prompts.start()
             scheduler = Scheduler(app, store)
             await scheduler.start()
             jobs.append(
@@ -116,6 +120,8 @@ async def serve(
             jobs += await _api_jobs(settings, store, nc, app)
         await _run_until_stopped(jobs, ready, handle_signals, parts)
     finally:
+        if prompts is not None:
+            await prompts.stop()
         if scheduler is not None:
             await scheduler.stop()
         if host is not None:

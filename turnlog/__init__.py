@@ -15,7 +15,17 @@ from turnlog.services.sdk.context import current_session
 from turnlog.services.sdk.request import RequestContext
 from turnlog.services.sdk.scheduled import NoReplyTarget, ScheduledSession
 from turnlog.services.sdk.session import Session, StreamReply
-from turnlog.services.sdk.types import Attachment, Block, Message, SessionChannel, UserInfo
+from turnlog.services.sdk.types import (
+    Attachment,
+    Block,
+    FileUpload,
+    FileUploadTimeout,
+    IntegrationDeclined,
+    IntegrationTimeout,
+    Message,
+    SessionChannel,
+    UserInfo,
+)
 
 __version__ = "0.1.0"
 
@@ -30,6 +40,10 @@ __all__ = [
     "Collection",
     "CollectionError",
     "DuplicateKey",
+    "FileUpload",
+    "FileUploadTimeout",
+    "IntegrationDeclined",
+    "IntegrationTimeout",
     "Message",
     "NoReplyTarget",
     "QueryError",

@@ -172,6 +172,32 @@ class ClientSession:
             content_type=content_type or "application/octet-stream",
         )
 
+    async def upload(
+        self, prompt_id: str, file: Mapping[str, Any], *, timeout: float = 60.0
+    ) -> None:
+        """Answer the handler waiting in ``prompt_file`` (its block's ``prompt_id``) with
+        ``file`` (as in ``send_message``'s ``files``); the handler goes on at once."""
+        await self._request(
+            bus.PromptAnswer(
+                message_id=uuid.uuid4().hex,
+                session_id=self.id,
+                prompt_id=prompt_id,
+                file=await self._attach(file),
+            ),
+            None,
+            timeout,
+        )
+
+    async def decline(self, prompt_id: str, *, timeout: float = 60.0) -> None:
+        """Decline the integration a handler waits for in ``prompt_integration``."""
+        await self._request(
+            bus.PromptAnswer(
+                message_id=uuid.uuid4().hex, session_id=self.id, prompt_id=prompt_id, declined=True
+            ),
+            None,
+            timeout,
+        )
+
     async def update_session_var(
         self, variables: Mapping[str, Any], *, timeout: float = 30.0
     ) -> None:

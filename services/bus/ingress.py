@@ -23,6 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from turnlog.contracts import bus
 from turnlog.domain.errors import DomainError
 from turnlog.services.bus.live import BusDelivery
+from turnlog.services.bus.prompts import forward
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.repository import SessionNotFound
 from turnlog.services.runtime.host import SessionEnded, SessionHost, SessionOfAnotherApp
@@ -38,11 +39,20 @@ class Rejected(Exception):
     """An inbound message that cannot be handled, with a reason code for the DLQ."""
 
     def __init__(
-        self, reason: str, detail: str, session_id: str | None = None, message_id: str | None = None
+        self,
+        reason: str,
+        detail: str,
+        session_id: str | None = None,
+        message_id: str | None = None,
+        *,
+        on_record: bool = True,
     ) -> None:
+        """``on_record``: also record ``session.input_rejected`` on the session (which
+        waits for its turn in progress; not for answers to that turn's prompts)."""
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
         self.session_id, self.message_id = session_id, message_id
+        self.on_record = on_record
 
 
 def decode(subject: str, data: bytes, subjects: Subjects, app: str, max_bytes: int) -> bus.Inbound:
@@ -170,6 +180,15 @@ class Ingress:
         if isinstance(message, bus.InboundMessage):
             await self._turn(message)
             return
+        if isinstance(message, bus.PromptAnswer):
+            # not queued behind the session's turn: that turn is what waits for it
+            problem = await forward(self.delivery.nc, self.subjects, self.app, message)
+            if problem is not None:
+                raise Rejected(
+                    "no_prompt", problem, message.session_id, message.message_id, on_record=False
+                )
+            await self.delivery.done(message.session_id, message.message_id, "ok")
+            return
         sid = uuid.UUID(message.session_id)
         try:
             if isinstance(message, bus.CloseSession):
@@ -223,7 +242,7 @@ class Ingress:
             original=msg.data,
             received_at=datetime.now(UTC).isoformat(timespec="microseconds"),
         )
-        if rejected.session_id:  # on the session's record first, then announced
+        if rejected.session_id and rejected.on_record:  # on record first, then announced
             with contextlib.suppress(ValueError):
                 await self.host.reject(
                     uuid.UUID(rejected.session_id),

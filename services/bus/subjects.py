@@ -49,5 +49,10 @@ class Subjects:
     def live(self, app: str, session_id: str) -> str:
         return f"{self.prefix}.live.{app}.{session_id}"
 
+    def prompt(self, app: str, prompt_id: str) -> str:
+        """Where an answer to a waiting prompt is sent (core NATS, request/reply): the
+        runtime process holding the prompt replies."""
+        return f"{self.prefix}.prompt.{app}.{prompt_id}"
+
     def dlq(self, app: str) -> str:
         return f"{self.prefix}.dlq.{app}"

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +22,8 @@ from turnlog.services.collections import CollectionStore
 from turnlog.services.mapping import Metadata
 from turnlog.services.repository import SessionNotFound, SessionRepository
 from turnlog.services.runtime.delivery import Delivery, NoDelivery
-from turnlog.services.runtime.live import LiveSession, utcnow
+from turnlog.services.runtime.live import Credentials, LiveSession, utcnow
+from turnlog.services.runtime.prompts import Prompts
 from turnlog.services.runtime.turn import Inbound, Slot, TurnResult, call_hook, run_turn
 from turnlog.services.sdk.app import App, AppError
 from turnlog.services.sdk.context import _current
@@ -66,7 +68,9 @@ class SessionHost:
         *,
         max_live: int = 10_000,
         idle_timeout: float | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
+        """``credentials`` gives a user's connected integrations (none without it)."""
         if app.message_handler is None:
             raise AppError(f"app {app.name!r} has no @app.message() handler")
         self.app = app
@@ -75,6 +79,8 @@ class SessionHost:
         self.delivery = delivery or NoDelivery()
         self.max_live = max_live
         self.idle_timeout = idle_timeout
+        self.credentials = credentials
+        self.prompts = Prompts()  # prompts waiting for the user in this process
         self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
         self._booted = False
         self._reaper: asyncio.Task[None] | None = None
@@ -219,12 +225,14 @@ class SessionHost:
         agg = await self.repo.load(session_id)
         if agg.app != self.app.name:
             raise SessionOfAnotherApp(session_id, agg.app, self.app.name)
-        slot = self._slot(agg)
+        slot = await self._slot(agg)
         if agg.open_turn is not None:
             log.warning(
                 "turn was interrupted", session_id=str(session_id), correlation_id=agg.open_turn
             )
             slot.live.meta = Metadata(correlation_id=agg.open_turn, actor="turnlog")
+            if agg.open_prompt is not None:
+                agg.interrupt_prompt("the process stopped while the prompt waited", at=utcnow())
             agg.interrupt_turn("the process stopped before the turn completed", at=utcnow())
             await slot.live.settle()
         return slot
@@ -238,7 +246,7 @@ class SessionHost:
             user=UserRef(id=user.id, email=user.email, org_id=user.org_id),
             channel=ChannelRef(type=inbound.channel.type, name=inbound.channel.name),
         )
-        slot = self._slot(agg)
+        slot = await self._slot(agg)
         slot.live.meta = Metadata(
             correlation_id=inbound.message_id,
             causation_id=inbound.message_id,
@@ -248,10 +256,28 @@ class SessionHost:
         await slot.live.settle()  # started, and what the enter hooks did, in one commit
         return slot
 
-    def _slot(self, agg: SessionAggregate) -> Slot:
-        live = LiveSession(agg, self.repo, self.delivery)
+    async def _slot(self, agg: SessionAggregate) -> Slot:
+        live = LiveSession(
+            agg, self.repo, self.delivery, prompts=self.prompts, credentials=self.credentials
+        )
         data = _copy.decode(_encode(agg.data))
-        return Slot(live, Session(live, data, collections=self.app.collections))
+        integrations = await live.credentials(agg.user.id)
+        return Slot(live, Session(live, data, integrations, collections=self.app.collections))
+
+    async def refresh_integrations(self, user_id: str) -> int:
+        """Give live sessions of ``user_id`` their integrations as they are now (after a
+        connect or disconnect); how many sessions were refreshed."""
+        slots = [
+            e.slot
+            for e in self._entries.values()
+            if e.slot is not None and e.slot.live.aggregate.user.id == user_id
+        ]
+        if not slots:
+            return 0
+        now = MappingProxyType(dict(await slots[0].live.credentials(user_id)))
+        for slot in slots:
+            slot.session.integrations = now
+        return len(slots)
 
     async def _run_hooks(self, hooks: list[Callable[..., Any]], slot: Slot) -> None:
         token = _current.set(slot.session)

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from turnlog.domain.session import Session as SessionAggregate
 from turnlog.services.mapping import Metadata
 from turnlog.services.runtime.delivery import Delivery, Outbound, Reply
+from turnlog.services.runtime.prompts import Prompts
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+Credentials = Callable[[str], Awaitable[Mapping[str, Any]]]
+"""A user's connected integrations (type -> credentials)."""
+
+
+async def _no_credentials(user_id: str) -> Mapping[str, Any]:
+    return {}
 
 
 class Saver(Protocol):
@@ -48,11 +57,15 @@ class LiveSession:
         repo: Saver,
         delivery: Delivery,
         replaying: RecordedEffects | None = None,
+        prompts: Prompts | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.aggregate = aggregate
         self.repo = repo
         self.delivery = delivery
         self.replaying = replaying
+        self.prompts = prompts or Prompts()
+        self.credentials = credentials or _no_credentials
         self.meta = Metadata()
         self.last_active = time.monotonic()
         self.turn_replies: list[str] = []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
@@ -14,7 +17,16 @@ from turnlog.services.mapping import Metadata
 from turnlog.services.runtime.delivery import BlockView, Chunk, Notification, Reply
 from turnlog.services.runtime.live import LiveSession, RecordedEffects
 from turnlog.services.sdk.collections import Collection, Database
-from turnlog.services.sdk.types import Block, Message, SessionChannel, UserInfo
+from turnlog.services.sdk.types import (
+    Block,
+    FileUpload,
+    FileUploadTimeout,
+    IntegrationDeclined,
+    IntegrationTimeout,
+    Message,
+    SessionChannel,
+    UserInfo,
+)
 
 T = TypeVar("T")
 
@@ -212,6 +224,72 @@ class Session:
         payload = {"integration": type, "reason": reason, "connected": type in self.integrations}
         return self.show(Block("integration", payload, id=f"integration:{type}"))
 
+    async def prompt_file(
+        self,
+        message: str = "Upload a file",
+        accept: str = "",
+        timeout: float | None = 300.0,
+        download_to: str | Path | None = None,
+    ) -> FileUpload:
+        """Show a file-upload block and wait until the user uploads a file (``accept``:
+        extensions and content types, comma-separated, as in HTML). Raises
+        ``FileUploadTimeout`` after ``timeout`` seconds (None: wait as long as it takes).
+        With ``download_to``, the file is saved there and ``path`` set."""
+        prompt = _Prompting(self, "file")
+        block = Block(
+            "file_upload",
+            {"prompt_id": prompt.id, "message": message, "accept": accept, "status": "waiting"},
+            id=f"prompt:{prompt.id}",
+        )
+        answer = await prompt.ask(block, timeout, message=message, accept=accept)
+        if answer is None:
+            raise FileUploadTimeout(f"no file was uploaded within {timeout:g} s")
+        file, agg = answer.file, self._live.aggregate
+        self._live.apply(lambda at: agg.receive_prompt(prompt.id, at=at, file=file))
+        upload = FileUpload(
+            name=file.name, content_type=file.content_type, url=file.url, size=file.size
+        )
+        await self.show(_status(block, "received", file=file.name, size=file.size))
+        if download_to is not None:
+            upload = replace(upload, path=await upload.download(download_to))
+        return upload
+
+    async def prompt_integration(
+        self, type: str, reason: str = "", timeout: float | None = 300.0
+    ) -> Any:
+        """The credentials of integration ``type``: at once if the user has connected it,
+        else after showing a blocking integration card and waiting until they connect it.
+        Raises ``IntegrationDeclined`` or ``IntegrationTimeout``."""
+        if type in self.integrations:
+            return self.integrations[type]
+        prompt = _Prompting(self, "integration")
+        block = Block(
+            "integration",
+            {
+                "integration": type,
+                "reason": reason,
+                "connected": False,
+                "blocking": True,
+                "prompt_id": prompt.id,
+                "status": "waiting",
+            },
+            id=f"integration:{type}",
+        )
+        answer = await prompt.ask(block, timeout, message=reason, integration=type)
+        if answer is None:
+            raise IntegrationTimeout(f"{type} was not connected within {timeout:g} s")
+        agg = self._live.aggregate
+        if answer.kind == "declined":
+            self._live.apply(lambda at: agg.decline_prompt(prompt.id, at=at))
+            await self.show(_status(block, "declined"))
+            raise IntegrationDeclined(f"the user declined to connect {type}")
+        self.integrations = MappingProxyType(dict(await self._live.credentials(agg.user.id)))
+        self._live.apply(lambda at: agg.receive_prompt(prompt.id, at=at, integration=type))
+        await self.show(_status(block, "connected", connected=True))
+        if type not in self.integrations:  # disconnected again meanwhile
+            raise IntegrationDeclined(f"{type} was disconnected before it could be used")
+        return self.integrations[type]
+
     def show_image(
         self, source: str | bytes, alt: str = "", width: int | None = None
     ) -> Awaitable[None]:
@@ -219,6 +297,61 @@ class Session:
         if isinstance(source, bytes):
             source = "data:image/png;base64," + base64.b64encode(source).decode()
         return self.show(Block("image", {"source": str(source), "alt": alt, "width": width}))
+
+
+class _Prompting:
+    """``prompt_file`` and ``prompt_integration``: a blocking block, then a wait for the
+    answer, each step recorded (prompted, then received / declined / timed out)."""
+
+    def __init__(self, session: Session, kind: str) -> None:
+        self.session, self.kind = session, kind
+        self.id = uuid.uuid4().hex
+
+    async def ask(
+        self,
+        block: Block,
+        timeout: float | None,
+        *,
+        message: str = "",
+        accept: str = "",
+        integration: str | None = None,
+    ) -> Any:
+        live, agg = self.session._live, self.session._live.aggregate
+        if live.replaying is not None:
+            raise live.replaying.refuse(f"prompt_{self.kind}")
+        waiting = live.prompts.open(
+            self.id,
+            session_id=live.id,
+            kind=self.kind,
+            user_id=agg.user.id,
+            integration=integration,
+        )
+        try:
+            live.apply(
+                lambda at: agg.prompt(
+                    self.id,
+                    self.kind,
+                    at=at,
+                    message=message,
+                    accept=accept,
+                    integration=integration,
+                    timeout=timeout,
+                )
+            )
+            await self.session.show(block)
+            await self.session.flush()  # the user sees the prompt once it is on record
+            try:
+                return await asyncio.wait_for(waiting, timeout or None)
+            except TimeoutError:
+                live.apply(lambda at: agg.time_out_prompt(self.id, at=at))
+                await self.session.show(_status(block, "timed_out"))
+                return None
+        finally:
+            live.prompts.close(self.id)
+
+
+def _status(block: Block, status: str, **more: Any) -> Block:
+    return Block(block.type, {**block.payload, "status": status, **more}, id=block.id)
 
 
 class StreamReply:

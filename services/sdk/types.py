@@ -62,6 +62,34 @@ async def download(url: str, name: str, path: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class FileUpload:
+    """What ``session.prompt_file`` returns: the uploaded file, by reference; ``path`` is
+    where it was saved when the prompt was asked to download it."""
+
+    name: str
+    content_type: str = "application/octet-stream"
+    url: str = ""
+    size: int = 0
+    path: Path | None = None
+
+    async def download(self, path: str | Path) -> Path:
+        """Save the file at ``path`` (a directory keeps the file's name); the path written."""
+        return await download(self.url, self.name, Path(path))
+
+
+class FileUploadTimeout(TimeoutError):
+    """Raised by ``prompt_file`` when no file is uploaded within its timeout."""
+
+
+class IntegrationTimeout(TimeoutError):
+    """Raised by ``prompt_integration`` when the user does not connect within its timeout."""
+
+
+class IntegrationDeclined(Exception):
+    """Raised by ``prompt_integration`` when the user declines to connect."""
+
+
+@dataclass(frozen=True)
 class Message:
     """One message in a session: the inbound one a handler receives, or one of history."""
 

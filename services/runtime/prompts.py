@@ -1,0 +1,84 @@
+"""Prompts waiting for the user in this process: a handler blocked in ``prompt_file`` or
+``prompt_integration`` until an upload, a connection or a decline answers it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from turnlog.contracts.events import AttachmentRef
+
+
+@dataclass(frozen=True)
+class Answer:
+    """``file`` for an upload; ``connected`` or ``declined`` for an integration."""
+
+    kind: str
+    file: AttachmentRef | None = None
+    integration: str | None = None
+
+
+@dataclass
+class _Waiting:
+    session_id: str
+    kind: str
+    user_id: str
+    integration: str | None
+    future: asyncio.Future[Answer]
+
+
+class Prompts:
+    """The open prompts by id, and integration prompts by (user, integration type)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, _Waiting] = {}
+
+    def open(
+        self,
+        prompt_id: str,
+        *,
+        session_id: str,
+        kind: str,
+        user_id: str,
+        integration: str | None = None,
+    ) -> asyncio.Future[Answer]:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiting[prompt_id] = _Waiting(session_id, kind, user_id, integration, future)
+        return future
+
+    def close(self, prompt_id: str) -> None:
+        self._waiting.pop(prompt_id, None)
+
+    def answer(self, session_id: str, prompt_id: str, answer: Answer) -> str | None:
+        """Resolve the prompt; None when done, else why it could not be."""
+        waiting = self._waiting.get(prompt_id)
+        if waiting is None or waiting.session_id != session_id or waiting.future.done():
+            return f"no prompt {prompt_id} is waiting in session {session_id}"
+        if (waiting.kind == "file") != (answer.kind == "file"):
+            wanted = "a file" if waiting.kind == "file" else "connecting or declining"
+            return f"prompt {prompt_id} is answered by {wanted}"
+        if answer.kind == "file" and answer.file is None:
+            return f"prompt {prompt_id} needs a file"
+        waiting.future.set_result(answer)
+        return None
+
+    def integration_connected(self, user_id: str, integration: str) -> int:
+        """Resolve every prompt waiting for ``user_id`` to connect ``integration``."""
+        resolved = 0
+        for waiting in self._waiting.values():
+            if (
+                waiting.kind == "integration"
+                and waiting.user_id == user_id
+                and waiting.integration == integration
+                and not waiting.future.done()
+            ):
+                waiting.future.set_result(Answer("connected", integration=integration))
+                resolved += 1
+        return resolved
+
+    def waiting(self) -> list[str]:
+        """The ids of the prompts waiting now."""
+        return [p for p, w in self._waiting.items() if not w.future.done()]
+
+    def __contains__(self, prompt_id: object) -> bool:
+        return prompt_id in self._waiting

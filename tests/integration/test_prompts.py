@@ -1,0 +1,214 @@
+"""Blocking prompts: a handler waits for an upload or an integration; the answer arrives
+through the bus while other messages of the session queue behind the turn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import turnlog
+from tests.helpers import inbound
+from tests.integration.conftest import Start
+from turnlog.contracts import bus
+from turnlog.services.bus.client import ClientError, ClientSession
+from turnlog.services.infra.endpoints import Endpoints
+from turnlog.services.repository import SessionRepository
+from turnlog.services.runtime.delivery import NoDelivery
+from turnlog.services.runtime.host import SessionHost
+from turnlog.services.sealing import KeyRing
+from turnlog.services.store.eventstore import EventStore
+
+
+def prompting_app(inbox: Path) -> turnlog.App:
+    app = turnlog.App("prompts")
+
+    @app.message()
+    async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
+        if msg.text.startswith("csv"):
+            timeout = float(msg.text.split()[1])
+            try:
+                upload = await session.prompt_file(
+                    message="Upload a CSV export", accept=".csv,text/csv", timeout=timeout,
+                    download_to=inbox,
+                )  # fmt: skip
+            except turnlog.FileUploadTimeout as e:
+                await session.reply(f"no file: {e}")
+                return
+            assert upload.path is not None
+            rows = upload.path.read_text().splitlines()
+            await session.reply(f"Received {upload.name}: {len(rows)} rows, {upload.size} bytes")
+        elif msg.text.startswith("github"):
+            timeout = float(msg.text.split()[1])
+            try:
+                creds = await session.prompt_integration(
+                    "github", reason="to read your repositories", timeout=timeout
+                )
+            except turnlog.IntegrationDeclined:
+                await session.reply("fine, no GitHub then")
+                return
+            except turnlog.IntegrationTimeout:
+                await session.reply("GitHub was not connected in time")
+                return
+            await session.reply(f"connected as {creds['login']}")
+        else:
+            await session.reply(f"echo {msg.text}")
+
+    return app
+
+
+async def plain_events(store: EventStore, session_id: str) -> list[tuple[str, dict[str, Any]]]:
+    records = await KeyRing(store).unseal(await store.read_stream(session_id))
+    return [(r.type, json.loads(r.payload)) for r in records]
+
+
+async def prompt_shown(seen: list[Any], block_type: str) -> dict[str, Any]:
+    """The payload of the first waiting prompt block of ``block_type`` (waits for it)."""
+    async with asyncio.timeout(20):
+        while True:
+            for item in seen:
+                if (
+                    isinstance(item, bus.LiveBlock)
+                    and item.block_type == block_type
+                    and item.payload.get("status") == "waiting"
+                ):
+                    return item.payload
+            await asyncio.sleep(0.02)
+
+
+async def test_prompt_file_is_answered_by_an_upload_while_other_messages_wait(
+    start_serving: Start, servers: Endpoints, prefix: str, store: EventStore, tmp_path: Path
+) -> None:
+    await start_serving(prompting_app(tmp_path))
+    export = tmp_path / "export.csv"
+    export.write_text("a,b\n1,2\n3,4\n")
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        session = client.session("prompts", user={"id": "u1"})
+        seen: list[Any] = []
+        asking = asyncio.create_task(session.send_message("csv 30", on_event=seen.append))
+        block = await prompt_shown(seen, "file_upload")
+        assert block["message"] == "Upload a CSV export" and block["status"] == "waiting"
+        assert block["accept"] == ".csv,text/csv"
+        # A message sent meanwhile queues behind the waiting turn.
+        later = asyncio.create_task(session.send_message("meanwhile"))
+        await asyncio.sleep(0.3)
+        assert not later.done() and not asking.done()
+        await session.upload(block["prompt_id"], {"path": str(export)})
+        first = await asking
+        assert first.reply == "Received export.csv: 3 rows, 12 bytes"
+        assert (await later).reply == "echo meanwhile"
+        assert (tmp_path / "export.csv").read_text() == "a,b\n1,2\n3,4\n"
+
+        events = await plain_events(store, session.id)
+        turn = [(t, p) for t, p in events if t != "session.started"][:7]
+        assert [t for t, _ in turn] == [
+            "session.message_received",
+            "session.prompted",
+            "session.block_shown",
+            "session.prompt_received",
+            "session.block_shown",
+            "session.reply_sent",
+            "session.turn_completed",
+        ]
+        prompted, received = turn[1][1], turn[3][1]
+        assert prompted["kind"] == "file" and prompted["timeout"] == 30.0
+        assert received["prompt_id"] == prompted["prompt_id"] == block["prompt_id"]
+        assert received["file"]["name"] == "export.csv" and received["file"]["size"] == 12
+        assert turn[4][1]["payload"]["status"] == "received"
+
+        # The prompt is answered: a second upload for it is refused, clearly.
+        with pytest.raises(ClientError, match=r"no prompt \w+ is waiting"):
+            await session.upload(block["prompt_id"], {"path": str(export)})
+    finally:
+        await client.close()
+
+
+async def test_prompt_file_times_out(
+    start_serving: Start, servers: Endpoints, prefix: str, store: EventStore, tmp_path: Path
+) -> None:
+    await start_serving(prompting_app(tmp_path))
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        session = client.session("prompts", user={"id": "u1"})
+        round_ = await session.send_message("csv 0.5")
+        assert round_.reply == "no file: no file was uploaded within 0.5 s"
+        types = [t for t, _ in await plain_events(store, session.id)]
+        assert types[2:6] == [
+            "session.prompted",
+            "session.block_shown",
+            "session.prompt_timed_out",
+            "session.block_shown",
+        ]
+        blocks = [p for t, p in await plain_events(store, session.id) if t == "session.block_shown"]
+        assert blocks[-1]["payload"]["status"] == "timed_out"
+    finally:
+        await client.close()
+
+
+async def answer_when_shown(session: ClientSession, seen: list[Any], answer: str) -> None:
+    block = await prompt_shown(seen, "integration")
+    assert block["integration"] == "github" and block["blocking"] is True
+    if answer == "decline":
+        await session.decline(block["prompt_id"])
+
+
+async def test_prompt_integration_declined_and_timed_out(
+    start_serving: Start, servers: Endpoints, prefix: str, store: EventStore, tmp_path: Path
+) -> None:
+    await start_serving(prompting_app(tmp_path))
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        session = client.session("prompts", user={"id": "u1"})
+        seen: list[Any] = []
+        asking = asyncio.create_task(session.send_message("github 30", on_event=seen.append))
+        await answer_when_shown(session, seen, "decline")
+        assert (await asking).reply == "fine, no GitHub then"
+        round_ = await session.send_message("github 0.5")
+        assert round_.reply == "GitHub was not connected in time"
+        types = [t for t, _ in await plain_events(store, session.id)]
+        assert "session.prompt_declined" in types and "session.prompt_timed_out" in types
+        # A file is no answer to an integration prompt (and vice versa).
+        seen.clear()
+        asking = asyncio.create_task(session.send_message("github 30", on_event=seen.append))
+        block = await prompt_shown(seen, "integration")
+        with pytest.raises(ClientError, match="is answered by connecting or declining"):
+            await session.upload(block["prompt_id"], {"name": "x.txt", "data": b"x"})
+        await session.decline(block["prompt_id"])
+        assert (await asking).reply == "fine, no GitHub then"
+    finally:
+        await client.close()
+
+
+async def test_a_prompt_cut_off_by_a_stop_is_recorded_as_interrupted(
+    store: EventStore, tmp_path: Path
+) -> None:
+    app = prompting_app(tmp_path)
+    user = turnlog.UserInfo(id="u1")
+    sid = uuid.uuid4()
+    host = SessionHost(app, SessionRepository(store), NoDelivery())
+    turn = asyncio.create_task(host.handle(inbound("csv 60", user, sid)))
+    async with asyncio.timeout(20):
+        while "session.prompted" not in [t for t, _ in await plain_events(store, str(sid))]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert host.prompts.waiting()
+    turn.cancel()  # the process stops while the prompt waits
+    with pytest.raises(asyncio.CancelledError):
+        await turn
+
+    after = SessionHost(app, SessionRepository(store), NoDelivery())
+    try:
+        result = await after.handle(inbound("hello", user, sid))
+    finally:
+        await after.stop()
+    assert result.reply == "echo hello"
+    events = await plain_events(store, str(sid))
+    types = [t for t, _ in events]
+    i = types.index("session.prompt_interrupted")
+    assert types[i : i + 2] == ["session.prompt_interrupted", "session.turn_interrupted"]
+    prompted = next(p for t, p in events if t == "session.prompted")
+    assert events[i][1]["prompt_id"] == prompted["prompt_id"]
