@@ -302,15 +302,22 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rerun(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services import files
+    from turnlog.services.bus.subjects import Subjects
     from turnlog.services.progress import progress_bar
     from turnlog.services.rerun import render_report, rerun_session
     from turnlog.services.runtime.loader import load_app
     from turnlog.services.sealing import KeyRing
+    from turnlog.services.serve import connect_nats
     from turnlog.services.store.eventstore import EventStore
 
     app = load_app(args.rerun)
 
-    async def run(url: str) -> int:
+    async def run(url: str, nats_url: str) -> int:
+        # Files the turns received are read from the file store, over a connection made
+        # before the re-run starts refusing new ones.
+        nc = await connect_nats(nats_url)
+        files.use(files.FileStore(nc.jetstream(), Subjects(settings.subject_prefix).bucket_files))
         store = await EventStore.connect(url, min_size=1, max_size=2)
         try:
             keyring = KeyRing(store)
@@ -323,15 +330,19 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
             await store.close()
         if not records:
             raise StoreError(f"no events for session {args.session_id}")
-        with progress_bar("re-run", unit="turns") as progress:
-            report = await rerun_session(records, app, progress, documents)
+        try:
+            with progress_bar("re-run", unit="turns") as progress:
+                report = await rerun_session(records, app, progress, documents)
+        finally:
+            files.use(None)
+            await nc.close()
         render_report(report, as_json=args.json)
         return 0 if report.result == "identical" else 1
 
-    with endpoints(settings, nats=False) as where:
+    with endpoints(settings) as where:
         # The standard loop: its connections go through the socket module, which the
         # re-run watches (uvloop's would not).
-        return aio.run(run(where.database_url), standard=True)
+        return aio.run(run(where.database_url, where.nats_url), standard=True)
 
 
 def _infra_up(args: argparse.Namespace, settings: Settings) -> int:

@@ -35,6 +35,7 @@ from turnlog.services.runtime.turn import Inbound, Slot, run_turn
 from turnlog.services.sdk.app import App
 from turnlog.services.sdk.session import Session
 from turnlog.services.sdk.types import Attachment, SessionChannel, UserInfo
+from turnlog.services.store.codec import EventCodec
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.records import NewEvent, RecordedEvent
 
@@ -53,10 +54,23 @@ class Stopped(BaseException):
 
 
 class _Recorded:
-    """The turn's recorded effects, handed out in order (``RecordedEffects``)."""
+    """The turn's recorded effects and prompts, handed out in order (``RecordedEffects``)."""
 
-    def __init__(self, effects: Sequence[tuple[str, Any]]) -> None:
+    def __init__(
+        self,
+        effects: Sequence[tuple[str, Any]],
+        prompts: Sequence[tuple[str, str, str, Any]] = (),
+    ) -> None:
         self._queue = deque(effects)
+        self._prompts = deque(prompts)
+
+    def prompt(self, kind: str) -> tuple[str, str, Any]:
+        if not self._prompts:
+            raise Stopped("diverged", f"a {kind} prompt, where the record has none")
+        prompt_id, recorded_kind, outcome, answer = self._prompts.popleft()
+        if recorded_kind != kind:
+            raise Stopped("diverged", f"a {kind} prompt where a {recorded_kind} prompt was")
+        return prompt_id, outcome, answer
 
     def take(self, name: str) -> Any:
         actual = {"type": wire.EffectRecorded.TYPE, "name": name, "result": None}
@@ -179,7 +193,8 @@ async def _rerun_turn(
         if isinstance(effect, wire.EffectRecorded)
     ]
     collector = _Collector()
-    live = LiveSession(state, collector, NoDelivery(), replaying=_Recorded(effects))
+    replaying = _Recorded(effects, _prompts(codec, recorded))
+    live = LiveSession(state, collector, NoDelivery(), replaying=replaying)
     slot = Slot(live, Session(live, copy.deepcopy(state.data), collections=app.collections))
     inbound = Inbound(
         message_id=message.message_id,
@@ -243,6 +258,24 @@ async def _rerun_turn(
         reason = "an event more than recorded" if extra else "an event fewer than recorded"
         return at(index, "diverged", reason, extra)
     return None
+
+
+def _prompts(
+    codec: EventCodec, recorded: Sequence[RecordedEvent]
+) -> list[tuple[str, str, str, Any]]:
+    """(prompt id, kind, "received" or "timed_out", file) of the turn's prompts."""
+    found: dict[str, list[Any]] = {}
+    for r in recorded:
+        if not r.type.startswith("session.prompt"):
+            continue
+        payload = codec.decode(r.type, r.schema_version, r.payload)
+        if isinstance(payload, wire.Prompted):
+            found[payload.prompt_id] = [payload.prompt_id, payload.kind, "cut off", None]
+        elif isinstance(payload, wire.PromptReceived) and payload.prompt_id in found:
+            found[payload.prompt_id][2:] = ["received", payload.file]
+        elif isinstance(payload, wire.PromptTimedOut) and payload.prompt_id in found:
+            found[payload.prompt_id][2] = "timed_out"
+    return [(p[0], p[1], p[2], p[3]) for p in found.values()]
 
 
 def _comparable(type_name: str, payload: bytes) -> dict[str, Any]:

@@ -40,6 +40,11 @@ class RecordedEffects(Protocol):
         """The next recorded result, which must be of effect ``name``."""
         ...
 
+    def prompt(self, kind: str) -> tuple[str, str, Any]:
+        """The next recorded prompt of ``kind``: its id, how it ended ("received" or
+        "timed_out") and what was received (a file reference)."""
+        ...
+
     def refuse(self, what: str) -> BaseException:
         """The error that stops a re-run which reached something it cannot re-run."""
         ...

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from turnlog.services.mapping import Metadata
 from turnlog.services.runtime.delivery import BlockView, Chunk, Notification, Reply
 from turnlog.services.runtime.live import LiveSession, RecordedEffects
+from turnlog.services.runtime.prompts import Answer
 from turnlog.services.sdk.collections import Collection, Database
 from turnlog.services.sdk.types import (
     Block,
@@ -305,7 +306,15 @@ class _Prompting:
 
     def __init__(self, session: Session, kind: str) -> None:
         self.session, self.kind = session, kind
-        self.id = uuid.uuid4().hex
+        replaying = session._live.replaying
+        self.recorded: tuple[str, Any] | None = None
+        if replaying is None:
+            self.id = uuid.uuid4().hex
+        elif kind == "file":  # a re-run: the recorded prompt, and how it was answered
+            self.id, *outcome = replaying.prompt(kind)
+            self.recorded = (outcome[0], outcome[1])
+        else:  # whether it was connected already is not on record (credentials never are)
+            raise replaying.refuse(f"prompt_{kind}")
 
     async def ask(
         self,
@@ -317,8 +326,8 @@ class _Prompting:
         integration: str | None = None,
     ) -> Any:
         live, agg = self.session._live, self.session._live.aggregate
-        if live.replaying is not None:
-            raise live.replaying.refuse(f"prompt_{self.kind}")
+        if self.recorded is not None:
+            return await self._replay(block, timeout, message=message, accept=accept)
         waiting = live.prompts.open(
             self.id,
             session_id=live.id,
@@ -348,6 +357,21 @@ class _Prompting:
                 return None
         finally:
             live.prompts.close(self.id)
+
+    async def _replay(self, block: Block, timeout: float | None, **shown: Any) -> Any:
+        """The prompt as recorded: shown, then answered as it was."""
+        live, agg = self.session._live, self.session._live.aggregate
+        assert self.recorded is not None and live.replaying is not None
+        outcome, file = self.recorded
+        live.apply(lambda at: agg.prompt(self.id, self.kind, at=at, timeout=timeout, **shown))
+        await self.session.show(block)
+        if outcome == "received":
+            return Answer("file", file=file)
+        if outcome != "timed_out":
+            raise live.replaying.refuse("a prompt left without an answer")
+        live.apply(lambda at: agg.time_out_prompt(self.id, at=at))
+        await self.session.show(_status(block, "timed_out"))
+        return None
 
 
 def _status(block: Block, status: str, **more: Any) -> Block:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import NoDelivery
 from turnlog.services.runtime.host import SessionHost
+from turnlog.services.runtime.loader import load_app
 from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
 
@@ -126,6 +129,67 @@ async def test_prompt_file_is_answered_by_an_upload_while_other_messages_wait(
             await session.upload(block["prompt_id"], {"path": str(export)})
     finally:
         await client.close()
+
+
+CSV_APP = """
+import turnlog
+
+app = turnlog.App("uploads")
+
+
+@app.message()
+async def handle(session, msg):
+    try:
+        upload = await session.prompt_file(message="Upload a CSV", timeout=float(msg.text),
+                                           download_to=INBOX)
+    except turnlog.FileUploadTimeout:
+        await session.reply("no file")
+        return
+    await session.reply(f"{upload.name}: {len(upload.path.read_text().splitlines())} rows")
+"""
+
+
+async def test_turns_with_prompts_rerun_from_the_record(
+    start_serving: Start,
+    servers: Endpoints,
+    prefix: str,
+    store: EventStore,
+    tmp_path: Path,
+    cli_env: dict[str, str],
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    app_file = tmp_path / "uploads.py"
+    app_file.write_text(f"INBOX = {str(tmp_path / 'inbox')!r}\n" + CSV_APP)
+    await start_serving(load_app(app_file))
+    export = tmp_path / "export.csv"
+    export.write_text("a\nb\nc\n")
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        session = client.session("uploads", user={"id": "u1"})
+        seen: list[Any] = []
+        asking = asyncio.create_task(session.send_message("30", on_event=seen.append))
+        block = await prompt_shown(seen, "file_upload")
+        await session.upload(block["prompt_id"], {"path": str(export)})
+        assert (await asking).reply == "export.csv: 3 rows"
+        assert (await session.send_message("0.3")).reply == "no file"
+    finally:
+        await client.close()
+
+    def rerun(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "turnlog", "replay", session.id, "--rerun", str(path)],
+            env=cli_env, text=True, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    same = rerun(app_file)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert same.stdout.strip().endswith("2 of 2 turns re-run: identical")
+    edited = tmp_path / "uploads_changed.py"
+    edited.write_text(app_file.read_text().replace("rows", "lines"))
+    changed = rerun(edited)
+    assert changed.returncode == 1
+    assert "diverged at turn 1" in changed.stdout
+    assert '"text":"export.csv: 3 lines"' in changed.stdout
 
 
 async def test_prompt_file_times_out(
