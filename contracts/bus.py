@@ -1,5 +1,6 @@
 """What travels on NATS: inbound messages and control from producers, the durable event
-envelope, live chunks and notifications, and dead letters.
+envelope, live chunks and notifications, dead letters, and integration commands and
+notices.
 
 Inbound contracts forbid unknown fields (a typo is an error, not silently ignored);
 outbound ones tolerate them, so consumers keep working when fields are added.
@@ -12,6 +13,7 @@ from typing import Any
 import msgspec
 
 from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
+from turnlog.contracts.query import ErrorBody
 
 
 class _Inbound(
@@ -136,9 +138,58 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     original: bytes
 
 
+class IntegrationChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """Published on core NATS ``turnlog.integrations.<user>`` once an integration's
+    connection or disconnection is on record, so runtimes can refresh what their
+    handlers see. It never carries the credentials."""
+
+    user_id: str
+    type: str
+    connected: bool
+
+
+class _IntegrationCommand(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"
+):
+    user_id: str
+    type: str
+    actor: str = "producer"
+    """Recorded as ``producer:<actor>``."""
+
+
+class ConnectIntegration(_IntegrationCommand, frozen=True, kw_only=True, tag="connect"):
+    """Connects (or connects again) an integration for a user: a request on
+    ``turnlog.control.integrations``, answered with an ``IntegrationAnswer``."""
+
+    credentials: dict[str, Any]
+    scopes: tuple[str, ...] = ()
+
+
+class DisconnectIntegration(_IntegrationCommand, frozen=True, kw_only=True, tag="disconnect"):
+    """Disconnects a user's integration; ``changed`` in the answer says whether it was
+    connected."""
+
+    reason: str = ""
+
+
+IntegrationCommand = ConnectIntegration | DisconnectIntegration
+
+
+class IntegrationAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to an ``IntegrationCommand``: ``ok`` with ``changed``, or the error
+    (``code`` ``invalid_request`` or ``internal``, as the query API's)."""
+
+    ok: bool
+    changed: bool = False
+    error: ErrorBody | None = None
+
+
 WIRE_TYPES: dict[str, Any] = {
     "inbound": Inbound,
     "event_envelope": EventEnvelope,
     "live": Live,
     "dead_letter": DeadLetter,
+    "integration_command": IntegrationCommand,
+    "integration_answer": IntegrationAnswer,
+    "integration_changed": IntegrationChanged,
 }

@@ -46,6 +46,9 @@ class EventPayload(msgspec.Struct, frozen=True, kw_only=True):
     """Fields that hold a user's personal data (``outer.inner`` for a field of a nested
     struct): stored sealed with that user's key, so erasing the key erases them (see
     services/sealing.py)."""
+    SECRET: ClassVar[tuple[str, ...]] = ()
+    """Personal fields that are secrets (credentials): sealed like the others, and left
+    closed by every reader but the one that asks for them (``{"_withheld": true}``)."""
 
 
 class SessionStarted(EventPayload, frozen=True, kw_only=True):
@@ -338,6 +341,42 @@ class UserErased(EventPayload, frozen=True, kw_only=True):
 
 USER_PAYLOADS: tuple[type[EventPayload], ...] = (UserErased,)
 
+
+class IntegrationConnected(EventPayload, frozen=True, kw_only=True):
+    """Recorded when an integration is connected for a user, or connected again with new
+    credentials, on the user's own stream (``integrations:<uuid5 of the id>``). The
+    credentials are sealed with the user's key and only the integrations service opens
+    them: every other reader sees ``{"_withheld": true}``, ``{"_erased": true}`` once
+    the user is erased."""
+
+    TYPE: ClassVar[str] = "integration.connected"
+    PERSONAL: ClassVar[tuple[str, ...]] = ("credentials",)
+    SECRET: ClassVar[tuple[str, ...]] = ("credentials",)
+    user_id: str
+    type: str
+    credentials: dict[str, Any]
+    scopes: tuple[str, ...] = ()
+
+
+class IntegrationDisconnected(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a connected integration is disconnected: its credentials are no
+    longer handed to the user's handlers."""
+
+    TYPE: ClassVar[str] = "integration.disconnected"
+    user_id: str
+    type: str
+    reason: str = ""
+
+
+INTEGRATION_PAYLOADS: tuple[type[EventPayload], ...] = (
+    IntegrationConnected,
+    IntegrationDisconnected,
+)
+
 ALL_PAYLOADS: tuple[type[EventPayload], ...] = (
-    SESSION_PAYLOADS + DOCUMENT_PAYLOADS + USER_PAYLOADS + SCHEDULE_PAYLOADS
+    SESSION_PAYLOADS
+    + DOCUMENT_PAYLOADS
+    + USER_PAYLOADS
+    + SCHEDULE_PAYLOADS
+    + INTEGRATION_PAYLOADS
 )

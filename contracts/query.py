@@ -116,6 +116,29 @@ class ProjectionStatusList(msgspec.Struct, frozen=True, kw_only=True):
     items: list[ProjectionStatus]
 
 
+class IntegrationItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A connected integration; never its credentials. ``erased``: an erasure of the
+    user shredded them (handlers no longer get it)."""
+
+    type: str
+    connected_at: str
+    connected_by: str | None
+    scopes: list[str]
+    erased: bool = False
+
+
+class IntegrationList(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    items: list[IntegrationItem]
+
+
+class ConnectIntegrationBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``credentials``: a non-empty JSON object (``{"token": ...}``, any other fields)."""
+
+    credentials: dict[str, Any]
+    scopes: list[str] = msgspec.field(default_factory=list)
+
+
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     code: str
     message: str

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import BinaryIO
 from uuid import UUID
 
-from turnlog.services import aio, logs
+from turnlog.services import aio, integrations_cli, logs
 from turnlog.services.config import ConfigError, Settings
 from turnlog.services.infra.embedded import EmbeddedInfra
 from turnlog.services.infra.endpoints import endpoints
@@ -168,6 +168,8 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("session_id", type=_stream, metavar="SESSION_ID|schedule:APP:NAME")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.set_defaults(handler=_events)
+
+    integrations_cli.add_parser(sub)
     return parser
 
 

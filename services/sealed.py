@@ -9,8 +9,9 @@ field of an object field is named ``outer.inner`` and sealed in place::
     {"_sealed":{"user":"alice","key":1,"fields":["text"]},"message_id":"m1","text":"q0F..."}
 
 Opening restores the exact plain bytes; with the key destroyed it puts placeholders in
-(``[erased]``; a document keeps only its ``_id``). Payloads without the marker pass as
-they are.
+(``[erased]``; a document keeps only its ``_id``). Secret fields (credentials) are left
+closed unless the reader asks for them: ``{"_withheld": true}`` stands in their place.
+Payloads without the marker pass as they are.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ SNAPSHOT_FIELDS = ("state",)
 
 PERSONAL: dict[str, tuple[str, ...]] = {p.TYPE: p.PERSONAL for p in ALL_PAYLOADS if p.PERSONAL}
 """Event type name -> the fields sealed with the user's key."""
+SECRET: dict[str, tuple[str, ...]] = {p.TYPE: p.SECRET for p in ALL_PAYLOADS if p.SECRET}
+"""Event type name -> the sealed fields opened only for a reader that asks for secrets."""
+WITHHELD = {"_withheld": True}
 
 
 class SealError(StoreError):
@@ -116,13 +120,20 @@ def parse(payload: bytes) -> tuple[Seal, dict[str, msgspec.Raw]] | None:
     return _seal.decode(marker), fields
 
 
-def open_(marker: Seal, fields: dict[str, msgspec.Raw], key: AESGCM | None) -> bytes:
+def open_(
+    marker: Seal,
+    fields: dict[str, msgspec.Raw],
+    key: AESGCM | None,
+    withheld: tuple[str, ...] = (),
+) -> bytes:
     """The plain payload from a parsed sealed one; ``key`` None: it was erased, so the
-    sealed fields become placeholders."""
+    sealed fields become placeholders. Fields in ``withheld`` stay closed (``WITHHELD``)."""
 
     def reopen(path: str, raw: msgspec.Raw) -> msgspec.Raw:
         if key is None:
             return msgspec.Raw(_encode(placeholder(path, fields)))
+        if path in withheld:
+            return msgspec.Raw(_encode(WITHHELD))
         box = base64.b64decode(_str.decode(raw))
         try:
             return msgspec.Raw(key.decrypt(box[:NONCE], box[NONCE:], _aad(marker.user, path)))
@@ -146,12 +157,12 @@ def needle(user_id: str) -> bytes:
 
 def placeholder(field: str, fields: Mapping[str, msgspec.Raw]) -> Any:
     """What an erased field reads as: ``"[erased]"`` for texts and values, a document
-    reduced to its ``_id`` (marked ``_erased``), ``null`` for an email address and a
-    snapshot's state."""
+    reduced to its ``_id`` (marked ``_erased``), ``{"_erased": true}`` for changes,
+    credentials and task arguments, ``null`` for an email address and a snapshot's state."""
     if field == "document":
         doc_id = _str.decode(fields["doc_id"]) if "doc_id" in fields else None
         return {"_id": doc_id, "_erased": True}
-    if field == "changes":
+    if field in ("changes", "credentials", "kwargs"):
         return {"_erased": True}
     if field in ("state", "user.email"):
         return None

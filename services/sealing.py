@@ -19,7 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from turnlog.services import sealed
-from turnlog.services.sealed import PERSONAL, SNAPSHOT_FIELDS, KeyId, SealError
+from turnlog.services.sealed import PERSONAL, SECRET, SNAPSHOT_FIELDS, KeyId, SealError
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.records import NewEvent, RecordedEvent, Snapshot
 
@@ -142,9 +142,12 @@ class KeyRing:
 
     # -- unsealing ----------------------------------------------------------------------
 
-    async def unseal(self, records: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+    async def unseal(
+        self, records: Sequence[RecordedEvent], *, secrets: bool = False
+    ) -> list[RecordedEvent]:
         """``records`` with plain payloads (same type, version, hashes...): sealed fields
-        opened, or placeholders where the key was destroyed. One query for the keys."""
+        opened, or placeholders where the key was destroyed. One query for the keys.
+        Secret fields (credentials) stay withheld unless ``secrets``."""
         parsed = {}
         for i, r in enumerate(records):
             found = sealed.parse(r.payload)
@@ -155,7 +158,8 @@ class KeyRing:
         keys = await self.keys({(m.user, m.key) for m, _ in parsed.values()})
         out = list(records)
         for i, (marker, fields) in parsed.items():
-            plain = sealed.open_(marker, fields, keys[(marker.user, marker.key)])
+            withheld = () if secrets else SECRET.get(records[i].type, ())
+            plain = sealed.open_(marker, fields, keys[(marker.user, marker.key)], withheld)
             out[i] = msgspec.structs.replace(records[i], payload=plain)
         return out
 

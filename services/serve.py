@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services import files
 from turnlog.services.bus.ingress import Ingress
+from turnlog.services.bus.integrations import IntegrationResponder
 from turnlog.services.bus.live import BusDelivery
 from turnlog.services.bus.prompts import PromptListener
 from turnlog.services.bus.relay import Relay
@@ -24,6 +25,7 @@ from turnlog.services.bus.router import Router, register
 from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.config import Settings
+from turnlog.services.integrations import Integrations
 from turnlog.services.projector.runner import Projector
 from turnlog.services.projector.writes import ensure
 from turnlog.services.repository import SessionRepository
@@ -74,11 +76,17 @@ async def serve(
     host: SessionHost | None = None
     prompts: PromptListener | None = None
     scheduler: Scheduler | None = None
+    integrations: Integrations | None = None
+    responder: IntegrationResponder | None = None
     jobs: list[Coroutine[Any, Any, None]] = []
     try:
         if app is not None or parts.relay or parts.api:
             nc = await connect_nats(nats_url)
         subjects = Subjects(settings.subject_prefix)
+        if nc is not None and (app is not None or parts.api):
+            integrations = Integrations(store, nc=nc, subjects=subjects)
+            responder = IntegrationResponder(nc, integrations)
+            await responder.start()
         if nc is not None and (app is not None or parts.relay):
             js = nc.jetstream()
             await ensure_streams(js, subjects)
@@ -95,7 +103,7 @@ async def serve(
             await host.start()
             prompts = PromptListener(nc, subjects, app.name, host.prompts)
             await prompts.start()
-            scheduler = Scheduler(app, store)
+            scheduler = Scheduler(app, store, integrations=integrations)
             await scheduler.start()
             jobs.append(
                 Ingress(
@@ -117,9 +125,12 @@ async def serve(
             projector_store = await EventStore.connect(database_url, min_size=1, max_size=8)
             jobs.append(Projector(projector_store, list(PROJECTIONS.values())).run())
         if parts.api and nc is not None:
-            jobs += await _api_jobs(settings, store, nc, app)
+            assert integrations is not None  # made above for the API
+            jobs += await _api_jobs(settings, store, nc, integrations, app)
         await _run_until_stopped(jobs, ready, handle_signals, parts)
     finally:
+        if responder is not None:
+            await responder.stop()
         if prompts is not None:
             await prompts.stop()
         if scheduler is not None:
@@ -137,14 +148,21 @@ async def serve(
 
 
 async def _api_jobs(
-    settings: Settings, store: EventStore, nc: NATS, app: App | None = None
+    settings: Settings,
+    store: EventStore,
+    nc: NATS,
+    integrations: Integrations,
+    app: App | None = None,
 ) -> list[Coroutine[Any, Any, None]]:
-    """The query API over HTTP and NATS; over HTTP also ``app``'s data and endpoint
-    handlers, when this process runs the app."""
+    """The query API over HTTP and NATS; over HTTP also the integrations routes and
+    ``app``'s data and endpoint handlers, when this process runs the app."""
+    from litestar.types import ControllerRouterHandler
+
     from turnlog.services.query.app_routes import app_routes
     from turnlog.services.query.auth import Keys, parse_keys
     from turnlog.services.query.bus import QueryResponder
     from turnlog.services.query.http import http_app, serve_http
+    from turnlog.services.query.integrations import integration_routes
     from turnlog.services.query.service import QueryService
 
     await ensure(store.pool, PROJECTIONS.values())
@@ -152,7 +170,9 @@ async def _api_jobs(
     if not settings.api_keys:
         log.warning("no API keys configured: the query API refuses every request")
     service = QueryService(store.pool)
-    routes = app_routes(app, keys, store.pool) if app is not None else []
+    routes: list[ControllerRouterHandler] = [integration_routes(integrations, keys)]
+    if app is not None:
+        routes += app_routes(app, keys, store.pool, integrations.for_caller)
     log.info("query API", url=f"http://{settings.http_host}:{settings.http_port}")
     return [
         serve_http(http_app(service, keys, routes), settings.http_host, settings.http_port),

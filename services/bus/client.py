@@ -32,6 +32,7 @@ from turnlog.services.bus.subjects import Subjects
 EventHandler = Callable[[bus.EventEnvelope | bus.Live], Awaitable[None] | None]
 _envelope = msgspec.json.Decoder(bus.EventEnvelope)
 _live = msgspec.json.Decoder(bus.Live)
+_integration_answer = msgspec.json.Decoder(bus.IntegrationAnswer)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -106,6 +107,57 @@ class Client:
             user or UserRef(id="producer"),
             ChannelRef(type=channel),
         )
+
+    async def connect_integration(
+        self,
+        user_id: str,
+        type: str,
+        credentials: Mapping[str, Any],
+        *,
+        scopes: Sequence[str] = (),
+        actor: str = "producer",
+        timeout: float = 10.0,
+    ) -> None:
+        """Connect integration ``type`` (``"github"``) for ``user_id`` with
+        ``credentials`` (a JSON object, e.g. ``{"token": ...}``), recorded sealed with
+        actor ``producer:<actor>``; connecting again replaces them. Needs a turnlog
+        process serving a runtime or the API."""
+        command = bus.ConnectIntegration(
+            user_id=user_id,
+            type=type,
+            credentials=dict(credentials),
+            scopes=tuple(scopes),
+            actor=actor,
+        )
+        await self._integration(command, timeout)
+
+    async def disconnect_integration(
+        self,
+        user_id: str,
+        type: str,
+        *,
+        reason: str = "",
+        actor: str = "producer",
+        timeout: float = 10.0,
+    ) -> bool:
+        """Disconnect ``user_id``'s integration ``type``; False if it was not connected."""
+        command = bus.DisconnectIntegration(user_id=user_id, type=type, reason=reason, actor=actor)
+        return await self._integration(command, timeout)
+
+    async def _integration(self, command: bus.IntegrationCommand, timeout: float) -> bool:
+        try:
+            msg = await self.nc.request(
+                self.subjects.integration_commands, _encode(command), timeout=timeout
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            raise ClientError(
+                f"no answer about integration {command.type!r} within {timeout}s"
+                " (is `turnlog run`, `serve runtime` or `serve api` running?)"
+            ) from None
+        answer = _integration_answer.decode(msg.data)
+        if answer.error is not None:
+            raise ClientError(f"integration {command.type!r}: {answer.error.message}")
+        return answer.changed
 
     async def close(self) -> None:
         await self.nc.drain()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 
@@ -56,3 +57,24 @@ class Subjects:
 
     def dlq(self, app: str) -> str:
         return f"{self.prefix}.dlq.{app}"
+
+    def integrations(self, user_id: str) -> str:
+        """Where a change of ``user_id``'s integrations is announced (core NATS)."""
+        return f"{self.prefix}.integrations.{user_token(user_id)}"
+
+    def integrations_all(self) -> str:
+        return f"{self.prefix}.integrations.*"
+
+    @property
+    def integration_commands(self) -> str:
+        """Where integrations are connected and disconnected (core NATS request/reply)."""
+        return f"{self.prefix}.control.integrations"
+
+
+def user_token(user_id: str) -> str:
+    """``user_id`` as one subject token: itself when it can be one, else ``~`` and its
+    base64url (so ``a.b@example.com`` and ``~...`` ids never collide with another)."""
+    plain = user_id.isprintable() and not any(c.isspace() or c in ".*>" for c in user_id)
+    if user_id and plain and not user_id.startswith("~"):
+        return user_id
+    return "~" + base64.urlsafe_b64encode(user_id.encode()).decode().rstrip("=")

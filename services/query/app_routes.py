@@ -41,8 +41,8 @@ _encode = msgspec.json.Encoder()
 
 
 async def no_integrations(user: UserInfo | None) -> Mapping[str, Any]:
-    """Integrations are not connected anywhere yet: every caller has none. What connects
-    them passes its own lookup to ``app_routes``."""
+    """Every caller has none: the lookup when ``app_routes`` is given no other
+    (``turnlog run`` gives ``Integrations.for_caller``)."""
     return NO_INTEGRATIONS
 
 

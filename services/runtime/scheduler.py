@@ -14,9 +14,11 @@ import os
 import socket
 import time
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 
 import structlog
 
+from turnlog.services.integrations import Integrations
 from turnlog.services.mapping import Metadata
 from turnlog.services.runtime.schedule_log import Lease, ScheduleLog
 from turnlog.services.runtime.turn import call_hook
@@ -59,8 +61,10 @@ class Scheduler:
         *,
         worker: str | None = None,
         stop_grace: float = STOP_GRACE,
+        integrations: Integrations | None = None,
     ) -> None:
         self.app, self.store = app, store
+        self.integrations = integrations or Integrations(store)
         self.worker = worker or default_worker()
         self.stop_grace = stop_grace
         self._stopping = asyncio.Event()
@@ -192,6 +196,9 @@ class Scheduler:
                 schedule=schedule.stream_id, correlation_id=meta.correlation_id
             ):
                 try:
+                    # the owner's, read when the run starts (a failure fails the run)
+                    found = await self.integrations.for_user(session.user.id)
+                    session.integrations = MappingProxyType(found)
                     await call_hook(schedule.handler, session)
                 except asyncio.CancelledError:
                     # only stop() cancels a run: record it, then end normally

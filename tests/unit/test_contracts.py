@@ -70,7 +70,15 @@ def test_contracts_schema_prints_json_schema_for_every_contract() -> None:
     )
     assert result.returncode == 0, result.stderr
     schemas = json.loads(result.stdout)
-    assert set(schemas) == {"inbound", "event_envelope", "live", "dead_letter"}
+    assert set(schemas) == {
+        "inbound",
+        "event_envelope",
+        "live",
+        "dead_letter",
+        "integration_command",
+        "integration_answer",
+        "integration_changed",
+    }
     inbound = schemas["inbound"]
     assert inbound["discriminator"]["propertyName"] == "kind"
     assert set(inbound["discriminator"]["mapping"]) == {"message", "close", "set_vars"}
