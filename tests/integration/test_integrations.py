@@ -249,6 +249,12 @@ async def test_connected_everywhere_and_the_token_is_nowhere_in_clear(
     log = tmp_path / "run.log"
     process = spawn_run(path, env, log)
     outputs: list[str] = []
+
+    def turnlog_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        done = cli(env, *args, stdin=stdin)
+        outputs.extend((done.stdout, done.stderr))
+        return done
+
     notices = await nats.connect(servers.nats_url)
     announced = await notices.subscribe(Subjects(prefix).integrations_all())
     try:
@@ -257,15 +263,16 @@ async def test_connected_everywhere_and_the_token_is_nowhere_in_clear(
             await wait_for_http(http, process, log)
 
             # the CLI: a token on the command line, another from stdin, with fields
-            done = cli(env, "integrations", "connect", "alice", "github", "--token", tokens["cli"])
+            done = turnlog_cli(
+                "integrations", "connect", "alice", "github", "--token", tokens["cli"]
+            )
             assert done.returncode == 0, done.stderr
             assert done.stdout.strip() == "connected github for user alice"
-            done = cli(
-                env, "integrations", "connect", "dave", "jira", "--token", "-",
+            done = turnlog_cli(
+                "integrations", "connect", "dave", "jira", "--token", "-",
                 "--field", "site=acme.atlassian.net", "--scope", "read", stdin=tokens["stdin"],
             )  # fmt: skip
             assert done.returncode == 0, done.stderr
-            outputs += [done.stdout, done.stderr]
 
             # HTTP: an admin key for anyone, a user's key for that user only
             admin = {"Authorization": f"Bearer {ADMIN}"}
@@ -314,24 +321,23 @@ async def test_connected_everywhere_and_the_token_is_nowhere_in_clear(
 
             listed = await http.get("/v1/integrations/alice", headers=alice)
             assert [i["type"] for i in listed.json()["items"]] == ["github", "gmail"]
+            assert tokens["cli"] not in listed.text
             assert (await http.get("/v1/integrations/bob", headers=alice)).status_code == 403
             gone = await http.delete("/v1/integrations/alice/gmail", headers=alice)
             assert gone.status_code == 204
             gone = await http.delete("/v1/integrations/alice/gmail", headers=alice)
             assert gone.status_code == 404
 
-        done = cli(env, "integrations", "list", "alice")
+        done = turnlog_cli("integrations", "list", "alice")
         assert done.returncode == 0 and done.stdout.split()[:2] == ["github", "connected"]
-        outputs += [done.stdout, done.stderr]
-        done = cli(env, "integrations", "list", "dave", "--json")
+        done = turnlog_cli("integrations", "list", "dave", "--json")
         [jira] = msgspec.json.decode(done.stdout)["items"]
         assert (jira["type"], jira["scopes"], jira["erased"]) == ("jira", ["read"], False)
-        outputs += [done.stdout, done.stderr]
-        done = cli(env, "integrations", "disconnect", "dave", "jira", "--reason", "left")
+        done = turnlog_cli("integrations", "disconnect", "dave", "jira", "--reason", "left")
         assert done.returncode == 0 and "disconnected jira" in done.stdout
-        done = cli(env, "integrations", "disconnect", "dave", "jira")
+        done = turnlog_cli("integrations", "disconnect", "dave", "jira")
         assert done.returncode == 1
-        done = cli(env, "integrations", "connect", "dave", "jira")
+        done = turnlog_cli("integrations", "connect", "dave", "jira")
         assert done.returncode == 2 and "--token" in done.stderr
 
         service = Integrations(store)
