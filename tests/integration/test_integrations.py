@@ -25,11 +25,14 @@ import pytest
 import turnlog
 from turnlog.contracts import bus
 from turnlog.domain.integrations import IntegrationError
+from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services import sealed
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.erasure import erase_user
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.integrations import Integrations, integrations_stream, watch
+from turnlog.services.projector.check import check as check_projections
+from turnlog.services.projector.runner import Projector
 from turnlog.services.runtime.scheduler import Scheduler
 from turnlog.services.store.eventstore import EventStore
 
@@ -88,7 +91,18 @@ async def test_erasing_the_user_shreds_the_credentials(store: EventStore) -> Non
     service = Integrations(store)
     await service.connect("alice", "github", {"token": TOKEN}, actor="user:alice")
     await service.connect("bob", "github", {"token": "bobs"}, actor="user:bob")
-    report = await erase_user(store, "alice", reason="asked")
+    projector = Projector(store, list(PROJECTIONS.values()))
+    projecting = asyncio.create_task(projector.run())
+    try:
+        await projector.ready.wait()
+        report = await erase_user(store, "alice", reason="asked")
+        await projector.caught_up()
+    finally:
+        projecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await projecting
+    checked = await check_projections(store, list(PROJECTIONS.values()))
+    assert checked and all(table.ok for table in checked)
     assert report.events_sealed == 1
     assert await service.for_user("alice") == {}
     [github] = await service.connections("alice")
