@@ -268,3 +268,27 @@ class RerunReport(msgspec.Struct, frozen=True, kw_only=True):
     skipped: int
     result: str
     divergence: RerunDivergence | None = None
+
+
+class FileRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A file in turnlog's file store: put it in an inbound message's ``attachments`` or
+    answer a ``prompt_file`` with it."""
+
+    name: str
+    content_type: str
+    url: str
+    size: int
+
+
+class PromptAnswerBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The answer to a waiting prompt: ``file`` (from ``POST /v1/files``) for
+    ``prompt_file``, or ``declined: true`` for ``prompt_integration``."""
+
+    file: FileRef | None = None
+    declined: bool = False
+
+
+class PromptAnswered(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    prompt_id: str
+    answer: str  # "file" | "declined"

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services import files
+from turnlog.services.bus.client import Client
 from turnlog.services.bus.ingress import Ingress
 from turnlog.services.bus.integrations import IntegrationResponder
 from turnlog.services.bus.live import BusDelivery
@@ -164,13 +165,19 @@ async def _api_jobs(
     from turnlog.services.query.http import http_app, serve_http
     from turnlog.services.query.integrations import integration_routes
     from turnlog.services.query.service import QueryService
+    from turnlog.services.query.uploads import upload_routes
 
     await ensure(store.pool, PROJECTIONS.values())
     keys = Keys(parse_keys(settings.api_keys))
     if not settings.api_keys:
         log.warning("no API keys configured: the query API refuses every request")
     service = QueryService(store.pool)
-    routes: list[ControllerRouterHandler] = [integration_routes(integrations, keys)]
+    subjects = Subjects(settings.subject_prefix)
+    producer = Client(nc, subjects, settings.max_file_bytes)
+    routes: list[ControllerRouterHandler] = [
+        integration_routes(integrations, keys),
+        upload_routes(producer.files, producer, service, keys),
+    ]
     if app is not None:
         routes += app_routes(app, keys, store.pool, integrations.for_caller)
     log.info("query API", url=f"http://{settings.http_host}:{settings.http_port}")

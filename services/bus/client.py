@@ -267,6 +267,10 @@ class ClientSession:
         await self._request(
             bus.CloseSession(message_id=uuid.uuid4().hex, session_id=self.id), None, timeout
         )
+        await self.detach()
+
+    async def detach(self) -> None:
+        """Stop listening to the session (it goes on; nothing is sent)."""
         for sub in self._subs:
             await sub.unsubscribe()
         self._subs.clear()
