@@ -13,6 +13,7 @@ from typing import Any
 import nats
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services import files
@@ -26,7 +27,7 @@ from turnlog.services.bus.router import Router, register
 from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.config import Settings
-from turnlog.services.integrations import Integrations
+from turnlog.services.integrations import Changed, Integrations, watch
 from turnlog.services.projector.runner import Projector
 from turnlog.services.projector.writes import ensure
 from turnlog.services.repository import SessionRepository
@@ -76,6 +77,7 @@ async def serve(
     nc: NATS | None = None
     host: SessionHost | None = None
     prompts: PromptListener | None = None
+    watching: Subscription | None = None
     scheduler: Scheduler | None = None
     integrations: Integrations | None = None
     responder: IntegrationResponder | None = None
@@ -100,10 +102,12 @@ async def serve(
                 delivery,
                 max_live=settings.max_live_sessions,
                 idle_timeout=settings.session_idle_timeout or None,
+                credentials=integrations.for_user if integrations is not None else None,
             )
             await host.start()
             prompts = PromptListener(nc, subjects, app.name, host.prompts)
             await prompts.start()
+            watching = await watch(nc, subjects, _integration_changed(host))
             scheduler = Scheduler(app, store, integrations=integrations)
             await scheduler.start()
             jobs.append(
@@ -134,6 +138,9 @@ async def serve(
             await responder.stop()
         if prompts is not None:
             await prompts.stop()
+        if watching is not None:
+            with contextlib.suppress(Exception):
+                await watching.unsubscribe()
         if scheduler is not None:
             await scheduler.stop()
         if host is not None:
@@ -146,6 +153,18 @@ async def serve(
             await projector_store.close()
         await store.close()
         log.info("stopped")
+
+
+def _integration_changed(host: SessionHost) -> Changed:
+    """What a runtime does when a user's integrations change: its live sessions of that
+    user see them as they are now, and prompts waiting for that one to connect go on."""
+
+    async def changed(user_id: str, type: str, connected: bool) -> None:
+        await host.refresh_integrations(user_id)
+        if connected:
+            host.prompts.integration_connected(user_id, type)
+
+    return changed
 
 
 async def _api_jobs(

@@ -276,3 +276,34 @@ async def test_a_prompt_cut_off_by_a_stop_is_recorded_as_interrupted(
     assert types[i : i + 2] == ["session.prompt_interrupted", "session.turn_interrupted"]
     prompted = next(p for t, p in events if t == "session.prompted")
     assert events[i][1]["prompt_id"] == prompted["prompt_id"]
+
+
+async def test_prompt_integration_goes_on_when_the_user_connects(
+    start_serving: Start, servers: Endpoints, prefix: str, store: EventStore, tmp_path: Path
+) -> None:
+    token = f"ghp_{uuid.uuid4().hex}"
+    await start_serving(prompting_app(tmp_path))
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        session = client.session("prompts", user={"id": "carol"})
+        seen: list[Any] = []
+        asking = asyncio.create_task(session.send_message("github 30", on_event=seen.append))
+        block = await prompt_shown(seen, "integration")
+        assert block["reason"] == "to read your repositories"
+        await client.connect_integration("carol", "github", {"login": "carol-gh", "token": token})
+        assert (await asking).reply == "connected as carol-gh"
+        # Connected now: the next prompt returns the credentials at once, without a card.
+        before = len(await store.read_stream(session.id))
+        assert (await session.send_message("github 30")).reply == "connected as carol-gh"
+        later = [t for t, _ in (await plain_events(store, session.id))[before:]]
+        assert "session.prompted" not in later
+    finally:
+        await client.close()
+    events = await plain_events(store, session.id)
+    received = next(p for t, p in events if t == "session.prompt_received")
+    assert received["integration"] == "github" and received["file"] is None
+    blocks = [p["payload"] for t, p in events if t == "session.block_shown"]
+    assert blocks[-1]["status"] == "connected" and blocks[-1]["connected"] is True
+    # The credentials are on no session event, not even sealed.
+    raw = b"".join(r.payload for r in await store.read_stream(session.id))
+    assert token.encode() not in raw and b"carol-gh" not in raw
