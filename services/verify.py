@@ -50,7 +50,6 @@ SELECT DISTINCT ON (t.stream_id) t.stream_id, t.version, t.position,
 """
 
 
-
 class Broken(msgspec.Struct, frozen=True, kw_only=True):
     """The first event of a stream that fails verification. ``position`` is None for a
     version that is absent from the log."""
