@@ -19,6 +19,7 @@ CASES: list[tuple[str, Any, type]] = [
     ("inbound_message.json", bus.Inbound, bus.InboundMessage),
     ("close_session.json", bus.Inbound, bus.CloseSession),
     ("set_session_vars.json", bus.Inbound, bus.SetSessionVars),
+    ("prompt_answer.json", bus.Inbound, bus.PromptAnswer),
     ("event_envelope.json", bus.EventEnvelope, bus.EventEnvelope),
     ("live_chunk.json", bus.Live, bus.LiveChunk),
     ("live_notification.json", bus.Live, bus.LiveNotification),
@@ -81,7 +82,12 @@ def test_contracts_schema_prints_json_schema_for_every_contract() -> None:
     }
     inbound = schemas["inbound"]
     assert inbound["discriminator"]["propertyName"] == "kind"
-    assert set(inbound["discriminator"]["mapping"]) == {"message", "close", "set_vars"}
+    assert set(inbound["discriminator"]["mapping"]) == {
+        "message",
+        "close",
+        "set_vars",
+        "prompt_answer",
+    }
     message = inbound["$defs"]["InboundMessage"]
     assert message["additionalProperties"] is False
     assert {"message_id", "user", "text"} <= set(message["required"])
