@@ -1,7 +1,9 @@
 """``turnlog chat``: talk to an app from a terminal, or pipe messages through it.
 
 The chat serves the app in-process (runtime and relay) and talks to it as any producer
-does, through the NATS ingress: the same path as every other client.
+does, through the NATS ingress: the same path as every other client. While a turn waits
+on a prompt (``prompt_file``, ``prompt_integration``), the chat shows it and reads the
+answer: ``/file PATH`` uploads a file, ``/decline`` declines an integration.
 """
 
 from __future__ import annotations
@@ -9,35 +11,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import threading
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 from uuid import UUID
 
 import msgspec
 
 from turnlog.contracts import bus
-from turnlog.services.bus.client import Client, ClientError, Round
+from turnlog.services.bus.client import Client, ClientError, ClientSession, Round
 from turnlog.services.config import Settings
 from turnlog.services.sdk.app import App
 from turnlog.services.serve import Parts, serve
 
 DIM, ITALIC, RESET, BOLD = "\033[2m", "\033[3m", "\033[0m", "\033[1m"
 TURN_TIMEOUT = 3600.0
+INPUT_PROMPT = f"{BOLD}you>{RESET} "
+PROMPT_BLOCKS = ("file_upload", "integration")
+
+
+@dataclass
+class Prompt:
+    """A prompt a handler waits on, as its block shows it."""
+
+    prompt_id: str
+    block_type: str  # file_upload or integration
+    payload: dict[str, Any]
+
+    @property
+    def for_file(self) -> bool:
+        return self.block_type == "file_upload"
 
 
 class TerminalView:
     """Interactive: streamed text as it streams, notifications dimmed (from live output).
     Piped: one line per recorded reply (``app: ``), notification (``notify: ``) or block
-    (``block: ``), newlines inside written as ``\\n``."""
+    (``block: ``), newlines inside written as ``\\n``; a prompt is one ``prompt: `` line,
+    written when the turn starts waiting on it."""
 
     def __init__(self, out: TextIO, interactive: bool) -> None:
         self.out = out
         self.interactive = interactive
         self._streaming = False
+        self._reading = False  # an input prompt is on the screen
+        self._interrupted = False  # output has been written below it
 
     def live(self, item: Any) -> None:
         if isinstance(item, bus.LiveChunk):
             if not self._streaming:
+                self._below_input()
                 self.out.write(f"{BOLD}app>{RESET} ")
                 self._streaming = True
             self.out.write(item.text)
@@ -45,12 +68,40 @@ class TerminalView:
             if self._streaming and item.streamed:
                 self.out.write("\n")
             else:
+                self._below_input()
                 self.out.write(f"{BOLD}app>{RESET} {item.text}\n")
             self._streaming = False
         elif isinstance(item, bus.LiveNotification):
+            self._below_input()
             self.out.write(f"{DIM}{ITALIC}  … {item.text}{RESET}\n")
         elif isinstance(item, bus.LiveBlock):
+            self._below_input()
             self.out.write(f"{DIM}[{item.block_type}] {_json(item.payload)}{RESET}\n")
+        self.out.flush()
+
+    def prompt(self, prompt: Prompt, user_id: str) -> None:
+        p = prompt.payload
+        if not self.interactive:
+            if prompt.for_file:
+                fields = ["file_upload", _one_line(str(p.get("message", "")))]
+            else:
+                fields = [
+                    "integration",
+                    str(p.get("integration")),
+                    _one_line(str(p.get("reason", ""))),
+                ]
+            self.out.write("prompt: " + " ".join(f for f in fields if f) + "\n")
+        else:
+            self._below_input()
+            if prompt.for_file:
+                accept = f" ({p['accept']})" if p.get("accept") else ""
+                asks = f"app asks for a file: {p.get('message', '')}{accept}"
+                how = "'/file PATH' to upload"
+            else:
+                reason = f": {p['reason']}" if p.get("reason") else ""
+                asks = f"app asks you to connect {p.get('integration')}{reason}"
+                how = f"connect it ({_connect_command(prompt, user_id)}) or '/decline'"
+            self.out.write(f"{DIM}{BOLD}{asks} — {how}{RESET}\n")
         self.out.flush()
 
     def recorded(self, round_: Round) -> None:
@@ -67,6 +118,22 @@ class TerminalView:
                 )
         self.out.flush()
 
+    def reading(self, on: bool) -> None:
+        """An input prompt has been put on the screen (or answered)."""
+        self._reading, self._interrupted = on and self.interactive, False
+
+    def back_to_input(self) -> None:
+        """Output went below the input prompt still waiting: show it again."""
+        if self._reading and self._interrupted:
+            self.out.write(INPUT_PROMPT)
+            self.out.flush()
+            self._interrupted = False
+
+    def _below_input(self) -> None:
+        if self._reading and not self._interrupted:
+            self.out.write("\n")
+            self._interrupted = True
+
 
 def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
@@ -74,6 +141,192 @@ def _json(value: Any) -> str:
 
 def _one_line(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _connect_command(prompt: Prompt, user_id: str) -> str:
+    return f"turnlog integrations connect {user_id} {prompt.payload.get('integration')} --token …"
+
+
+class Prompts:
+    """The prompts the running turn waits on, noticed from its blocks (live, or recorded:
+    whichever comes first). Each is shown once, in the order noticed; the recorded one
+    always comes before the turn's completion, so piped output is in a defined order."""
+
+    def __init__(self) -> None:
+        self.shown: asyncio.Queue[Prompt] = asyncio.Queue()  # noticed, not yet written
+        self.changed = asyncio.Event()
+        self._waiting: dict[str, Prompt] = {}
+        self._seen: set[str] = set()
+
+    def notice(self, item: bus.EventEnvelope | bus.Live) -> None:
+        block_type: Any
+        payload: Any
+        if isinstance(item, bus.LiveBlock):
+            block_type, payload = item.block_type, item.payload
+        elif isinstance(item, bus.EventEnvelope) and item.type == "session.block_shown":
+            block_type, payload = item.payload.get("block_type"), item.payload.get("payload")
+        else:
+            return
+        if block_type not in PROMPT_BLOCKS or not isinstance(payload, dict):
+            return
+        prompt_id = payload.get("prompt_id")
+        if not isinstance(prompt_id, str):
+            return
+        if payload.get("status") != "waiting":  # received, connected, declined, timed out
+            self._seen.add(prompt_id)
+            self.answered(prompt_id)
+        elif prompt_id not in self._seen:
+            self._seen.add(prompt_id)
+            prompt = Prompt(prompt_id, str(block_type), payload)
+            self._waiting[prompt_id] = prompt
+            self.shown.put_nowait(prompt)
+            self.changed.set()
+
+    def answered(self, prompt_id: str) -> None:
+        if self._waiting.pop(prompt_id, None) is not None:
+            self.changed.set()
+
+    def current(self) -> Prompt | None:
+        """The oldest prompt still waiting: the one the next line answers."""
+        return next(iter(self._waiting.values()), None)
+
+
+@dataclass
+class Lines:
+    """The lines typed or piped in, each read in a daemon thread: a read still under way
+    when its turn ends is kept for the next line, and never holds up the exit."""
+
+    interactive: bool
+    view: TerminalView
+    eof: bool = False
+    _next: asyncio.Future[str | None] | None = field(default=None, repr=False)
+
+    def next(self) -> asyncio.Future[str | None]:
+        """The next line, once read (None at the end of input)."""
+        if self._next is None:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[str | None] = loop.create_future()
+
+            def settle(line: str | None, error: BaseException | None) -> None:
+                if future.done():
+                    return
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(line)
+
+            def read() -> None:
+                try:
+                    line, error = _read(self.interactive), None
+                except Exception as e:
+                    line, error = None, e
+                with contextlib.suppress(RuntimeError):  # the loop is gone: exiting
+                    loop.call_soon_threadsafe(settle, line, error)
+
+            self._next = future
+            self.view.reading(True)
+            threading.Thread(target=read, name="turnlog-chat-input", daemon=True).start()
+        return self._next
+
+    def take(self) -> str | None:
+        """The line read (``next()`` must be done)."""
+        assert self._next is not None and self._next.done()
+        future, self._next = self._next, None
+        self.view.reading(False)
+        line = future.result()
+        self.eof = self.eof or line is None
+        return line
+
+    async def read(self) -> str | None:
+        if self.eof:
+            return None
+        await asyncio.wait({self.next()})
+        return self.take()
+
+
+@dataclass
+class Conversation:
+    """Turns of one session: each message sent, and the prompts of its turn answered
+    from the lines read while it runs."""
+
+    session: ClientSession
+    view: TerminalView
+    lines: Lines
+    user_id: str
+    prompts: Prompts = field(default_factory=Prompts)
+
+    def on_event(self, item: bus.EventEnvelope | bus.Live) -> None:
+        if self.view.interactive:
+            self.view.live(item)
+        self.prompts.notice(item)
+
+    async def send(self, text: str, files: list[dict[str, str]]) -> Round:
+        turn = asyncio.create_task(
+            self.session.send_message(
+                text, on_event=self.on_event, files=files, timeout=TURN_TIMEOUT
+            )
+        )
+        try:
+            await self._until_done(turn)
+        finally:
+            if not turn.done():
+                turn.cancel()
+                await asyncio.gather(turn, return_exceptions=True)
+        return turn.result()
+
+    async def _until_done(self, turn: asyncio.Task[Round]) -> None:
+        """Show the turn's prompts and answer them from the lines read, until it is done."""
+        while True:
+            while not self.prompts.shown.empty():
+                self.view.prompt(self.prompts.shown.get_nowait(), self.user_id)
+            if turn.done():
+                self.view.back_to_input()
+                return
+            prompt = self.prompts.current()
+            self.prompts.changed.clear()
+            changed = asyncio.create_task(self.prompts.changed.wait())
+            reading = self.lines.next() if prompt is not None and not self.lines.eof else None
+            waits: set[asyncio.Future[Any]] = {turn, changed}
+            if reading is not None:
+                waits.add(reading)
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+            if prompt is None or reading is None or not reading.done() or turn.done():
+                continue  # a line read as the turn ends is the next message
+            line = self.lines.take()
+            if line is None:
+                print(
+                    "turnlog: end of input; the prompt waits until the turn ends",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif line.strip():
+                await self._answer(prompt, line.strip())
+
+    async def _answer(self, prompt: Prompt, line: str) -> None:
+        try:
+            if prompt.for_file and line.startswith("/file "):
+                _, files = _attachments(line)
+                await self.session.upload(prompt.prompt_id, files[0])
+            elif not prompt.for_file and line == "/decline":
+                await self.session.decline(prompt.prompt_id)
+            else:
+                print(f"turnlog: {self._expected(prompt)}", file=sys.stderr, flush=True)
+                return
+        except ClientError as e:
+            print(f"turnlog: {e}", file=sys.stderr, flush=True)
+            return
+        self.prompts.answered(prompt.prompt_id)
+
+    def _expected(self, prompt: Prompt) -> str:
+        if prompt.for_file:
+            return "the app waits for a file: '/file PATH' uploads it"
+        return (
+            f"the app waits for {prompt.payload.get('integration')} to be connected: "
+            f"'/decline' declines, or connect it ({_connect_command(prompt, self.user_id)})"
+        )
 
 
 async def chat(
@@ -107,25 +360,23 @@ async def chat(
     sid = str(session_id or uuid.uuid4())
     session = client.session(app.name, session_id=sid, user={"id": user_id}, channel="terminal")
     view = TerminalView(sys.stdout, interactive)
+    lines = Lines(interactive, view)
+    conversation = Conversation(session, view, lines, user_id)
     print(f"session {sid}", file=sys.stderr, flush=True)
     if interactive:
         print(
-            f"{DIM}chatting with {app.name}; '/file PATH [text]' sends a file, Ctrl-D to leave, "
+            f"{DIM}chatting with {app.name}; '/file PATH [text]' sends a file (or answers a "
+            f"file prompt), '/decline' declines an integration prompt, Ctrl-D to leave, "
             f"'turnlog chat ... --session {sid}' to come back{RESET}",
             file=sys.stderr,
         )
     try:
-        while (line := await _read(interactive)) is not None:
+        while (line := await lines.read()) is not None:
             if not line.strip():
                 continue
             text, attached = _attachments(line)
             try:
-                round_ = await session.send_message(
-                    text,
-                    on_event=view.live if interactive else None,
-                    files=attached,
-                    timeout=TURN_TIMEOUT,
-                )
+                round_ = await conversation.send(text, attached)
             except ClientError as e:
                 print(f"turnlog: {e}", file=sys.stderr)
                 if attached:
@@ -150,11 +401,12 @@ def _attachments(line: str) -> tuple[str, list[dict[str, str]]]:
     return text, [{"path": path}]
 
 
-async def _read(interactive: bool) -> str | None:
+def _read(interactive: bool) -> str | None:
+    """One line of input, without its line ending; None at the end of input."""
     try:
         if interactive:
-            return await asyncio.to_thread(input, f"{BOLD}you>{RESET} ")
-        line = await asyncio.to_thread(sys.stdin.readline)
+            return input(INPUT_PROMPT)
+        line = sys.stdin.readline()
     except EOFError:
         return None
     return line.rstrip("\r\n") if line else None
