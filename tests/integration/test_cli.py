@@ -99,12 +99,14 @@ async def test_projections_rebuild_then_status(store: EventStore, cli_env: dict[
     status = turnlog(cli_env, "projections", "status", "--json")
     assert status.returncode == 0, status.stderr
     rows = {r["name"]: r for r in json.loads(status.stdout)}
-    assert set(rows) == {"sessions", "history", "data", "blocks", "collections", "timeline"}
+    assert set(rows) == {
+        "sessions", "history", "data", "blocks", "collections", "timeline", "tasks"
+    }  # fmt: skip
     assert all(r["position"] == last and r["lag_events"] == 0 for r in rows.values())
 
     checked = turnlog(cli_env, "audit", "check-projections")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.count(" ok") == 6
+    assert checked.stdout.count(" ok") == 7
     await store.pool.execute("DELETE FROM turnlog_sessions WHERE user_id = 'u1'")
     differs = turnlog(cli_env, "audit", "check-projections", "--json")
     assert differs.returncode == 1

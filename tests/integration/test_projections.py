@@ -32,6 +32,7 @@ ORDER = {
     "turnlog_blocks": "session_id, block_id",
     "turnlog_documents": "stream_id",
     "turnlog_timeline": "position",
+    "turnlog_tasks": "task_id",
 }
 
 
