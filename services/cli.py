@@ -164,8 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     erase.add_argument("--json", action="store_true", help="one JSON object")
     erase.set_defaults(handler=_erase_user)
 
-    events = sub.add_parser("events", help="a session's (or a schedule's) events, in order")
-    events.add_argument("session_id", type=_stream, metavar="SESSION_ID|schedule:APP:NAME")
+    events = sub.add_parser("events", help="the events of a session, schedule or task, in order")
+    events.add_argument("session_id", type=_stream, metavar="SESSION_ID|schedule:APP:NAME|task:ID")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.set_defaults(handler=_events)
 
@@ -174,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _stream(text: str) -> str:
-    """A session id (a UUID), or a schedule's stream id."""
-    return text if text.startswith("schedule:") else str(_uuid(text))
+    """A session id (a UUID), or a schedule's or a task's stream id."""
+    return text if text.startswith(("schedule:", "task:")) else str(_uuid(text))
 
 
 def _uuid(text: str) -> UUID:

@@ -26,6 +26,7 @@ from turnlog.services.bus.relay import Relay
 from turnlog.services.bus.router import Router, register
 from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
+from turnlog.services.bus.tasks import TaskQueue
 from turnlog.services.config import Settings
 from turnlog.services.integrations import Changed, Integrations, watch
 from turnlog.services.projector.runner import Projector
@@ -33,6 +34,10 @@ from turnlog.services.projector.writes import ensure
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.host import SessionHost
 from turnlog.services.runtime.scheduler import Scheduler
+from turnlog.services.runtime.task_log import TaskLog
+from turnlog.services.runtime.task_sessions import SessionPoster
+from turnlog.services.runtime.task_worker import TaskWorker
+from turnlog.services.runtime.tasks import TaskService
 from turnlog.services.sdk.app import App
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore
@@ -122,6 +127,7 @@ async def serve(
             )
             await register(js, subjects, app.name)
             jobs.append(Router(js, subjects).run())
+            jobs += _task_jobs(settings, store, nc, subjects, host)
         if parts.relay and nc is not None:
             jobs.append(Relay(store, js, subjects).run())
         if parts.projector:
@@ -146,6 +152,7 @@ async def serve(
         if host is not None:
             await host.stop()
             files.use(None)
+            host.app.serve_tasks(None)
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.drain()
@@ -204,6 +211,20 @@ async def _api_jobs(
         serve_http(http_app(service, keys, routes), settings.http_host, settings.http_port),
         QueryResponder(nc, settings.subject_prefix, service, keys).run(),
     ]
+
+
+def _task_jobs(
+    settings: Settings, store: EventStore, nc: NATS, subjects: Subjects, host: SessionHost
+) -> list[Coroutine[Any, Any, None]]:
+    """The app's tasks: submitted, read and cancelled through the log and the task
+    queue; run here (on a worker of the queue's) when the app declares any."""
+    app = host.app
+    tasks, queue = TaskLog(store, host.repo.keyring), TaskQueue(nc, subjects)
+    app.serve_tasks(TaskService(app.name, tasks, queue))
+    if not app.tasks:
+        return []
+    worker = TaskWorker(app, tasks, queue, SessionPoster(host), ack_wait=settings.ack_wait)
+    return [worker.run()]
 
 
 async def _run_until_stopped(

@@ -15,6 +15,8 @@ from turnlog.services.sdk.context import current_session
 from turnlog.services.sdk.request import RequestContext
 from turnlog.services.sdk.scheduled import NoReplyTarget, ScheduledSession
 from turnlog.services.sdk.session import Session, StreamReply
+from turnlog.services.sdk.task_session import TaskRun, TaskSession, current_task
+from turnlog.services.sdk.tasks import TaskDef, TaskHandle, TaskStatus, UnknownTask
 from turnlog.services.sdk.types import (
     Attachment,
     Block,
@@ -53,6 +55,13 @@ __all__ = [
     "Session",
     "SessionChannel",
     "StreamReply",
+    "TaskDef",
+    "TaskHandle",
+    "TaskRun",
+    "TaskSession",
+    "TaskStatus",
+    "UnknownTask",
     "UserInfo",
     "current_session",
+    "current_task",
 ]

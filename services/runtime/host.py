@@ -8,7 +8,7 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import MappingProxyType
 from typing import Any
 from uuid import UUID
@@ -49,6 +49,15 @@ class SessionOfAnotherApp(StoreError):
     def __init__(self, session_id: UUID, owner: str, app: str) -> None:
         self.session_id, self.owner, self.app = session_id, owner, app
         super().__init__(f"session {session_id} belongs to app {owner!r}, not {app!r}")
+
+
+class TurnOpenElsewhere(StoreError):
+    """Raised by ``outside_turn`` when the session, read from the log, has a turn open
+    that this process is not running (another worker is running it, or died in it)."""
+
+    def __init__(self, session_id: UUID, message_id: str) -> None:
+        self.session_id, self.message_id = session_id, message_id
+        super().__init__(f"session {session_id} has a turn open elsewhere ({message_id!r})")
 
 
 class _Entry:
@@ -212,6 +221,37 @@ class SessionHost:
 
     def live_count(self) -> int:
         return sum(1 for e in self._entries.values() if e.slot is not None)
+
+    # -- effects from outside a turn (background tasks) ---------------------------------
+
+    @contextlib.asynccontextmanager
+    async def outside_turn(self, session_id: UUID, meta: Metadata) -> AsyncIterator[LiveSession]:
+        """The session between two of its turns (its lock held), for effects from outside
+        any turn: what is applied to it is recorded with ``meta`` and delivered on exit.
+        Raises SessionEnded, SessionNotFound, SessionOfAnotherApp, TurnOpenElsewhere,
+        and ConcurrencyConflict when another process recorded on it meanwhile."""
+        entry = self._entry(session_id)
+        async with entry.lock:
+            try:
+                if entry.slot is not None:
+                    live = entry.slot.live
+                else:  # not kept here: used once, and loaded afresh by its next turn
+                    agg = await self.repo.load(session_id)
+                    if agg.app != self.app.name:
+                        raise SessionOfAnotherApp(session_id, agg.app, self.app.name)
+                    if agg.open_turn is not None:
+                        raise TurnOpenElsewhere(session_id, agg.open_turn)
+                    live = LiveSession(agg, self.repo, self.delivery)
+                if live.aggregate.ended:
+                    raise SessionEnded(session_id)
+                live.meta = meta
+                yield live
+                await live.settle()
+            except BaseException:
+                entry.slot = None  # whatever is in memory may be ahead of the record
+                raise
+            finally:
+                self._trim()
 
     # -- loading and creating -----------------------------------------------------------
 

@@ -10,6 +10,7 @@ from turnlog.services.collections import CollectionStore
 from turnlog.services.sdk.collections import Collection, CollectionError, _Binding
 from turnlog.services.sdk.routes import RouteError, Routes
 from turnlog.services.sdk.schedules import Cron, Schedule, ScheduleDeclarationError
+from turnlog.services.sdk.tasks import TaskBackend, TaskBinding, TaskDeclarationError, TaskDef
 from turnlog.services.sdk.types import UserInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,6 +37,8 @@ class App:
         self._collection_binding = _Binding()
         self.routes = Routes()
         self.schedules: dict[str, Schedule] = {}
+        self.tasks: dict[str, TaskDef] = {}
+        self._task_binding = TaskBinding()
 
     def collection(
         self, name: str, scope: str = "app", indexes: Sequence[str | Sequence[str]] = ()
@@ -119,6 +122,37 @@ class App:
             return fn
 
         return register
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        timeout: float = 0,
+    ) -> Any:
+        """Declare a background task, ``async def fn(session, **kwargs)``, as ``@app.task``
+        or ``@app.task(retries=2, timeout=60)``: ``await fn.submit(session=..., **kwargs)``
+        runs it on a runtime worker, up to ``retries`` + 1 times, each attempt cut off after
+        ``timeout`` seconds (0: never). Returns the ``TaskDef``."""
+
+        def register(fn: Callable[..., Any]) -> TaskDef:
+            try:
+                task = TaskDef(
+                    self.name, fn, self._task_binding, name=name, retries=retries, timeout=timeout
+                )
+            except TaskDeclarationError as e:
+                raise AppError(str(e)) from None
+            if task.name in self.tasks:
+                raise AppError(f"app {self.name!r} already has a task {task.name!r}")
+            self.tasks[task.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def serve_tasks(self, backend: TaskBackend | None) -> None:
+        """Called by the runtime: tasks are submitted, read and cancelled through it."""
+        self._task_binding.backend = backend
 
     def data(self, name: str, access: str = "public") -> Callable[[F], F]:
         """Serve the handler at ``GET /data/<name>``: ``access="public"`` for anyone,

@@ -10,16 +10,18 @@ if TYPE_CHECKING:
     from turnlog.services.sdk.request import RequestContext
     from turnlog.services.sdk.scheduled import ScheduledSession
     from turnlog.services.sdk.session import Session
+    from turnlog.services.sdk.task_session import TaskSession
 
-_current: ContextVar[Session | ScheduledSession | None] = ContextVar(
+_current: ContextVar[Session | ScheduledSession | TaskSession | None] = ContextVar(
     "turnlog_current_session", default=None
 )
 _request: ContextVar[RequestContext | None] = ContextVar("turnlog_current_request", default=None)
 
 
-def current_session() -> Session | ScheduledSession | None:
+def current_session() -> Session | ScheduledSession | TaskSession | None:
     """The Session of the handler running now (a ScheduledSession in a scheduled
-    handler: its owner's identity, no one to reply to), or None outside any handler."""
+    handler: its owner's identity, no one to reply to; a TaskSession in a background
+    task), or None outside any handler."""
     return _current.get()
 
 
@@ -28,7 +30,7 @@ def current_request() -> RequestContext | None:
     return _request.get()
 
 
-def current_caller() -> Session | ScheduledSession | RequestContext | None:
+def current_caller() -> Session | ScheduledSession | TaskSession | RequestContext | None:
     """Whom code running now acts for: the handler's session, else the request of the
     data or endpoint handler, else nobody (None)."""
     session = _current.get()
