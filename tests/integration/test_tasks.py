@@ -24,6 +24,7 @@ from turnlog.contracts import bus
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.bus.tasks import TaskQueue, stream_name
+from turnlog.services.erasure import erase_user
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.mapping import Metadata
 from turnlog.services.projector.check import check as check_projections
@@ -324,6 +325,22 @@ async def test_the_tasks_view_keeps_each_tasks_status_and_attempts_and_rebuilds_
         "failed": ("broken", sid, "alice", "failed", 2, "ValueError", True),
     }
     assert checks and all(c.ok for c in checks)
+
+
+async def test_erasing_the_submitting_user_erases_a_tasks_arguments_and_result(
+    chat: tuple[Chat, turnlog.App, dict[str, Any]], store: EventStore
+) -> None:
+    talk, app, _ = chat
+    task_id = await talk.submit('build_report {"report_id": "secret-plan"}')
+    await card_reaches(store, talk.session.id, task_id, "completed")
+    report = await erase_user(store, "alice", reason="asked", actor="operator:test")
+    assert report.events_sealed > 0
+    status = await app.tasks["build_report"].handle(task_id).status()
+    assert (status.status, status.result, status.progress_message) == (
+        "completed", "[erased]", "[erased]"
+    )  # fmt: skip
+    submitted = (await events_of(store, f"task:{task_id}"))[0][1]
+    assert submitted["kwargs"] == {"_erased": True} and submitted["user"]["email"] is None
 
 
 async def test_two_workers_share_the_queue_and_each_task_runs_once(
