@@ -53,9 +53,7 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> 
 
 def claims_per_tick(events: list[Event]) -> Counter[str]:
     """How many times each tick was fired or skipped."""
-    return Counter(
-        p["tick"] for t, p, _ in events if t in ("schedule.fired", "schedule.skipped")
-    )
+    return Counter(p["tick"] for t, p, _ in events if t in ("schedule.fired", "schedule.skipped"))
 
 
 @pytest.fixture
