@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,7 +126,10 @@ class TaskRunner:
         definition = self.app.tasks.get(task.name)
         if definition is None:
             return LookupError(f"app {self.app.name!r} has no task {task.name!r} here")
-        session = self._session(task)
+        try:
+            session = await self._session(task)
+        except Exception as e:  # the user's integrations could not be read
+            return e
         run = TaskRun(self.task_id, task.name, attempt, lambda p, m: self._progress(p, m, meta))
         started = time.monotonic()
         self._attempt = asyncio.create_task(_call(definition.fn, session, run, task.kwargs))
@@ -202,8 +205,11 @@ class TaskRunner:
         if self._card is not None:
             self._card.follow(card_fields(task))
 
-    def _session(self, task: Task) -> TaskSession:
+    async def _session(self, task: Task) -> TaskSession:
         user = task.user
+        integrations: Mapping[str, Any] = {}
+        if user is not None and self.poster is not None:
+            integrations = await self.poster.integrations(user.id)
         return TaskSession(
             task_id=self.task_id,
             name=task.name,
@@ -213,6 +219,7 @@ class TaskRunner:
             else UserInfo(id=f"app:{self.app.name}"),
             poster=self.poster or _NoPoster(),
             collections=self.app.collections,
+            integrations=integrations,
         )
 
 

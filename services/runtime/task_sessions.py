@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +37,11 @@ class SessionPoster:
 
     def __init__(self, host: SessionHost, wait: float = WAIT_FOR_TURN) -> None:
         self.host, self.wait = host, wait
+
+    async def integrations(self, user_id: str) -> Mapping[str, Any]:
+        """``user_id``'s connected integrations, as the host gives them to sessions."""
+        credentials = self.host.credentials
+        return await credentials(user_id) if credentials is not None else {}
 
     async def post(self, session_id: str, meta: Metadata, item: Effect) -> None:
         def apply(live: LiveSession) -> None:

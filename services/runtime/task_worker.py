@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 
 import msgspec
 import nats.errors
@@ -27,6 +28,8 @@ log = structlog.get_logger("turnlog.tasks")
 
 CONCURRENCY = 16
 STOP_GRACE = 10.0
+RECORD_GRACE = 10.0  # seconds to record how cut-off attempts ended
+PULL_WAIT = 1.0  # seconds a pull request waits for a task
 
 
 def default_worker() -> str:
@@ -59,6 +62,7 @@ class TaskWorker:
         self._runners: dict[str, TaskRunner] = {}
         self._handling: set[asyncio.Task[None]] = set()
         self._working: dict[int, Msg] = {}
+        self._pulled_at = 0.0
 
     async def run(self) -> None:
         sub = await self.queue.consumer(self.app.name, self.ack_wait)
@@ -69,7 +73,8 @@ class TaskWorker:
             while True:
                 await self._room.acquire()
                 try:
-                    messages = await sub.fetch(1, timeout=1.0)
+                    self._pulled_at = time.monotonic()
+                    messages = await sub.fetch(1, timeout=PULL_WAIT)
                 except nats.errors.TimeoutError:
                     self._room.release()
                     continue
@@ -122,8 +127,17 @@ class TaskWorker:
         finally:
             self._runners.pop(task_id, None)
             self._working.pop(id(msg), None)
+        if not finished:
+            await self._after_last_pull()
         with contextlib.suppress(Exception):
             await (msg.ack() if finished else msg.nak())
+
+    async def _after_last_pull(self) -> None:
+        """Wait until this worker's last pull request has expired: a task handed back
+        before then could be handed to that request again, where no one reads it now."""
+        delay = self._pulled_at + PULL_WAIT + 0.2 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def _cancel(self, notice: TaskCancelNotice) -> None:
         runner = self._runners.get(notice.task_id)
@@ -146,7 +160,7 @@ class TaskWorker:
         if late:
             for runner in list(self._runners.values()):
                 runner.stop()
-            _, stuck = await asyncio.wait(late, timeout=self.stop_grace)
+            _, stuck = await asyncio.wait(late, timeout=RECORD_GRACE)
             for task in stuck:  # left to the queue: delivered again after ack_wait
                 task.cancel()
             await asyncio.gather(*stuck, return_exceptions=True)

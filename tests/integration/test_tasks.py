@@ -77,6 +77,7 @@ def reports_app() -> tuple[turnlog.App, dict[str, Any]]:
         assert turnlog.current_session() is session
         run = turnlog.current_task()
         assert run is not None and run.attempt == 1
+        seen["integrations"] = dict(session.integrations)
         await run.progress(0.5, "halfway")
         await session.reply(f"report {report_id} is ready")
         return {"report_id": report_id, "rows": 3}
@@ -172,7 +173,8 @@ async def card_reaches(store: EventStore, session_id: str, task_id: str, status:
 async def test_a_task_submitted_from_a_handler_replies_and_its_card_reaches_completed(
     chat: tuple[Chat, turnlog.App, dict[str, Any]], store: EventStore
 ) -> None:
-    talk, app, _ = chat
+    talk, app, seen = chat
+    await talk.client.connect_integration("alice", "github", {"token": "t-1"})
     task_id = await talk.submit('build_report {"report_id": "daily"}')
     sid = talk.session.id
     await card_reaches(store, sid, task_id, "completed")
@@ -205,6 +207,7 @@ async def test_a_task_submitted_from_a_handler_replies_and_its_card_reaches_comp
         "completed", 1, {"report_id": "daily", "rows": 3}
     )  # fmt: skip
     assert status.finished and status.progress == 0.5 and status.session_id == sid
+    assert seen["integrations"] == {"github": {"token": "t-1"}}  # alice's, as in her turns
 
 
 async def _delivered(talk: Chat, text: str) -> bool:
