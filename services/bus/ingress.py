@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import time
 import uuid
+import zlib
 from datetime import UTC, datetime
 
 import msgspec
+import nats.js.errors
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -31,6 +34,8 @@ from turnlog.services.runtime.turn import Inbound
 from turnlog.services.sdk.types import Attachment, SessionChannel, UserInfo
 
 log = structlog.get_logger("turnlog.ingress")
+_INGRESS_LOCK = 0x746C69  # advisory lock class: "tli", the app's active ingress
+STANDBY_POLL = 1.0  # seconds between a standby runtime's attempts to take over
 _decoder = msgspec.json.Decoder(bus.Inbound)
 _encode = msgspec.json.Encoder().encode
 
@@ -114,6 +119,33 @@ class Ingress:
         self._working: dict[int, tuple[Msg, float]] = {}  # id -> (message, arrival)
 
     async def run(self) -> None:
+        """Consume the app's inbound messages while this process is the app's active
+        runtime: one runtime per app and prefix consumes at a time, so a session's turns
+        never run in two processes at once. Others (serving the same app for its tasks
+        and schedules, or as a standby) wait, and the first to notice takes over when the
+        active one stops or dies: the claim is a PostgreSQL advisory lock held on a
+        connection of its own, released with it."""
+        pool = self.host.repo.store.pool
+        async with pool.acquire() as claim:
+            await self._claim(claim)
+            try:
+                await self._consume()
+            finally:
+                await claim.execute("SELECT pg_advisory_unlock($1, $2)", *self._lock_key())
+
+    def _lock_key(self) -> tuple[int, int]:
+        name = f"{self.subjects.prefix}:{self.app}".encode()
+        return _INGRESS_LOCK, zlib.crc32(name) - 2**31
+
+    async def _claim(self, conn: PoolConnectionProxy) -> None:
+        said = False
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *self._lock_key()):
+            if not said:
+                log.info("another runtime consumes this app's messages; standing by", app=self.app)
+                said = True
+            await asyncio.sleep(STANDBY_POLL)
+
+    async def _consume(self) -> None:
         durable = f"{self.subjects.prefix}-runtime-{self.app}"
 
         async def arrived(msg: Msg) -> None:  # in arrival order: per-session FIFO
@@ -121,19 +153,28 @@ class Ingress:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        sub = await self.js.subscribe(
-            self.subjects.inbound_all(self.app),
-            durable=durable,
-            stream=self.subjects.stream_in,
-            cb=arrived,
-            manual_ack=True,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait,
-                max_ack_pending=1000,
-                deliver_policy=DeliverPolicy.ALL,
-            ),
-        )
+        deadline = time.monotonic() + max(self.ack_wait, 10.0)
+        while True:
+            try:
+                sub = await self.js.subscribe(
+                    self.subjects.inbound_all(self.app),
+                    durable=durable,
+                    stream=self.subjects.stream_in,
+                    cb=arrived,
+                    manual_ack=True,
+                    config=ConsumerConfig(
+                        ack_policy=AckPolicy.EXPLICIT,
+                        ack_wait=self.ack_wait,
+                        max_ack_pending=1000,
+                        deliver_policy=DeliverPolicy.ALL,
+                    ),
+                )
+                break
+            except nats.js.errors.Error as e:
+                # the runtime that held the claim is gone, its subscription not yet
+                if "already bound" not in str(e) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(STANDBY_POLL)
         log.info("ingress started", app=self.app, consumer=durable)
         try:
             await self._keep_in_progress()

@@ -10,6 +10,7 @@ reads just before that app's first runtime registers is dead-lettered and handle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -18,7 +19,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from turnlog.contracts import bus
@@ -64,9 +65,14 @@ class Router:
             if not await self._is_known(apps, app):
                 await self._dead_letter(app, msg.subject, msg.data)
 
+        durable = f"{self.subjects.prefix}-router"
+        await self._drop_ungrouped(durable)
         sub = await self.js.subscribe(
             self.subjects.inbound_all(),
-            durable=f"{self.subjects.prefix}-router",
+            durable=durable,
+            # Every runtime (of any app under this prefix) runs a router; as one group
+            # they see each inbound message once between them.
+            queue=durable,
             stream=self.subjects.stream_in,
             cb=arrived,
             manual_ack=True,
@@ -78,6 +84,17 @@ class Router:
             await asyncio.Event().wait()
         finally:
             await sub.unsubscribe()
+
+    async def _drop_ungrouped(self, durable: str) -> None:
+        """Delete a router consumer made without a deliver group (by an earlier version),
+        which only one subscriber could bind; it is made again as a group."""
+        try:
+            info = await self.js.consumer_info(self.subjects.stream_in, durable)
+        except NotFoundError:
+            return
+        if not info.config.deliver_group:
+            with contextlib.suppress(NotFoundError):
+                await self.js.delete_consumer(self.subjects.stream_in, durable)
 
     async def _is_known(self, apps: KeyValue, app: str) -> bool:
         if self._known.get(app, 0.0) > time.monotonic():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,26 @@ async def test_contracts_round_trip_through_nats_untouched(servers: Endpoints) -
         assert msgspec.json.decode(got.data, type=bus.Inbound) == message
     finally:
         await nc.close()
+
+
+async def test_two_runtimes_of_one_app_share_a_prefix_one_consumes_the_other_takes_over(
+    start_serving: Start, servers: Endpoints, prefix: str, store: EventStore
+) -> None:
+    first = await start_serving(load_app(NOTES))
+    second = await start_serving(load_app(NOTES), relay=False)  # stands by, does not fail
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        session = client.session("notes", user={"id": "u1"})
+        assert (await session.send_message("remember a")).reply == "Noted: a (1 in total)"
+        assert not second.done()
+        first.cancel()  # the active runtime stops: the standby takes over its messages
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        await start_serving(None)  # a relay again, for the producer's round trips
+        round_ = await session.send_message("remember b", timeout=30)
+        assert round_.reply == "Noted: b (2 in total)"
+        types = await types_of(store, session.id)
+        assert types.count("session.turn_completed") == 2
+        assert "session.turn_interrupted" not in types
+    finally:
+        await client.close()
