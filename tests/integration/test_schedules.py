@@ -5,7 +5,6 @@ and how every run ended is on record."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import subprocess
 import sys
@@ -17,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats
 import pytest
 
 import turnlog
-from turnlog.services.bus.subjects import Subjects
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.mapping import Metadata
 from turnlog.services.repository import SessionRepository
@@ -77,18 +74,6 @@ async def workers(
         await store.close()
 
 
-async def drop_streams(nats_url: str, prefix: str) -> None:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    subjects = Subjects(prefix)
-    for stream in (subjects.stream_in, subjects.stream_events, subjects.stream_dlq):
-        with contextlib.suppress(Exception):
-            await js.delete_stream(stream)
-    with contextlib.suppress(Exception):
-        await js.delete_key_value(f"{prefix.upper()}_APPS")
-    await nc.close()
-
-
 def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "turnlog", *args],
@@ -101,12 +86,11 @@ def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
 async def test_a_schedule_fires_once_per_tick_with_two_runtime_processes(
     cli_env: dict[str, str], store: EventStore, servers: Endpoints, prefix: str
 ) -> None:
-    # Each process gets NATS subjects of its own: the ingress takes one consumer per app
-    # and prefix. The two workers meet where schedules are decided, in the database.
-    other = f"{prefix}b"
+    # Two runtimes of one app on one prefix: one consumes its messages, the other stands
+    # by; both run its schedules, which are decided in the database.
     processes = [
         spawn(cli_env, "serve", "runtime", str(TICKER)),
-        spawn(cli_env | {"TURNLOG_SUBJECT_PREFIX": other}, "serve", "runtime", str(TICKER)),
+        spawn(cli_env, "serve", "runtime", str(TICKER)),
     ]
     stream = "schedule:ticker:tick"
     try:
@@ -124,7 +108,6 @@ async def test_a_schedule_fires_once_per_tick_with_two_runtime_processes(
             p.send_signal(signal.SIGTERM)
         for p in processes:
             assert p.wait(timeout=30) == 0
-        await drop_streams(servers.nats_url, other)
     events = await events_of(store, stream)
     fired = [p for t, p, _ in events if t == "schedule.fired"]
     assert claims_per_tick(events).most_common(1)[0][1] == 1  # no tick claimed twice
