@@ -1,4 +1,7 @@
-"""The turnlog command line: ``turnlog infra ...``, ``turnlog events ...``."""
+"""turnlog: an event-sourced runtime and service for conversational apps.
+
+Every command takes its settings from TURNLOG_* environment variables; with no database
+or NATS URL set, it starts (or reuses) embedded servers under TURNLOG_HOME."""
 
 from __future__ import annotations
 
@@ -71,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     chat.set_defaults(handler=_chat)
 
-    run = sub.add_parser("run", help="serve an app over NATS: runtime and relay in one process")
+    run = sub.add_parser(
+        "run", help="serve an app: runtime, relay, projector and query API in one process"
+    )
     run.add_argument("app_path", metavar="APP.py")
     run.set_defaults(handler=_run)
 
