@@ -8,7 +8,7 @@ outbound ones tolerate them, so consumers keep working when fields are added.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -51,13 +51,17 @@ class SetSessionVars(_Inbound, frozen=True, kw_only=True, tag="set_vars"):
     actor: str = "producer"
 
 
+PROMPT_ID = r"^[A-Za-z0-9_-]{1,64}$"
+"""What a prompt id looks like (one NATS subject token)."""
+
+
 class PromptAnswer(_Inbound, frozen=True, kw_only=True, tag="prompt_answer"):
     """Answers a prompt a handler is waiting on (its block carries ``prompt_id``): the
     uploaded ``file`` for ``prompt_file``, or ``declined`` for ``prompt_integration``
     (connecting the integration answers that one by itself)."""
 
     session_id: str
-    prompt_id: str
+    prompt_id: Annotated[str, msgspec.Meta(pattern=PROMPT_ID)]
     file: AttachmentRef | None = None
     declined: bool = False
 

@@ -93,7 +93,7 @@ class FileStore:
         """Write the file ``url`` refers to at ``target`` (streamed)."""
         object_id = self._object_id(url)
         obs = await self._obs()
-        partial = target.with_name(f".{target.name}.part")
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             f = await asyncio.to_thread(partial.open, "wb")
             with f:

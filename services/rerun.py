@@ -12,13 +12,14 @@ that reaches the outside without ``session.effect`` is reported as non-determini
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import socket
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -87,6 +88,29 @@ class _Recorded:
         return Stopped("not_rerunnable", f"{what} is not re-run")
 
 
+class _Unrecorded(Mapping[str, Any]):
+    """``session.integrations`` in a re-run: credentials are never on record, so using
+    them makes the turn not re-runnable."""
+
+    def __init__(self, replaying: _Recorded) -> None:
+        self._replaying = replaying
+
+    def _refuse(self) -> BaseException:
+        return self._replaying.refuse("session.integrations")
+
+    def __getitem__(self, key: str) -> Any:
+        raise self._refuse()
+
+    def __iter__(self) -> Iterator[str]:
+        raise self._refuse()
+
+    def __len__(self) -> int:
+        raise self._refuse()
+
+    def __contains__(self, key: object) -> bool:
+        raise self._refuse()
+
+
 class _Collector:
     """Stands in for the repository: keeps the events instead of appending them."""
 
@@ -126,6 +150,10 @@ async def rerun_session(
             state = mapping.to_domain_event(record, codec).mutate(state)
         folded = start
         assert state is not None  # a session's first event is session.started
+        if state.app != app.name:
+            raise StoreError(
+                f"session {session_id} is a session of app {state.app!r}, not {app.name!r}"
+            )
         if end is None or records[end].type != wire.TurnCompleted.TYPE:
             skipped += 1  # cut off by a crash (or still open): nothing complete to compare
         else:
@@ -195,7 +223,9 @@ async def _rerun_turn(
     collector = _Collector()
     replaying = _Recorded(effects, _prompts(codec, recorded))
     live = LiveSession(state, collector, NoDelivery(), replaying=replaying)
-    slot = Slot(live, Session(live, copy.deepcopy(state.data), collections=app.collections))
+    session = Session(live, copy.deepcopy(state.data), collections=app.collections)
+    session.integrations = _Unrecorded(replaying)
+    slot = Slot(live, session)
     inbound = Inbound(
         message_id=message.message_id,
         text=message.text,
@@ -215,6 +245,10 @@ async def _rerun_turn(
             await run_turn(app.name, handler, slot, inbound, received_at=recorded[0].recorded_at)
         except Stopped as e:
             stopped = e
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            raise
+        except BaseException as e:
+            stopped = Stopped("diverged", f"the handler raised {type(e).__name__}: {e}")
     await live.settle()  # nothing is written: the collector keeps the events
 
     expected = [_comparable(r.type, r.payload) for r in recorded]

@@ -167,9 +167,9 @@ def _integration_changed(host: SessionHost) -> Changed:
     user see them as they are now, and prompts waiting for that one to connect go on."""
 
     async def changed(user_id: str, type: str, connected: bool) -> None:
-        await host.refresh_integrations(user_id)
-        if connected:
+        if connected:  # first: a refresh that fails must not leave a prompt waiting
             host.prompts.integration_connected(user_id, type)
+        await host.refresh_integrations(user_id)
 
     return changed
 

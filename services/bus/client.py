@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -229,6 +230,7 @@ class ClientSession:
     ) -> None:
         """Answer the handler waiting in ``prompt_file`` (its block's ``prompt_id``) with
         ``file`` (as in ``send_message``'s ``files``); the handler goes on at once."""
+        _check_prompt_id(prompt_id)
         await self._request(
             bus.PromptAnswer(
                 message_id=uuid.uuid4().hex,
@@ -242,6 +244,7 @@ class ClientSession:
 
     async def decline(self, prompt_id: str, *, timeout: float = 60.0) -> None:
         """Decline the integration a handler waits for in ``prompt_integration``."""
+        _check_prompt_id(prompt_id)
         await self._request(
             bus.PromptAnswer(
                 message_id=uuid.uuid4().hex, session_id=self.id, prompt_id=prompt_id, declined=True
@@ -341,3 +344,8 @@ async def _call(handler: EventHandler | None, item: Any) -> None:
         result = handler(item)
         if inspect.isawaitable(result):
             await result
+
+
+def _check_prompt_id(prompt_id: str) -> None:
+    if not re.fullmatch(bus.PROMPT_ID.strip("^$"), prompt_id):
+        raise ClientError(f"{prompt_id!r} is not a prompt id (the prompt block's prompt_id)")

@@ -36,6 +36,14 @@ from turnlog.services.sdk.types import Attachment, SessionChannel, UserInfo
 log = structlog.get_logger("turnlog.ingress")
 _INGRESS_LOCK = 0x746C69  # advisory lock class: "tli", the app's active ingress
 STANDBY_POLL = 1.0  # seconds between a standby runtime's attempts to take over
+CLAIM_CHECK = 5.0  # seconds between checks that the claim's connection is alive
+
+
+class _StillBound(Exception):
+    """The app's consumer stays bound to another subscriber (a runtime that lost its
+    claim but not its NATS subscription)."""
+
+
 _decoder = msgspec.json.Decoder(bus.Inbound)
 _encode = msgspec.json.Encoder().encode
 
@@ -123,15 +131,20 @@ class Ingress:
         runtime: one runtime per app and prefix consumes at a time, so a session's turns
         never run in two processes at once. Others (serving the same app for its tasks
         and schedules, or as a standby) wait, and the first to notice takes over when the
-        active one stops or dies: the claim is a PostgreSQL advisory lock held on a
-        connection of its own, released with it."""
+        active one stops or dies: the claim is a PostgreSQL advisory lock held by a
+        connection of its own, which is closed (lock and all) when this stops consuming."""
         pool = self.host.repo.store.pool
-        async with pool.acquire() as claim:
-            await self._claim(claim)
+        while True:
+            claim = await pool.acquire()
             try:
-                await self._consume()
+                await self._claim(claim)
+                done = await self._consume_while_claimed(claim)
             finally:
-                await claim.execute("SELECT pg_advisory_unlock($1, $2)", *self._lock_key())
+                claim.terminate()  # its session, and so the lock, ends with it
+                await pool.release(claim)
+            if done:
+                return
+            await asyncio.sleep(STANDBY_POLL)
 
     def _lock_key(self) -> tuple[int, int]:
         name = f"{self.subjects.prefix}:{self.app}".encode()
@@ -144,6 +157,38 @@ class Ingress:
                 log.info("another runtime consumes this app's messages; standing by", app=self.app)
                 said = True
             await asyncio.sleep(STANDBY_POLL)
+
+    async def _consume_while_claimed(self, claim: PoolConnectionProxy) -> bool:
+        """Consume until stopped (True), or until the claim is lost or the consumer stays
+        bound to a runtime that lost its claim (False: stand by again)."""
+        consuming = asyncio.create_task(self._consume())
+        watching = asyncio.create_task(self._watch(claim))
+        try:
+            await asyncio.wait([consuming, watching], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (consuming, watching):
+                task.cancel()
+            results = await asyncio.gather(consuming, watching, return_exceptions=True)
+        if isinstance(results[0], _StillBound):
+            log.warning("the app's consumer is still bound elsewhere; standing by", app=self.app)
+            return False
+        if watching.done() and not watching.cancelled():
+            log.error("lost the claim on this app's messages; standing by", app=self.app)
+            return False
+        if isinstance(results[0], BaseException) and not isinstance(
+            results[0], asyncio.CancelledError
+        ):
+            raise results[0]
+        return True
+
+    async def _watch(self, claim: PoolConnectionProxy) -> None:
+        """Returns when the claim's connection is gone."""
+        while True:
+            await asyncio.sleep(CLAIM_CHECK)
+            try:
+                await claim.fetchval("SELECT 1")
+            except Exception:
+                return
 
     async def _consume(self) -> None:
         durable = f"{self.subjects.prefix}-runtime-{self.app}"
@@ -172,14 +217,17 @@ class Ingress:
                 break
             except nats.js.errors.Error as e:
                 # the runtime that held the claim is gone, its subscription not yet
-                if "already bound" not in str(e) or time.monotonic() > deadline:
+                if "already bound" not in str(e):
                     raise
+                if time.monotonic() > deadline:
+                    raise _StillBound() from e
                 await asyncio.sleep(STANDBY_POLL)
         log.info("ingress started", app=self.app, consumer=durable)
         try:
             await self._keep_in_progress()
         finally:
             await sub.unsubscribe()
+            self.host.prompts.stop_all()  # turns waiting on the user end now
             for task in list(self._tasks):
                 with contextlib.suppress(BaseException):
                     await task

@@ -13,7 +13,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
+from nats.errors import BadSubjectError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from turnlog.contracts import bus
@@ -59,9 +59,9 @@ async def forward(nc: NATS, subjects: Subjects, app: str, message: bus.PromptAns
     not."""
     try:
         reply = await nc.request(
-            subjects.prompt(app, message.prompt_id), _encode(message), timeout=2.0
+            subjects.prompt(app, message.prompt_id), _encode(message), timeout=5.0
         )
-    except (NoRespondersError, NatsTimeout):
+    except (NoRespondersError, NatsTimeout, BadSubjectError):
         return f"no prompt {message.prompt_id} is waiting in session {message.session_id}"
     result = msgspec.json.decode(reply.data)
     return None if result.get("ok") else str(result.get("error"))

@@ -19,6 +19,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from turnlog.contracts import query as q
+from turnlog.contracts.bus import PROMPT_ID
 from turnlog.services.bus.client import Client, ClientError
 from turnlog.services.files import FileError, FileStore
 from turnlog.services.query.auth import Keys, Principal, QueryFailure, forbidden, invalid
@@ -33,7 +34,9 @@ FileName = Annotated[
     str, QueryParameter(description="The file's name", min_length=1, max_length=255)
 ]
 SessionId = Annotated[str, PathParameter(description="The session's id")]
-PromptId = Annotated[str, PathParameter(description="The prompt's id (from its block)")]
+PromptId = Annotated[
+    str, PathParameter(description="The prompt's id (from its block)", pattern=PROMPT_ID)
+]
 
 
 def _writer(who: Principal) -> None:

@@ -112,6 +112,7 @@ class SessionHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
+        self.prompts.stop_all()  # turns waiting on the user end now
         for entry in list(self._entries.values()):
             async with entry.lock:
                 pass

@@ -11,7 +11,8 @@ from turnlog.contracts.events import AttachmentRef
 
 @dataclass(frozen=True)
 class Answer:
-    """``file`` for an upload; ``connected`` or ``declined`` for an integration."""
+    """``file`` for an upload; ``connected`` or ``declined`` for an integration;
+    ``stopped`` when the process stops while the prompt waits."""
 
     kind: str
     file: AttachmentRef | None = None
@@ -75,6 +76,16 @@ class Prompts:
                 waiting.future.set_result(Answer("connected", integration=integration))
                 resolved += 1
         return resolved
+
+    def stop_all(self) -> int:
+        """The process is stopping: every waiting prompt ends now (answered ``stopped``),
+        so its turn can finish instead of holding the shutdown up; how many there were."""
+        stopped = 0
+        for waiting in self._waiting.values():
+            if not waiting.future.done():
+                waiting.future.set_result(Answer("stopped"))
+                stopped += 1
+        return stopped
 
     def waiting(self) -> list[str]:
         """The ids of the prompts waiting now."""

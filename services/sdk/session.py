@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import inspect
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
@@ -128,10 +129,16 @@ class Session:
         if replaying is not None:
             result = replaying.take(name)
         else:
-            result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
+            try:
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as e:  # on record too: a re-run raises it again
+                self._record_effect(name, {FAILED: {"type": type(e).__name__, "error": str(e)}})
+                raise
         self._record_effect(name, result)
+        if isinstance(result, dict) and set(result) == {FAILED}:
+            raise _replayed_error(result[FAILED].get("type"), result[FAILED].get("error", ""))
         return result
 
     def now(self) -> datetime:
@@ -245,6 +252,8 @@ class Session:
         answer = await prompt.ask(block, timeout, message=message, accept=accept)
         if answer is None:
             raise FileUploadTimeout(f"no file was uploaded within {timeout:g} s")
+        if answer.kind == "stopped":
+            raise FileUploadTimeout("the runtime stopped before a file was uploaded")
         file, agg = answer.file, self._live.aggregate
         self._live.apply(lambda at: agg.receive_prompt(prompt.id, at=at, file=file))
         upload = FileUpload(
@@ -279,6 +288,8 @@ class Session:
         answer = await prompt.ask(block, timeout, message=reason, integration=type)
         if answer is None:
             raise IntegrationTimeout(f"{type} was not connected within {timeout:g} s")
+        if answer.kind == "stopped":
+            raise IntegrationTimeout(f"the runtime stopped before {type} was connected")
         agg = self._live.aggregate
         if answer.kind == "declined":
             self._live.apply(lambda at: agg.decline_prompt(prompt.id, at=at))
@@ -350,7 +361,12 @@ class _Prompting:
             await self.session.show(block)
             await self.session.flush()  # the user sees the prompt once it is on record
             try:
-                return await asyncio.wait_for(waiting, timeout or None)
+                answer = await asyncio.wait_for(waiting, timeout or None)
+                if answer.kind == "stopped":
+                    reason = "the runtime stopped while the prompt waited"
+                    live.apply(lambda at: agg.interrupt_prompt(reason, at=at))
+                    await self.session.show(_status(block, "interrupted"))
+                return answer
             except TimeoutError:
                 live.apply(lambda at: agg.time_out_prompt(self.id, at=at))
                 await self.session.show(_status(block, "timed_out"))
@@ -422,6 +438,22 @@ class StreamReply:
         )
 
 
+FAILED = "$failed"
+"""An effect whose call raised is recorded as ``{"$failed": {"type", "error"}}``."""
+
+
+def _replayed_error(type_name: Any, message: Any) -> Exception:
+    """An exception of the recorded type name and message (a re-run raises it again): the
+    built-in exception of that name (so ``except ConnectionError`` catches it again), else
+    a class of that name made for the purpose."""
+    name = str(type_name or "Exception")
+    builtin = getattr(builtins, name, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception):
+        return builtin(str(message))
+    made: type[Exception] = type(name, (Exception,), {"__module__": "replayed"})
+    return made(str(message))
+
+
 async def _replayed_stream(recorded: Any) -> AsyncIterator[str]:
     """The recorded outcome of a model stream: its text, then its error if it failed (an
     exception of the recorded type name, so the turn ends as it did)."""
@@ -429,8 +461,7 @@ async def _replayed_stream(recorded: Any) -> AsyncIterator[str]:
     if text:
         yield text
     if isinstance(recorded, dict) and recorded.get("error_type"):
-        error = type(str(recorded["error_type"]), (Exception,), {"__module__": "replayed"})
-        raise error(recorded.get("error", ""))
+        raise _replayed_error(recorded["error_type"], recorded.get("error", ""))
 
 
 def _text(value: Any) -> str:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from turnlog.services import files
 
@@ -51,14 +50,18 @@ class Attachment:
 
 
 async def download(url: str, name: str, path: Path) -> Path:
-    target = path / name if await asyncio.to_thread(path.is_dir) else path
-    parts = urlsplit(url)
-    if parts.scheme == files.SCHEME:
-        return await files.current().download(url, target)
-    if parts.scheme not in ("", "file"):
-        raise files.FileError(f"cannot download {url!r}: no store for {parts.scheme!r} here")
-    await asyncio.to_thread(shutil.copyfile, Path(unquote(parts.path)), target)
-    return target
+    """Fetch the file ``url`` refers to from turnlog's file store into ``path`` (a
+    directory: under the file's own name, never outside the directory). Only files in
+    the file store are fetched: a URL of anything else (a local path, the web) is the
+    app's to fetch, not turnlog's."""
+    if urlsplit(url).scheme != files.SCHEME:
+        raise files.FileError(f"cannot download {url!r}: it is not in turnlog's file store")
+    if await asyncio.to_thread(path.is_dir):
+        base = Path(name).name
+        if base in ("", ".", ".."):
+            raise files.FileError(f"{name!r} is no file name to save under")
+        path = path / base
+    return await files.current().download(url, path)
 
 
 @dataclass(frozen=True)

@@ -139,3 +139,36 @@ def test_chat_sends_a_file_with_slash_file(cli_env: dict[str, str], tmp_path: Pa
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["app: read this: hello from a file"]
     assert "cannot read" in out.stderr
+
+
+async def test_downloads_stay_in_their_directory_and_in_the_file_store(
+    start_serving: Start, servers: Endpoints, prefix: str, tmp_path: Path
+) -> None:
+    inbox, secret = tmp_path / "inbox", tmp_path / "secret.txt"
+    inbox.mkdir()
+    secret.write_text("server-side secret")
+    app = turnlog.App("careful")
+
+    @app.message()
+    async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
+        try:
+            saved = await msg.attachments[0].download(inbox)
+        except FileError as e:
+            await session.reply(f"refused: {e}")
+            return
+        await session.reply(f"saved {saved.relative_to(tmp_path)}")
+
+    await start_serving(app)
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        session = client.session("careful", user={"id": "u1"})
+        sneaky = await session.send_message("x", files=[{"name": "../escaped.txt", "data": b"x"}])
+        assert sneaky.reply == "saved inbox/escaped.txt"
+        assert not (tmp_path / "escaped.txt").exists()
+        local = await session.send_message("x", files=[{"name": "s.txt", "url": secret.as_uri()}])
+        assert local.reply.startswith("refused: cannot download 'file://")
+        assert "it is not in turnlog's file store" in local.reply
+        bad = await session.send_message("x", files=[{"name": "..", "data": b"x"}])
+        assert bad.reply == "refused: '..' is no file name to save under"
+    finally:
+        await client.close()

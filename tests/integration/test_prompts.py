@@ -4,6 +4,7 @@ through the bus while other messages of the session queue behind the turn."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -307,3 +308,31 @@ async def test_prompt_integration_goes_on_when_the_user_connects(
     # The credentials are on no session event, not even sealed.
     raw = b"".join(r.payload for r in await store.read_stream(session.id))
     assert token.encode() not in raw and b"carol-gh" not in raw
+
+
+async def test_a_runtime_stopping_ends_waiting_prompts_instead_of_waiting_for_them(
+    start_serving: Start, servers: Endpoints, prefix: str, store: EventStore, tmp_path: Path
+) -> None:
+    serving = await start_serving(prompting_app(tmp_path))
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    try:
+        session = client.session("prompts", user={"id": "u1"})
+        seen: list[Any] = []
+        asking = asyncio.create_task(session.send_message("csv 300", on_event=seen.append))
+        await prompt_shown(seen, "file_upload")
+        with pytest.raises(ClientError, match="is not a prompt id"):
+            await session.upload("not a prompt id", {"name": "x", "data": b"x"})
+        started = asyncio.get_running_loop().time()
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        assert asyncio.get_running_loop().time() - started < 20  # not the prompt's 300 s
+        asking.cancel()
+    finally:
+        await client.close()
+    events = await plain_events(store, session.id)
+    types = [t for t, _ in events]
+    assert "session.prompt_interrupted" in types
+    reply = next(p for t, p in events if t == "session.reply_sent")
+    assert reply["text"] == "no file: the runtime stopped before a file was uploaded"
+    assert types[-1] == "session.turn_completed"

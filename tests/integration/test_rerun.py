@@ -24,6 +24,7 @@ from turnlog.services.runtime.delivery import NoDelivery
 from turnlog.services.runtime.host import SessionHost
 from turnlog.services.runtime.loader import load_app
 from turnlog.services.sealing import KeyRing
+from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.records import RecordedEvent
 
@@ -342,3 +343,43 @@ async def test_a_stream_is_not_opened_again(store: EventStore) -> None:
     report = await rerun(store, sid, app)
     assert report.result == "identical" and report.rerun == 2
     assert opened == ["rain", "boom"]  # the re-run used the record, not the model
+
+
+async def test_failed_effects_rerun_and_what_a_rerun_cannot_know_is_said(
+    store: EventStore,
+) -> None:
+    app = turnlog.App("flaky")
+
+    def model(prompt: str) -> str:
+        raise ConnectionError(f"model down for {prompt}")
+
+    @app.message()
+    async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
+        if msg.text == "github":
+            await session.reply(f"github: {'github' in session.integrations}")
+            return
+        try:
+            await session.effect("model", model, msg.text)
+        except ConnectionError as e:
+            await session.reply(f"sorry: {e}")
+
+    sid = await converse(store, app, ["hi"])
+    effects = [
+        json.loads(r.payload)
+        for r in await recorded(store, sid)
+        if r.type == "session.effect_recorded"
+    ]
+    failed = {"type": "ConnectionError", "error": "model down for hi"}
+    assert effects == [{"name": "model", "result": {"$failed": failed}}]
+    report = await rerun(store, sid, app)
+    assert report.result == "identical", report.divergence
+
+    other = turnlog.App("other")
+    other.message()(lambda session, msg: None)
+    with pytest.raises(StoreError, match="is a session of app 'flaky', not 'other'"):
+        await rerun(store, sid, other)
+
+    sid = await converse(store, app, ["github"])
+    report = await rerun(store, sid, app)
+    assert report.result == "not_rerunnable" and report.divergence is not None
+    assert report.divergence.reason == "session.integrations is not re-run"
