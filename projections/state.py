@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import msgspec
+
 from turnlog.contracts import events as ev
 from turnlog.contracts.query import ReplayBlock as Block
 from turnlog.contracts.query import ReplayMessage as Message
@@ -15,10 +17,18 @@ from turnlog.contracts.query import SessionState
 from turnlog.projections.base import Event
 
 
-def fold(session_id: str, events: Iterable[Event]) -> SessionState:
-    """The state after ``events`` (one session's, in version order)."""
-    state = SessionState(session_id=session_id)
-    blocks: dict[str, Block] = {}  # insertion order = first shown
+def fold(
+    session_id: str, events: Iterable[Event], start: SessionState | None = None
+) -> SessionState:
+    """The state after ``events`` (one session's, in version order), from ``start`` (the
+    state before them; the session's beginning when None). ``start`` is not changed."""
+    state = msgspec.structs.replace(
+        start or SessionState(session_id=session_id),
+        history=list(start.history) if start else [],
+        data=dict(start.data) if start else {},
+    )
+    # insertion order = first shown; an update keeps its place
+    blocks: dict[str, Block] = {b.block_id: b for b in start.blocks} if start else {}
     for e in events:
         p, at = e.payload, e.recorded_at.isoformat(timespec="microseconds")
         state.version, state.at = e.version, at

@@ -60,6 +60,10 @@ _SNAPSHOTS = (
     "DELETE FROM turnlog_snapshots WHERE stream_id = ANY($1::text[])"
     " OR position($2::bytea IN state) > 0"
 )
+_STATES = (
+    "DELETE FROM turnlog_state_snapshots WHERE stream_id = ANY($1::text[])"
+    " OR position($2::bytea IN state) > 0"
+)
 
 
 class UnknownUser(StoreError):
@@ -119,6 +123,7 @@ async def erase_user(
         version = await conn.fetchval(_LAST_VERSION, stream)
         [recorded] = await store.append(stream, version, [event], connection=conn)  # type: ignore[arg-type]
         await conn.execute(_SNAPSHOTS, sessions, needle(user_id))
+        await conn.execute(_STATES, sessions, needle(user_id))
         await _erase_documents(conn, keyring, user_id)
     store.announce()
     return ErasureReport(

@@ -18,6 +18,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (5, "005_user_keys.sql"),
     (6, "006_correlated_writes.sql"),
     (7, "007_append_rows.sql"),
+    (8, "008_state_snapshots.sql"),
 )
 
 

@@ -10,13 +10,20 @@ import sys
 import uuid
 from datetime import timedelta
 
+import msgspec
 import pytest
 
 import turnlog
 from tests import helpers
 from turnlog.projections.catalog import PROJECTIONS
+from turnlog.projections.state import fold
 from turnlog.services.projector.runner import Projector
+from turnlog.services.projector.writes import decode
 from turnlog.services.replay import state_as_of
+from turnlog.services.repository import SessionRepository
+from turnlog.services.runtime.delivery import NoDelivery
+from turnlog.services.runtime.host import SessionHost
+from turnlog.services.sealing import KeyRing
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore
 
@@ -121,3 +128,57 @@ async def test_replay_command(store: EventStore, cli_env: dict[str, str]) -> Non
     assert naive.returncode == 1 and "time zone" in naive.stderr
     bad = turnlog_("--at", "yesterday")
     assert bad.returncode == 2 and "not an ISO 8601 time" in bad.stderr
+
+
+async def test_a_long_replay_keeps_its_state_and_later_replays_start_from_it(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from turnlog.services import replay
+
+    monkeypatch.setattr(replay, "KEEP_EVERY", 20)
+    sid = await converse(store, [f"m{i}" for i in range(6)])  # 6 events a turn
+    first = (await state_as_of(store, sid)).version
+    kept = await store.pool.fetch(
+        "SELECT version, state FROM turnlog_state_snapshots WHERE stream_id = $1", str(sid)
+    )
+    assert [r["version"] for r in kept] == [first]
+    assert b"#6 m5" not in kept[0]["state"]  # sealed like the events it comes from
+
+    host = SessionHost(counting_app(), SessionRepository(store), NoDelivery())
+    try:
+        for text in ("later", "drop"):
+            await host.handle(helpers.inbound(text, ALICE, sid))
+    finally:
+        await host.stop()
+
+    async def from_scratch(to_version: int) -> object:
+        records = await store.read_stream(str(sid), to_version=to_version)
+        return msgspec.to_builtins(fold(str(sid), decode(await KeyRing(store).unseal(records))))
+
+    latest = await state_as_of(store, sid)  # from the kept state: 12 events folded, not kept
+    assert latest.version == first + 12 and "last" not in latest.data
+    assert msgspec.to_builtins(latest) == await from_scratch(latest.version)
+    assert [b.payload for b in latest.blocks] == [{"n": 8}]
+    assert await store.pool.fetchval("SELECT count(*) FROM turnlog_state_snapshots") == 1
+    earlier = await state_as_of(store, sid, to_version=12)  # before the kept state
+    assert msgspec.to_builtins(earlier) == await from_scratch(12)
+    # A kept state of another encoding is ignored, not misread.
+    await store.pool.execute("UPDATE turnlog_state_snapshots SET schema_version = 99")
+    again = await state_as_of(store, sid)
+    assert msgspec.to_builtins(again) == await from_scratch(latest.version)
+
+
+async def test_a_kept_state_goes_with_its_users_erasure(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from turnlog.services import replay
+    from turnlog.services.erasure import erase_user
+
+    monkeypatch.setattr(replay, "KEEP_EVERY", 5)
+    sid = await converse(store, ["my secret plan", "again"])
+    assert (await state_as_of(store, sid)).history[0].text == "my secret plan"
+    assert await store.pool.fetchval("SELECT count(*) FROM turnlog_state_snapshots") == 1
+    await erase_user(store, "alice")
+    assert await store.pool.fetchval("SELECT count(*) FROM turnlog_state_snapshots") == 0
+    state = await state_as_of(store, sid)
+    assert {m.text for m in state.history} == {"[erased]"}
