@@ -10,6 +10,7 @@ await session.stop()
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import re
 import time
@@ -274,9 +275,10 @@ class ClientSession:
 
     async def detach(self) -> None:
         """Stop listening to the session (it goes on; nothing is sent)."""
-        for sub in self._subs:
-            await sub.unsubscribe()
-        self._subs.clear()
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            with contextlib.suppress(Exception):  # a connection already closing
+                await sub.unsubscribe()
 
     async def _request(
         self,

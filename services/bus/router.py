@@ -66,7 +66,8 @@ class Router:
                 await self._dead_letter(app, msg.subject, msg.data)
 
         durable = f"{self.subjects.prefix}-router"
-        await self._drop_ungrouped(durable)
+        # One made again after an earlier version's has read the stream already: from now.
+        start = DeliverPolicy.NEW if await self._drop_ungrouped(durable) else DeliverPolicy.ALL
         sub = await self.js.subscribe(
             self.subjects.inbound_all(),
             durable=durable,
@@ -78,23 +79,26 @@ class Router:
             manual_ack=True,
             # It only reads (the app's own consumer is the one that acknowledges work), so
             # no acks: one message in per inbound message, none out.
-            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=start),
         )
         try:
             await asyncio.Event().wait()
         finally:
             await sub.unsubscribe()
 
-    async def _drop_ungrouped(self, durable: str) -> None:
+    async def _drop_ungrouped(self, durable: str) -> bool:
         """Delete a router consumer made without a deliver group (by an earlier version),
-        which only one subscriber could bind; it is made again as a group."""
+        which only one subscriber could bind; it is made again as a group. Whether one
+        was deleted."""
         try:
             info = await self.js.consumer_info(self.subjects.stream_in, durable)
         except NotFoundError:
-            return
-        if not info.config.deliver_group:
-            with contextlib.suppress(NotFoundError):
-                await self.js.delete_consumer(self.subjects.stream_in, durable)
+            return False
+        if info.config.deliver_group:
+            return False
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(self.subjects.stream_in, durable)
+        return True
 
     async def _is_known(self, apps: KeyValue, app: str) -> bool:
         if self._known.get(app, 0.0) > time.monotonic():

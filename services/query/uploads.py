@@ -50,7 +50,10 @@ async def upload_file(
 ) -> q.FileRef:
     _writer(who)
     content_type = request.headers.get("content-type") or None
-    size = int(request.headers.get("content-length") or 0)
+    try:
+        size = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        raise invalid("Content-Length is not a number") from None
     try:
         files.check_size(name, size)
         ref = await files.put_bytes(await request.body(), name, content_type)
