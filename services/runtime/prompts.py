@@ -26,6 +26,26 @@ class _Waiting:
     user_id: str
     integration: str | None
     future: asyncio.Future[Answer]
+    accept: str = ""
+
+
+def accepts(accept: str, file: AttachmentRef) -> bool:
+    """Whether ``file`` is one of ``accept``: extensions (``.csv``) and content types
+    (``text/csv``, ``image/*``), comma-separated, as in HTML; empty accepts anything."""
+    wanted = [a.strip().lower() for a in accept.split(",") if a.strip()]
+    if not wanted:
+        return True
+    name, kind = file.name.lower(), file.content_type.lower().split(";")[0].strip()
+    for a in wanted:
+        if a.startswith("."):
+            if name.endswith(a):
+                return True
+        elif a.endswith("/*"):
+            if kind.startswith(a[:-1]):
+                return True
+        elif a == kind:
+            return True
+    return False
 
 
 class Prompts:
@@ -42,9 +62,10 @@ class Prompts:
         kind: str,
         user_id: str,
         integration: str | None = None,
+        accept: str = "",
     ) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._waiting[prompt_id] = _Waiting(session_id, kind, user_id, integration, future)
+        self._waiting[prompt_id] = _Waiting(session_id, kind, user_id, integration, future, accept)
         return future
 
     def close(self, prompt_id: str) -> None:
@@ -60,6 +81,11 @@ class Prompts:
             return f"prompt {prompt_id} is answered by {wanted}"
         if answer.kind == "file" and answer.file is None:
             return f"prompt {prompt_id} needs a file"
+        if answer.file is not None and not accepts(waiting.accept, answer.file):
+            return (
+                f"prompt {prompt_id} accepts {waiting.accept}, not {answer.file.name}"
+                f" ({answer.file.content_type})"
+            )
         waiting.future.set_result(answer)
         return None
 

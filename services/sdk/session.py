@@ -345,6 +345,7 @@ class _Prompting:
             kind=self.kind,
             user_id=agg.user.id,
             integration=integration,
+            accept=accept,
         )
         try:
             live.apply(

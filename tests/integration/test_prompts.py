@@ -102,6 +102,9 @@ async def test_prompt_file_is_answered_by_an_upload_while_other_messages_wait(
         later = asyncio.create_task(session.send_message("meanwhile"))
         await asyncio.sleep(0.3)
         assert not later.done() and not asking.done()
+        with pytest.raises(ClientError, match=r"accepts \.csv,text/csv, not x\.png \(image/png\)"):
+            await session.upload(block["prompt_id"], {"name": "x.png", "data": b"\x89PNG"})
+        assert not asking.done()  # still waiting for a file it accepts
         await session.upload(block["prompt_id"], {"path": str(export)})
         first = await asking
         assert first.reply == "Received export.csv: 3 rows, 12 bytes"
