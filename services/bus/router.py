@@ -79,7 +79,13 @@ class Router:
             manual_ack=True,
             # It only reads (the app's own consumer is the one that acknowledges work), so
             # no acks: one message in per inbound message, none out.
-            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=start),
+            # The same deliver subject whoever creates it: routers starting at once then
+            # create one consumer (an identical config is no conflict) and all join it.
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.NONE,
+                deliver_policy=start,
+                deliver_subject=f"{self.subjects.prefix}.deliver.router",
+            ),
         )
         try:
             await asyncio.Event().wait()
