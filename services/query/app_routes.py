@@ -24,6 +24,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from turnlog.contracts import query as q
 from turnlog.services.query.auth import Keys, QueryFailure, forbidden, unauthorized
+from turnlog.services.query.http import bearer
 from turnlog.services.sdk.app import App
 from turnlog.services.sdk.context import _request
 from turnlog.services.sdk.request import NO_INTEGRATIONS, AuthenticationRequired, RequestContext
@@ -66,7 +67,7 @@ class _Callers:
 
     async def identify(self, request: Request[Any, Any, Any]) -> UserInfo | None:
         """The app user calling, None when nobody is; raises 401/403 QueryFailures."""
-        key = _bearer(request)
+        key = bearer(request)
         acting_for = request.headers.get(ACT_AS, "").strip()
         if key is None:
             if acting_for:
@@ -202,11 +203,6 @@ async def _body(request: Request[Any, Any, Any]) -> Any:
         return _decode.decode(raw)
     except msgspec.DecodeError as e:
         raise ParameterError("body", f"not valid JSON ({e})") from None
-
-
-def _bearer(request: Request[Any, Any, Any]) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def _error(

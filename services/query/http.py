@@ -272,9 +272,19 @@ def _on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[q
 # -- the app -----------------------------------------------------------------------------
 
 
-def _bearer(request: Request[Any, Any, Any]) -> str | None:
+def bearer(request: Request[Any, Any, Any]) -> str | None:
+    """The key a request presents (``Authorization: Bearer <key>``), if any."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def caller(keys: Keys) -> Provide:
+    """The ``who`` dependency of a router: the principal of the request's key, or 401."""
+
+    def authenticate(request: Request[Any, Any, Any]) -> Principal:
+        return keys.authenticate(bearer(request))
+
+    return Provide(authenticate, sync_to_thread=False)
 
 
 def http_app(
@@ -285,9 +295,6 @@ def http_app(
 
     def provide_service() -> QueryService:
         return service
-
-    def authenticate(request: Request[Any, Any, Any]) -> Principal:
-        return keys.authenticate(_bearer(request))
 
     api = Router(
         "/",
@@ -304,7 +311,7 @@ def http_app(
         ],
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
-            "who": Provide(authenticate, sync_to_thread=False),
+            "who": caller(keys),
         },
         security=[{SECURITY: []}],
         tags=["query"],

@@ -13,9 +13,9 @@ handler signature is imported at module level.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Request, Router, delete, get, post
+from litestar import Router, delete, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, PathParameter
 
@@ -23,7 +23,7 @@ from turnlog.contracts import query as q
 from turnlog.domain.integrations import Connection, IntegrationError
 from turnlog.services.integrations import Integrations, erased
 from turnlog.services.query.auth import Keys, Principal, forbidden, invalid, not_found
-from turnlog.services.query.http import SECURITY
+from turnlog.services.query.http import SECURITY, caller
 
 UserId = Annotated[str, PathParameter(description="The app user's id")]
 IntegrationType = Annotated[
@@ -107,16 +107,12 @@ def integration_routes(integrations: Integrations, keys: Keys) -> Router:
     def provide() -> Integrations:
         return integrations
 
-    def authenticate(request: Request[Any, Any, Any]) -> Principal:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return keys.authenticate((token.strip() or None) if scheme.lower() == "bearer" else None)
-
     return Router(
         "/v1/integrations",
         route_handlers=[list_integrations, connect_integration, disconnect_integration],
         dependencies={
             "integrations": Provide(provide, sync_to_thread=False),
-            "who": Provide(authenticate, sync_to_thread=False),
+            "who": caller(keys),
         },
         security=[{SECURITY: []}],
         tags=["integrations"],

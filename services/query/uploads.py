@@ -23,7 +23,7 @@ from turnlog.contracts.bus import PROMPT_ID
 from turnlog.services.bus.client import Client, ClientError
 from turnlog.services.files import FileError, FileStore
 from turnlog.services.query.auth import Keys, Principal, QueryFailure, forbidden, invalid
-from turnlog.services.query.http import SECURITY
+from turnlog.services.query.http import SECURITY, caller
 from turnlog.services.query.service import QueryService
 
 Store = NamedDependency[FileStore]
@@ -98,10 +98,6 @@ async def answer_prompt(
 def upload_routes(files: FileStore, producer: Client, service: QueryService, keys: Keys) -> Router:
     """The routes, to serve beside the query API (``http_app(..., routes=[...])``)."""
 
-    def authenticate(request: Request[Any, Any, Any]) -> Principal:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return keys.authenticate((token.strip() or None) if scheme.lower() == "bearer" else None)
-
     def provide(value: Any) -> Provide:
         return Provide(lambda: value, sync_to_thread=False)
 
@@ -112,7 +108,7 @@ def upload_routes(files: FileStore, producer: Client, service: QueryService, key
             "files": provide(files),
             "producer": provide(producer),
             "service": provide(service),
-            "who": Provide(authenticate, sync_to_thread=False),
+            "who": caller(keys),
         },
         security=[{SECURITY: []}],
         tags=["files"],

@@ -45,6 +45,21 @@ class Caller(Protocol):
         ...
 
 
+class HasCollections:
+    """What every caller kind shares: ``db``, the app's collections as this caller sees
+    them, and no re-run unless it says otherwise (a ``Session`` in a re-run does)."""
+
+    _collections: dict[str, Collection]
+
+    @property
+    def db(self) -> Database:
+        """The app's collections, scoped to this caller's user, owner or session."""
+        return Database(self._collections, self)  # type: ignore[arg-type]
+
+    def _replaying(self) -> RecordedEffects | None:
+        return None
+
+
 class Collection:
     """A reference to one collection of an app, bound to a caller (a session or a
     request) or to the current one."""

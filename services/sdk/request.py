@@ -7,7 +7,7 @@ from types import MappingProxyType
 from typing import Any
 
 from turnlog.services.mapping import Metadata
-from turnlog.services.sdk.collections import Collection, CollectionError, Database
+from turnlog.services.sdk.collections import Collection, CollectionError, HasCollections
 from turnlog.services.sdk.types import UserInfo
 
 NO_INTEGRATIONS: Mapping[str, Any] = MappingProxyType({})
@@ -18,7 +18,7 @@ class AuthenticationRequired(CollectionError):
     collection: there is nobody to scope it to (the HTTP answer is 401)."""
 
 
-class RequestContext:
+class RequestContext(HasCollections):
     """The caller of an ``@app.data`` or ``@app.endpoint`` handler.
 
     ``user`` is the app user calling (None when nobody authenticated), ``authenticated``
@@ -45,14 +45,6 @@ class RequestContext:
         self.request = request
         self.request_id = request_id
         self._collections = collections or {}
-
-    @property
-    def db(self) -> Database:
-        """The app's collections, scoped to this caller (as ``session.db`` in a turn)."""
-        return Database(self._collections, self)
-
-    def _replaying(self) -> None:
-        return None
 
     def _meta(self) -> Metadata:
         """Document events written for this request: by its user (or the app itself when

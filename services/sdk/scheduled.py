@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from turnlog.services.mapping import Metadata
-from turnlog.services.sdk.collections import Collection, Database
+from turnlog.services.sdk.collections import Collection, HasCollections
 from turnlog.services.sdk.types import Message, SessionChannel, UserInfo
 
 
@@ -24,7 +24,7 @@ class NoReplyTarget(RuntimeError):
         )
 
 
-class ScheduledSession:
+class ScheduledSession(HasCollections):
     """A synthetic session for one run of a schedule: the schedule's owner as ``user``,
     ``integrations``, collections (``db``) scoped to that owner, and no reply target.
 
@@ -54,15 +54,6 @@ class ScheduledSession:
         self.integrations: Mapping[str, Any] = MappingProxyType(dict(integrations or {}))
         self._collections = collections or {}
         self._run_meta = meta
-
-    @property
-    def db(self) -> Database:
-        """The app's collections, scoped to the schedule's owner (or the schedule)."""
-        return Database(self._collections, self)
-
-    def _replaying(self) -> None:
-        """Scheduled runs are never re-run."""
-        return None
 
     def _meta(self) -> Metadata:
         """Carried on the document events this run writes: its correlation id."""

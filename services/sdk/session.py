@@ -18,7 +18,7 @@ from turnlog.services.mapping import Metadata
 from turnlog.services.runtime.delivery import BlockView, Chunk, Notification, Reply
 from turnlog.services.runtime.live import LiveSession, RecordedEffects
 from turnlog.services.runtime.prompts import Answer
-from turnlog.services.sdk.collections import Collection, Database
+from turnlog.services.sdk.collections import Collection, HasCollections
 from turnlog.services.sdk.types import (
     Block,
     FileUpload,
@@ -33,7 +33,7 @@ from turnlog.services.sdk.types import (
 T = TypeVar("T")
 
 
-class Session:
+class Session(HasCollections):
     """The runtime context of one conversation: identity, history, data, and replies.
 
     Effects (``reply``, ``notify``, ``show``...) take place when called: a rule they
@@ -58,11 +58,6 @@ class Session:
         self.channel = SessionChannel(type=agg.channel.type, name=agg.channel.name)
         self.data = data
         self.integrations: Mapping[str, Any] = MappingProxyType(dict(integrations or {}))
-
-    @property
-    def db(self) -> Database:
-        """The app's collections, scoped to this session's user, owner or session."""
-        return Database(self._collections, self)
 
     def _replaying(self) -> RecordedEffects | None:
         """The recorded effects when this turn is a re-run, else None."""

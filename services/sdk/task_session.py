@@ -11,7 +11,7 @@ from typing import Any, NoReturn, Protocol
 
 from turnlog.services.mapping import Metadata
 from turnlog.services.runtime.delivery import BlockView, Notification, Reply
-from turnlog.services.sdk.collections import Collection, Database
+from turnlog.services.sdk.collections import Collection, HasCollections
 from turnlog.services.sdk.scheduled import NoReplyTarget
 from turnlog.services.sdk.types import Block, SessionChannel, UserInfo
 
@@ -38,7 +38,7 @@ class NoSession(NoReplyTarget):
         )
 
 
-class TaskSession:
+class TaskSession(HasCollections):
     """The session a task was submitted from, as the task sees it: ``id``, ``user``,
     ``channel`` (type ``task``), ``integrations`` and ``db`` (collections scoped as that
     session's), and ``reply``, ``notify``, ``show``, ``show_task``, ``show_image``, which
@@ -65,14 +65,6 @@ class TaskSession:
         self.integrations: Mapping[str, Any] = MappingProxyType(dict(integrations or {}))
         self._poster = poster
         self._collections = collections or {}
-
-    @property
-    def db(self) -> Database:
-        return Database(self._collections, self)
-
-    def _replaying(self) -> None:
-        """Tasks are never re-run."""
-        return None
 
     def _meta(self) -> Metadata:
         return Metadata(

@@ -18,7 +18,7 @@ import turnlog
 from tests.helpers import inbound
 from tests.integration.conftest import Start
 from turnlog.contracts import bus
-from turnlog.services.bus.client import ClientError, ClientSession
+from turnlog.services.bus.client import ClientError, ClientSession, Round
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.repository import SessionRepository
 from turnlog.services.runtime.delivery import NoDelivery
@@ -84,6 +84,16 @@ async def prompt_shown(seen: list[Any], block_type: str) -> dict[str, Any]:
             await asyncio.sleep(0.02)
 
 
+async def ask(
+    session: ClientSession, text: str, block_type: str
+) -> tuple[asyncio.Task[Round], dict[str, Any]]:
+    """Send ``text`` (its turn runs on in the background) and wait until the turn shows
+    a waiting prompt block of ``block_type``: the turn, and that block's payload."""
+    seen: list[Any] = []
+    turn = asyncio.create_task(session.send_message(text, on_event=seen.append))
+    return turn, await prompt_shown(seen, block_type)
+
+
 async def test_prompt_file_is_answered_by_an_upload_while_other_messages_wait(
     start_serving: Start, servers: Endpoints, prefix: str, store: EventStore, tmp_path: Path
 ) -> None:
@@ -93,9 +103,7 @@ async def test_prompt_file_is_answered_by_an_upload_while_other_messages_wait(
     client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
     try:
         session = client.session("prompts", user={"id": "u1"})
-        seen: list[Any] = []
-        asking = asyncio.create_task(session.send_message("csv 30", on_event=seen.append))
-        block = await prompt_shown(seen, "file_upload")
+        asking, block = await ask(session, "csv 30", "file_upload")
         assert block["message"] == "Upload a CSV export" and block["status"] == "waiting"
         assert block["accept"] == ".csv,text/csv"
         # A message sent meanwhile queues behind the waiting turn.
@@ -170,9 +178,7 @@ async def test_turns_with_prompts_rerun_from_the_record(
     client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
     try:
         session = client.session("uploads", user={"id": "u1"})
-        seen: list[Any] = []
-        asking = asyncio.create_task(session.send_message("30", on_event=seen.append))
-        block = await prompt_shown(seen, "file_upload")
+        asking, block = await ask(session, "30", "file_upload")
         await session.upload(block["prompt_id"], {"path": str(export)})
         assert (await asking).reply == "export.csv: 3 rows"
         assert (await session.send_message("0.3")).reply == "no file"
@@ -218,13 +224,6 @@ async def test_prompt_file_times_out(
         await client.close()
 
 
-async def answer_when_shown(session: ClientSession, seen: list[Any], answer: str) -> None:
-    block = await prompt_shown(seen, "integration")
-    assert block["integration"] == "github" and block["blocking"] is True
-    if answer == "decline":
-        await session.decline(block["prompt_id"])
-
-
 async def test_prompt_integration_declined_and_timed_out(
     start_serving: Start, servers: Endpoints, prefix: str, store: EventStore, tmp_path: Path
 ) -> None:
@@ -232,18 +231,16 @@ async def test_prompt_integration_declined_and_timed_out(
     client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
     try:
         session = client.session("prompts", user={"id": "u1"})
-        seen: list[Any] = []
-        asking = asyncio.create_task(session.send_message("github 30", on_event=seen.append))
-        await answer_when_shown(session, seen, "decline")
+        asking, block = await ask(session, "github 30", "integration")
+        assert block["integration"] == "github" and block["blocking"] is True
+        await session.decline(block["prompt_id"])
         assert (await asking).reply == "fine, no GitHub then"
         round_ = await session.send_message("github 0.5")
         assert round_.reply == "GitHub was not connected in time"
         types = [t for t, _ in await plain_events(store, session.id)]
         assert "session.prompt_declined" in types and "session.prompt_timed_out" in types
         # A file is no answer to an integration prompt (and vice versa).
-        seen.clear()
-        asking = asyncio.create_task(session.send_message("github 30", on_event=seen.append))
-        block = await prompt_shown(seen, "integration")
+        asking, block = await ask(session, "github 30", "integration")
         with pytest.raises(ClientError, match="is answered by connecting or declining"):
             await session.upload(block["prompt_id"], {"name": "x.txt", "data": b"x"})
         await session.decline(block["prompt_id"])
@@ -290,9 +287,7 @@ async def test_prompt_integration_goes_on_when_the_user_connects(
     client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
     try:
         session = client.session("prompts", user={"id": "carol"})
-        seen: list[Any] = []
-        asking = asyncio.create_task(session.send_message("github 30", on_event=seen.append))
-        block = await prompt_shown(seen, "integration")
+        asking, block = await ask(session, "github 30", "integration")
         assert block["reason"] == "to read your repositories"
         await client.connect_integration("carol", "github", {"login": "carol-gh", "token": token})
         assert (await asking).reply == "connected as carol-gh"
@@ -320,9 +315,7 @@ async def test_a_runtime_stopping_ends_waiting_prompts_instead_of_waiting_for_th
     client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
     try:
         session = client.session("prompts", user={"id": "u1"})
-        seen: list[Any] = []
-        asking = asyncio.create_task(session.send_message("csv 300", on_event=seen.append))
-        await prompt_shown(seen, "file_upload")
+        asking, _ = await ask(session, "csv 300", "file_upload")
         with pytest.raises(ClientError, match="is not a prompt id"):
             await session.upload("not a prompt id", {"name": "x", "data": b"x"})
         started = asyncio.get_running_loop().time()

@@ -6,13 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 import turnlog
-from tests.integration.test_prompts import prompt_shown, prompting_app
+from tests.integration.test_prompts import ask, prompting_app
 from turnlog.services.config import Settings
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.infra.processes import free_port
@@ -87,9 +86,7 @@ async def test_a_file_uploaded_over_http_answers_a_prompt(
     client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
     try:
         session = client.session("prompts", user={"id": "alice"})
-        seen: list[Any] = []
-        asking = asyncio.create_task(session.send_message("csv 30", on_event=seen.append))
-        block = await prompt_shown(seen, "file_upload")
+        asking, block = await ask(session, "csv 30", "file_upload")
         await visible(api, session.id)
         answered = await api.post(
             f"/v1/sessions/{session.id}/prompts/{block['prompt_id']}",
@@ -111,9 +108,7 @@ async def test_a_file_uploaded_over_http_answers_a_prompt(
         assert again.status_code == 409 and again.json()["code"] == "prompt_refused"
 
         # An integration prompt declined over HTTP.
-        seen.clear()
-        asking = asyncio.create_task(session.send_message("github 30", on_event=seen.append))
-        block = await prompt_shown(seen, "integration")
+        asking, block = await ask(session, "github 30", "integration")
         declined = await api.post(
             f"/v1/sessions/{session.id}/prompts/{block['prompt_id']}",
             json={"declined": True},
