@@ -19,6 +19,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (6, "006_correlated_writes.sql"),
     (7, "007_append_rows.sql"),
     (8, "008_state_snapshots.sql"),
+    (9, "009_drop_append_batch.sql"),
 )
 
 
