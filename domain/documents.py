@@ -56,8 +56,6 @@ ORDERINGS = ("$gt", "$gte", "$lt", "$lte")
 LOGICAL = ("$and", "$or")
 UPDATES = ("$set", "$unset", "$inc", "$push")
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
 
 @dataclass(frozen=True, slots=True)
 class Condition:
@@ -175,26 +173,12 @@ def _compare(a: Any, b: Any) -> int | None:
     return None
 
 
-def _unstorable(value: Any) -> bool:
-    """Whether a string in ``value`` (or a key) holds U+0000 or a lone surrogate."""
-    if isinstance(value, str):
-        return _UNSTORABLE.search(value) is not None
-    if isinstance(value, list):
-        return any(_unstorable(item) for item in value)
-    if isinstance(value, dict):
-        return any(_unstorable(key) or _unstorable(item) for key, item in value.items())
-    return False
-
-
 def operand(value: Any, where: str) -> Any:
     """``value`` as plain JSON that jsonb can hold (a fresh copy), or QueryError."""
     try:
-        plain = json_value(value, where)
-    except NotJSONEncodable as exc:
+        return json_value(value, where)
+    except (NotJSONEncodable, InvalidValue) as exc:
         raise QueryError(str(exc)) from exc
-    if _unstorable(plain):
-        raise QueryError(f"{where} holds a string with U+0000 or a lone surrogate")
-    return plain
 
 
 # -- filters ----------------------------------------------------------------------------

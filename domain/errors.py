@@ -6,6 +6,9 @@ from __future__ import annotations
 class DomainError(Exception):
     """Base of every error the model raises for a command it refuses."""
 
+    code: str = ""
+    """A stable name for the rule broken, where one is reported on the wire."""
+
 
 class SessionClosed(DomainError):
     """Raised when anything is recorded on a session after ``session.ended``."""
@@ -71,6 +74,41 @@ class TooLarge(DomainError):
 
 class InvalidValue(DomainError):
     """Raised when a key, name or identifier is empty or otherwise unusable."""
+
+
+class InvalidText(InvalidValue):
+    """Raised when a text to store holds U+0000 (NUL) or a surrogate code point on its
+    own (U+D800 to U+DFFF): neither can be stored by PostgreSQL (text, jsonb) or encoded
+    as UTF-8. The message names where, never the text itself."""
+
+    code = "invalid_text"
+
+    def __init__(self, what: str, index: int, char: str) -> None:
+        self.what, self.index = what, index
+        self.char = f"U+{ord(char):04X}"
+        kind = "NUL" if char == "\x00" else "a lone surrogate"
+        super().__init__(
+            f"{what} holds {kind} ({self.char}) at index {index}; turnlog stores no U+0000"
+            " and no lone surrogate (U+D800 to U+DFFF)"
+        )
+
+
+class TooDeep(InvalidValue):
+    """Raised when lists and objects in a stored JSON value nest deeper than allowed."""
+
+    code = "too_deep"
+
+    def __init__(self, path: str, limit: int) -> None:
+        self.path, self.limit = path, limit
+        where = path if len(path) <= 120 else path[:120] + "..."
+        super().__init__(f"{where} nests lists and objects deeper than {limit} levels")
+
+
+class InvalidUser(InvalidValue):
+    """Raised when a user id from outside turnlog starts with a prefix turnlog reserves
+    (``org:`` for owner keys, ``app:`` for an app's own system user)."""
+
+    code = "invalid_user"
 
 
 class UnknownDataKey(DomainError):

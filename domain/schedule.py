@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from turnlog.contracts import events as ev
+from turnlog.domain import values
 from turnlog.domain.errors import DomainError
 
 OUTCOMES = ("ok", "failed", "cancelled")
@@ -101,7 +102,11 @@ class ScheduleRecord:
         if self.running is None:
             raise NoRunInProgress()
         run = self.running
-        self._trigger(ev.ScheduleInterrupted(tick=run.tick, worker=run.worker, reason=reason))
+        self._trigger(
+            ev.ScheduleInterrupted(
+                tick=run.tick, worker=run.worker, reason=values.error_text(reason)
+            )
+        )
 
     def complete(
         self,
@@ -119,8 +124,8 @@ class ScheduleRecord:
                 tick=self.running.tick,
                 outcome=outcome,
                 duration_ms=duration_ms,
-                error_type=error_type,
-                error_message=error_message,
+                error_type=None if error_type is None else values.error_text(error_type, 256),
+                error_message=None if error_message is None else values.error_text(error_message),
             )
         )
 

@@ -172,6 +172,10 @@ class Session(Aggregate):
     ) -> Session:
         values.name(app, "app name")
         values.name(user.id, "user id")
+        values.optional_text(user.email, "user email")
+        values.optional_text(user.org_id, "user org_id")
+        values.name(channel.type, "channel type")
+        values.optional_text(channel.name, "channel name")
         return cls._create(
             cls.Started, id=session_id, app=app, user=user, channel=channel, timestamp=at
         )
@@ -196,8 +200,8 @@ class Session(Aggregate):
             message_id=values.name(message_id, "message id"),
             text=values.bounded_text(text, "message text"),
             sender=sender,
-            channel_type=channel_type,
-            attachments=tuple(attachments),
+            channel_type=values.name(channel_type, "channel type"),
+            attachments=_attachments(attachments),
             sent_at=sent_at,
         )
 
@@ -262,16 +266,18 @@ class Session(Aggregate):
             raise NoTurnInProgress()
         if outcome not in OUTCOMES:
             raise InvalidValue(f"turn outcome must be one of {OUTCOMES}, got {outcome!r}")
-        if error_message is not None:
-            error_message = values.bounded_text(error_message[: values.MAX_TEXT_CHARS], "error")
         self.trigger_event(
             self.TurnCompleted,
             timestamp=at,
             message_id=self.open_turn,
             outcome=outcome,
             duration_ms=float(duration_ms),
-            error_type=error_type,
-            error_message=error_message,
+            error_type=None if error_type is None else values.error_text(error_type, 256),
+            error_message=(
+                None
+                if error_message is None
+                else values.error_text(error_message, values.MAX_TEXT_CHARS)
+            ),
         )
 
     def prompt(
@@ -336,7 +342,10 @@ class Session(Aggregate):
         if self.open_prompt is None:
             raise NoPromptWaiting(None)
         self.trigger_event(
-            self.PromptInterrupted, timestamp=at, prompt_id=self.open_prompt, reason=reason
+            self.PromptInterrupted,
+            timestamp=at,
+            prompt_id=self.open_prompt,
+            reason=values.error_text(reason),
         )
 
     def interrupt_turn(self, reason: str, *, at: datetime) -> None:
@@ -344,7 +353,10 @@ class Session(Aggregate):
         if self.open_turn is None:
             raise NoTurnInProgress()
         self.trigger_event(
-            self.TurnInterrupted, timestamp=at, message_id=self.open_turn, reason=reason
+            self.TurnInterrupted,
+            timestamp=at,
+            message_id=self.open_turn,
+            reason=values.error_text(reason),
         )
 
     def reject_input(
@@ -354,9 +366,9 @@ class Session(Aggregate):
         self.trigger_event(
             self.InputRejected,
             timestamp=at,
-            message_id=message_id,
+            message_id=None if message_id is None else values.error_text(message_id, 256),
             reason=values.name(reason, "rejection reason"),
-            detail=values.bounded_text(detail[:4096], "rejection detail"),
+            detail=values.error_text(detail),
         )
 
     def end(self, reason: str, *, at: datetime) -> None:
@@ -389,3 +401,12 @@ class Session(Aggregate):
         )
         if len(self.history) > HISTORY_LIMIT + 1:
             del self.history[0]
+
+
+def _attachments(attachments: tuple[AttachmentRef, ...]) -> tuple[AttachmentRef, ...]:
+    """``attachments`` once their names, types and URLs are storable text."""
+    for i, a in enumerate(attachments):
+        values.bounded_text(a.name, f"attachment {i} name", values.MAX_NAME_CHARS)
+        values.bounded_text(a.content_type, f"attachment {i} content_type", values.MAX_NAME_CHARS)
+        values.bounded_text(a.url, f"attachment {i} url", 8192)
+    return tuple(attachments)

@@ -207,16 +207,14 @@ class Task(Aggregate):
             self.Failed,
             timestamp=at,
             attempt=self.attempts,
-            error_type=values.name(error_type, "error type"),
-            error_message=values.bounded_text(error_message[:4096], "error message"),
+            error_type=values.error_text(error_type, 256) or "Error",
+            error_message=values.error_text(error_message),
             will_retry=self.attempts <= self.retries,
         )
 
     def cancel(self, reason: str, *, at: datetime) -> None:
         self._check_live()
-        self.trigger_event(
-            self.Cancelled, timestamp=at, reason=values.bounded_text(reason[:4096], "reason")
-        )
+        self.trigger_event(self.Cancelled, timestamp=at, reason=values.error_text(reason))
 
     # -- queries ------------------------------------------------------------------------
 

@@ -1,42 +1,95 @@
-"""Rules for values the model stores: plain JSON only, and bounded sizes."""
+"""Rules for values the model stores: plain JSON of storable text only, and bounded sizes.
+
+The text policy: every string turnlog stores (texts, names, keys, and the strings inside
+JSON values) is Unicode text that PostgreSQL can hold as ``text`` and ``jsonb``. That
+refuses exactly two things: U+0000 (NUL), which no PostgreSQL text can hold, and the
+surrogate code points U+D800 to U+DFFF on their own, which are not text and have no
+UTF-8 form. Everything else is stored as given: other control characters, a BOM,
+right-to-left marks, combining marks, noncharacters. Texts turnlog writes itself from
+what it did not choose (an error's message) are cleaned instead: each refused character
+becomes U+FFFD.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import msgspec
 
-from turnlog.domain.errors import InvalidValue, NotJSONEncodable, TooLarge
+from turnlog.domain.errors import (
+    InvalidText,
+    InvalidUser,
+    InvalidValue,
+    NotJSONEncodable,
+    TooDeep,
+    TooLarge,
+)
 
 MAX_TEXT_CHARS = 256 * 1024
 MAX_VALUE_BYTES = 1024 * 1024
 MAX_NAME_CHARS = 256
+MAX_DEPTH = 64
+"""How deeply lists and objects may nest inside a stored JSON value."""
 
-_SCALARS = (str, bool, int, type(None))
+RESERVED_USER_PREFIXES = ("org:", "app:")
+"""User ids from outside turnlog never start with these: ``org:<id>`` is an org's owner
+key and ``app:<name>`` an app's own system user, so no user can pass for either."""
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_SCALARS = (bool, int, type(None))
 
 
-def json_value(value: Any, path: str) -> Any:
-    """Return ``value`` as plain JSON (tuples become lists), or raise NotJSONEncodable.
+def unstorable_at(text: str) -> int | None:
+    """The index of the first character of ``text`` turnlog does not store, if any."""
+    if "\x00" not in text and text.isascii():
+        return None
+    found = _UNSTORABLE.search(text)
+    return None if found is None else found.start()
+
+
+def storable(text: str, what: str) -> str:
+    """``text`` itself, once it holds nothing the text policy refuses; else InvalidText."""
+    index = unstorable_at(text)
+    if index is not None:
+        raise InvalidText(what, index, text[index])
+    return text
+
+
+def clean(text: str) -> str:
+    """``text`` with every character the text policy refuses replaced by U+FFFD: for
+    texts turnlog records from what it did not choose, such as an error's message."""
+    return text if unstorable_at(text) is None else _UNSTORABLE.sub("\ufffd", text)
+
+
+def json_value(value: Any, path: str, depth: int = 0) -> Any:
+    """Return ``value`` as plain JSON of storable text (tuples become lists), or raise
+    NotJSONEncodable, InvalidText or TooDeep.
 
     Checked by walking the value because msgspec would also encode datetimes, UUIDs and
     sets, which do not come back as the same type when the log is replayed.
     """
+    if isinstance(value, str):
+        return storable(value, path)
     if isinstance(value, _SCALARS):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise NotJSONEncodable(path, value)
         return value
+    if depth >= MAX_DEPTH and isinstance(value, dict | list | tuple):
+        raise TooDeep(path, MAX_DEPTH)
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise NotJSONEncodable(f"{path} key {key!r}", key)
-            out[key] = json_value(item, f"{path}[{key!r}]")
+            storable(key, f"{path} key {key!r}")
+            out[key] = json_value(item, f"{path}[{key!r}]", depth + 1)
         return out
     if isinstance(value, list | tuple):
-        return [json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [json_value(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     raise NotJSONEncodable(path, value)
 
 
@@ -50,12 +103,18 @@ def bounded_json(value: Any, what: str, limit: int = MAX_VALUE_BYTES) -> Any:
 
 
 def bounded_text(text: str, what: str, limit: int = MAX_TEXT_CHARS) -> str:
-    """``text`` itself, once it is known to be a str of at most ``limit`` characters."""
+    """``text`` itself, once it is known to be a storable str of at most ``limit``
+    characters."""
     if not isinstance(text, str):
         raise InvalidValue(f"{what} must be a str, not {type(text).__name__}")
     if len(text) > limit:
         raise TooLarge(f"{what} (characters)", len(text), limit)
-    return text
+    return storable(text, what)
+
+
+def optional_text(text: str | None, what: str, limit: int = MAX_NAME_CHARS) -> str | None:
+    """``text`` (None allowed) under ``bounded_text``'s rules."""
+    return None if text is None else bounded_text(text, what, limit)
 
 
 def name(value: str, what: str) -> str:
@@ -63,3 +122,20 @@ def name(value: str, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidValue(f"{what} must be a non-empty str, got {value!r}")
     return bounded_text(value, what, MAX_NAME_CHARS)
+
+
+def error_text(text: str, limit: int = 4096) -> str:
+    """A text turnlog records about an error: cut to ``limit`` characters, cleaned."""
+    return clean(text[:limit])
+
+
+def user_id(value: str, what: str = "user id") -> str:
+    """A user id given from outside turnlog: a name that does not start with a reserved
+    prefix (``org:``, ``app:``), so it can never equal an owner key or a system user."""
+    name(value, what)
+    if value.startswith(RESERVED_USER_PREFIXES):
+        raise InvalidUser(
+            f"{what} {value[:80]!r} starts with {value.split(':', 1)[0]}:, which turnlog"
+            " reserves for owner keys (org:<id>) and apps' own users (app:<name>)"
+        )
+    return value

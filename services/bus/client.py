@@ -27,6 +27,8 @@ from nats.aio.subscription import Subscription
 
 from turnlog.contracts import bus
 from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
+from turnlog.domain import values
+from turnlog.domain.errors import DomainError
 from turnlog.services import files
 from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
@@ -102,6 +104,11 @@ class Client:
         here, so every message of it goes to the same subject)."""
         if isinstance(user, Mapping):
             user = UserRef(**user)
+        if user is not None:
+            try:
+                values.user_id(user.id)
+            except DomainError as e:
+                raise ClientError(str(e)) from None
         return ClientSession(
             self,
             app,
@@ -193,6 +200,10 @@ class ClientSession:
         ``files`` are uploaded to the file store first: each ``{"path": ...}`` or
         ``{"name": ..., "data": bytes}`` (optional ``content_type``), or ``{"name": ...,
         "url": ...}`` for a file stored elsewhere."""
+        try:
+            values.bounded_text(text, "message text")
+        except DomainError as e:
+            raise ClientError(str(e)) from None
         attachments = tuple([await self._attach(f) for f in files or ()])
         message = bus.InboundMessage(
             message_id=uuid.uuid4().hex,

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from turnlog.contracts import bus
+from turnlog.domain import values
 from turnlog.domain.errors import DomainError
 from turnlog.services.bus.live import BusDelivery
 from turnlog.services.bus.prompts import forward
@@ -79,12 +80,7 @@ def decode(subject: str, data: bytes, subjects: Subjects, app: str, max_bytes: i
         raise Rejected("unknown_app", f"no app {parts[2]!r} is served here", subject_session)
     if len(data) > max_bytes:
         raise Rejected("too_large", f"{len(data)} bytes; the limit is {max_bytes}", subject_session)
-    try:
-        message: bus.Inbound = _decoder.decode(data)
-    except msgspec.ValidationError as e:
-        raise Rejected("schema_violation", str(e), subject_session) from None
-    except msgspec.DecodeError as e:
-        raise Rejected("undecodable", str(e), subject_session) from None
+    message = _decode(data, subject_session)
     named = message.session_id
     if named != subject_session:
         raise Rejected(
@@ -100,6 +96,31 @@ def decode(subject: str, data: bytes, subjects: Subjects, app: str, max_bytes: i
             raise Rejected(
                 "schema_violation", f"session_id {named!r} is not a UUID", None, message.message_id
             ) from None
+    return message
+
+
+def _decode(data: bytes, subject_session: str | None) -> bus.Inbound:
+    """``data`` as an inbound message whose every text is storable (see the text policy
+    in ``turnlog.domain.values``); raises Rejected."""
+    try:
+        message: bus.Inbound = _decoder.decode(data)
+    except msgspec.ValidationError as e:
+        raise Rejected("schema_violation", str(e), subject_session) from None
+    except msgspec.DecodeError as e:
+        text = str(e)
+        reason = "invalid_text" if "UTF-8" in text or "surrogate" in text else "undecodable"
+        raise Rejected(reason, text, subject_session) from None
+    except RecursionError:
+        raise Rejected(
+            "too_deep", "the message nests too deeply to decode", subject_session
+        ) from None
+    try:
+        values.json_value(msgspec.to_builtins(message), "message")
+        if isinstance(message, bus.InboundMessage):
+            values.user_id(message.user.id, "message user.id")
+    except DomainError as e:
+        message_id = values.clean(message.message_id)
+        raise Rejected(e.code or "schema_violation", str(e), subject_session, message_id) from None
     return message
 
 
@@ -354,4 +375,6 @@ def _reason(error: Exception) -> str:
         return "session_ended"
     if isinstance(error, SessionOfAnotherApp):
         return "wrong_app"
+    if isinstance(error, DomainError) and error.code:
+        return error.code
     return "invalid_" + type(error).__name__.lower()

@@ -23,6 +23,8 @@ from litestar import HttpMethod, MediaType, Request, Response, get, route
 from litestar.handlers import HTTPRouteHandler
 
 from turnlog.contracts import query as q
+from turnlog.domain import values
+from turnlog.domain.errors import DomainError, InvalidText, TooDeep
 from turnlog.services.query.auth import Keys, QueryFailure, forbidden, unauthorized
 from turnlog.services.query.http import bearer
 from turnlog.services.sdk.app import App
@@ -79,6 +81,10 @@ class _Callers:
                 raise forbidden(f"a user's key acts for its own user only, not {acting_for!r}")
             return await self._user(principal.user_id)
         if principal.scope == "admin" and acting_for:
+            try:
+                values.user_id(acting_for, ACT_AS)
+            except DomainError as e:
+                raise QueryFailure(e.code or "invalid_request", str(e), 400) from None
             return await self._user(acting_for)
         raise forbidden(
             f"app routes take a user's key (read:user=<id>) or an admin key with {ACT_AS}"
@@ -175,6 +181,8 @@ class _Served:
             return Response(_encode.encode(result), status_code=200, media_type=MediaType.JSON)
         except AuthenticationRequired as e:
             return _error(401, "unauthorized", str(e), {"WWW-Authenticate": "Bearer"})
+        except (InvalidText, TooDeep) as e:  # the caller's input, refused by the policy
+            return _error(400, e.code, str(e))
         except Exception as e:
             log.error(
                 "app handler failed",

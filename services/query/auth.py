@@ -10,6 +10,8 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
+from turnlog.domain import values
+from turnlog.domain.errors import DomainError
 from turnlog.services.config import ConfigError
 
 
@@ -59,7 +61,7 @@ def parse_keys(text: str) -> dict[str, Principal]:
         if scope in ("admin", "read"):
             keys[key] = Principal(scope)
         elif scope.startswith("read:user=") and len(scope) > len("read:user="):
-            keys[key] = Principal("user", scope.removeprefix("read:user="))
+            keys[key] = Principal("user", _user(scope.removeprefix("read:user="), key))
         else:
             raise ConfigError(
                 f"TURNLOG_API_KEYS: scope {scope!r} of key {key[:4]}... is not admin, read"
@@ -81,3 +83,10 @@ class Keys:
                 if hmac.compare_digest(key.encode(), presented.encode()):
                     return principal
         raise unauthorized()
+
+
+def _user(user_id: str, key: str) -> str:
+    try:
+        return values.user_id(user_id, "the user id")
+    except DomainError as e:
+        raise ConfigError(f"TURNLOG_API_KEYS: key {key[:4]}...: {e}") from None

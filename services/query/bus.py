@@ -23,6 +23,7 @@ from turnlog.contracts import query as q
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.query.auth import Keys, Principal, QueryFailure, invalid, not_found
 from turnlog.services.query.service import QueryService
+from turnlog.services.query.textpolicy import body_problem
 
 log = structlog.get_logger("turnlog.query.bus")
 
@@ -128,6 +129,17 @@ def _error(failure: QueryFailure) -> bytes:
     return _encode(q.QueryReply(error=q.ErrorBody(code=failure.code, message=failure.message)))
 
 
+def _decoded(data: bytes) -> q.QueryRequest:
+    """``data`` as a query request whose texts the text policy admits; raises 400s."""
+    problem = body_problem(data)
+    if problem is not None:
+        raise QueryFailure(problem[0], problem[1], 400)
+    try:
+        return _request.decode(data)
+    except msgspec.DecodeError as e:
+        raise invalid(f"the request is not a QueryRequest: {e}") from None
+
+
 class QueryResponder:
     """Answers ``<prefix>.query.>`` requests (queue group ``turnlog-query``, so several
     responders share the load), up to ``concurrency`` at a time."""
@@ -199,10 +211,7 @@ class QueryResponder:
             query = QUERIES.get(name)
             if query is None:
                 raise not_found(f"no query named {name!r}; known: {', '.join(QUERIES)}")
-            try:
-                request = _request.decode(data)
-            except msgspec.DecodeError as e:
-                raise invalid(f"the request is not a QueryRequest: {e}") from None
+            request = _decoded(data)
             who = self.keys.authenticate(request.key)
             return _encode(q.QueryReply(ok=await query(self.service, who, request.params)))
         except Exception as e:

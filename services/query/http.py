@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Generator, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 import structlog
@@ -27,12 +27,13 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import JSONBody, PathParameter, QueryParameter
-from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Middleware
 
 from turnlog.contracts import query as q
 from turnlog.services.query.auth import Keys, Principal, QueryFailure
 from turnlog.services.query.bus import input_failure
 from turnlog.services.query.service import MAX_LIMIT, QueryService
+from turnlog.services.query.textpolicy import text_policy
 
 log = structlog.get_logger("turnlog.query.http")
 
@@ -348,6 +349,7 @@ def http_app(
             create_examples=False,
             use_handler_docstrings=False,
         ),
+        middleware=[cast(Middleware, text_policy)],
         request_max_body_size=MAX_BODY,
         logging_config=None,  # turnlog logs with structlog; Litestar's would reconfigure logging
         debug=False,
