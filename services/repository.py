@@ -11,7 +11,7 @@ from turnlog.services import mapping
 from turnlog.services.mapping import Metadata
 from turnlog.services.sealing import KeyRing
 from turnlog.services.store.codec import EventCodec
-from turnlog.services.store.errors import StoreError
+from turnlog.services.store.errors import StoreError, transient
 from turnlog.services.store.eventstore import EventStore
 from turnlog.services.store.records import RecordedEvent
 
@@ -69,14 +69,23 @@ class SessionRepository:
         expected = pending[0].originator_version - 1
         new = [mapping.to_new_event(e, self.codec, meta) for e in pending]
         user_id = session.user.id
-        recorded = await self.store.append(
-            str(session.id), expected, await self.keyring.seal(user_id, new)
-        )
+        sealed = await self.store.patiently(lambda: self.keyring.seal(user_id, new))
+        recorded = await self.store.append(str(session.id), expected, sealed)
         last = recorded[-1]
         if (
             self.snapshot_every
             and last.version // self.snapshot_every > expected // self.snapshot_every
         ):
-            snapshot = mapping.take_snapshot(session, last.hash)
-            await self.store.save_snapshot(await self.keyring.seal_snapshot(user_id, snapshot))
+            await self._snapshot(session, user_id, last.hash)
         return recorded
+
+    async def _snapshot(self, session: Session, user_id: str, last_hash: bytes) -> None:
+        """Keep a snapshot; one that cannot be written now is skipped (the next threshold
+        takes one), never a reason to fail what is already on record."""
+        snapshot = mapping.take_snapshot(session, last_hash)
+        try:
+            await self.store.save_snapshot(await self.keyring.seal_snapshot(user_id, snapshot))
+        except Exception as e:
+            if not transient(e):
+                raise
+            log.warning("snapshot skipped: the database is away", session_id=str(session.id))

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncpg
+
+# SQLSTATE classes of failures that pass: connection exceptions (08), insufficient
+# resources (53), operator intervention such as a shutdown (57), system errors (58) and
+# transaction rollbacks (40: serialization failures, deadlocks).
+_PASSING = ("08", "40", "53", "57", "58")
+
 
 class StoreError(Exception):
     """Base of every error the event store raises."""
@@ -48,3 +55,16 @@ class UnsupportedSchemaVersion(StoreError):
         super().__init__(
             f"{type_name} schema version {found} (this code reads {current}): {reason}"
         )
+
+
+def transient(error: BaseException) -> bool:
+    """Whether ``error`` says the database (or the way to it) is away for now, rather
+    than that the request itself cannot be done: what is worth doing again later."""
+    if isinstance(error, OSError):  # refused, reset, timed out (TimeoutError is one)
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        return (getattr(error, "sqlstate", None) or "")[:2] in _PASSING
+    if isinstance(error, asyncpg.InterfaceError):
+        text = str(error)
+        return "connection is closed" in text or "connection was closed" in text
+    return False

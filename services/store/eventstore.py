@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
 import structlog
 
 from turnlog.services.store import hashing
-from turnlog.services.store.errors import ConcurrencyConflict, DuplicateMessage, StoreError
+from turnlog.services.store.errors import (
+    ConcurrencyConflict,
+    DuplicateMessage,
+    StoreError,
+    transient,
+)
 from turnlog.services.store.migrations import migrate
 from turnlog.services.store.records import NewEvent, RecordedEvent, Snapshot
 
 log = structlog.get_logger("turnlog.store")
+T = TypeVar("T")
 
 CHANNEL = "turnlog_events"
 NOTIFY_EVERY = 0.005
@@ -174,8 +181,13 @@ class EventStore:
         tip_cache_size: int = 100_000,
         batch_limit: int = 256,
         max_inflight: int = 2,
+        retry_for: float = 120.0,
     ) -> None:
+        """``retry_for``: seconds an append waits for the database to come back (a
+        restart, a failover) before its error is raised."""
         self.pool = pool
+        self.retry_for = retry_for
+        self._outage_since: float | None = None
         self.batch_limit = batch_limit
         self.max_inflight = max_inflight
         self._queue: deque[_Request] = deque()
@@ -241,6 +253,32 @@ class EventStore:
             return await self._append_direct(
                 connection, stream_id, expected_version, events, remember=False
             )
+        started, delay = time.monotonic(), 0.1
+        while True:
+            try:
+                records = await self._append_once(stream_id, expected_version, events)
+            except (ConcurrencyConflict, DuplicateMessage):
+                # After an attempt whose commit may have happened: was it this one?
+                if delay > 0.1:
+                    found = await self._appended(stream_id, expected_version, events)
+                    if found:
+                        self._recovered()
+                        return found
+                raise
+            except Exception as e:
+                if not transient(e) or time.monotonic() - started > self.retry_for:
+                    raise
+                self._outage(e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if delay > 0.1:
+                self._recovered()
+            return records
+
+    async def _append_once(
+        self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> list[RecordedEvent]:
         if self._inflight == 0 and not self._queue:
             # Nothing in flight: go straight to the database; whatever arrives meanwhile
             # queues up and is committed in batches right behind.
@@ -256,6 +294,60 @@ class EventStore:
         self._queue.append(_Request(stream_id, expected_version, events, future))
         self._kick()
         return await future
+
+    async def _appended(
+        self, stream_id: str, expected: int, events: Sequence[NewEvent]
+    ) -> list[RecordedEvent]:
+        """The records of ``events`` if they are in the log after ``expected`` (an append
+        whose commit went through although its connection failed); else none."""
+        rows = await self.pool.fetch(
+            "SELECT version, position, hash, prev_hash FROM turnlog_events"
+            " WHERE stream_id = $1 AND version > $2 AND version <= $3 ORDER BY version",
+            stream_id,
+            expected,
+            expected + len(events),
+        )
+        if len(rows) != len(events):
+            return []
+        prepared = _Prepared(stream_id, expected, events, rows[0][3])
+        if prepared.hashes != [r[2] for r in rows]:
+            return []
+        self._remember_tip(stream_id, expected + len(events), prepared.hashes[-1])
+        return prepared.records([r[1] for r in rows])
+
+    async def patiently(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, made again while it fails because the database is away, for up to
+        ``retry_for`` seconds: for the reads and writes around an append that must not
+        fail a turn over a database restart."""
+        started, delay = time.monotonic(), 0.1
+        while True:
+            try:
+                result = await call()
+            except Exception as e:
+                if not transient(e) or time.monotonic() - started > self.retry_for:
+                    raise
+                self._outage(e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if delay > 0.1:
+                self._recovered()
+            return result
+
+    def _outage(self, error: BaseException) -> None:
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning(
+                "database unreachable; appends wait for it",
+                error=str(error) or type(error).__name__,
+                retry_for=self.retry_for,
+            )
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            waited = time.monotonic() - self._outage_since
+            self._outage_since = None
+            log.info("database reachable again; appends go on", waited_s=round(waited, 1))
 
     def _kick(self) -> None:
         """Start batch flushers while there is queued work and room in flight."""
