@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 from turnlog.contracts.events import UserErased
 from turnlog.projections.base import Erasing, Event, Projection, Write
-from turnlog.services.projector.writes import decode
+from turnlog.services.projector.writes import decode, unread
 from turnlog.services.sealed import needle
 from turnlog.services.sealing import KeyRing
+from turnlog.services.store.errors import transient
 from turnlog.services.store.eventstore import COLUMNS, to_record
 from turnlog.services.store.records import RecordedEvent
 
@@ -28,19 +29,40 @@ _ERASED_STREAMS = (
 @dataclass
 class Batch:
     """Events for projections; ``erasures``: at the position of each ``user.erased``
-    event, the events its projections' rows must be brought in line with."""
+    event, the events its projections' rows must be brought in line with. ``poison``: an
+    event that cannot be read at all (unsealed or decoded), with why; ``events`` stop
+    before it."""
 
     events: list[Event]
     erasures: dict[int, list[Event]] = field(default_factory=dict)
+    poison: tuple[Event, Exception] | None = None
 
 
 async def read(keyring: KeyRing, records: Sequence[RecordedEvent]) -> Batch:
-    batch = Batch(decode(await keyring.unseal(records)))
+    try:
+        batch = Batch(decode(await keyring.unseal(records)))
+    except Exception as error:
+        if transient(error):
+            raise
+        batch = await _read_one_by_one(keyring, records)
     for e in batch.events:
         if isinstance(e.payload, UserErased):
             rows = await keyring.pool.fetch(_ERASED_STREAMS, needle(e.payload.user_id), e.position)
             batch.erasures[e.position] = decode(await keyring.unseal([to_record(r) for r in rows]))
     return batch
+
+
+async def _read_one_by_one(keyring: KeyRing, records: Sequence[RecordedEvent]) -> Batch:
+    """The events up to the first one that cannot be read, and that one as the poison."""
+    events: list[Event] = []
+    for r in records:
+        try:
+            events += decode(await keyring.unseal([r]))
+        except Exception as e:
+            if transient(e):
+                raise
+            return Batch(events, poison=(unread(r), e))
+    return Batch(events)
 
 
 def writes_for(projection: Projection, events: Sequence[Event], batch: Batch) -> list[Write]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from turnlog.contracts.events import ALL_PAYLOADS
+from turnlog.domain.values import clean
 from turnlog.projections.base import Copy, Event, Projection, Write
 from turnlog.services.store.codec import EventCodec
 from turnlog.services.store.records import RecordedEvent
@@ -31,24 +33,58 @@ async def hold(conn: Conn, projection: str, *, exclusive: bool = False) -> None:
 
 
 def decode(records: Iterable[RecordedEvent]) -> list[Event]:
-    """Records as projections see them (a type this version does not know: no payload)."""
+    """Records as projections see them (a type this version does not know: no payload).
+
+    Events recorded before the text policy existed may hold U+0000, which no
+    PostgreSQL text or jsonb can take: projections see U+FFFD in its place, so such an
+    event is projected rather than stopping its projection (the log keeps its bytes)."""
     out = []
     for r in records:
         known = _codec.knows(r.type)
+        payload = storable_payload(r.payload) if known else b""
         out.append(
             Event(
                 position=r.position,
-                stream_id=r.stream_id,
+                stream_id=clean(r.stream_id),
                 version=r.version,
                 type=r.type,
                 recorded_at=r.recorded_at,
-                correlation_id=r.correlation_id,
-                causation_id=r.causation_id,
-                actor=r.actor,
-                payload=_codec.decode(r.type, r.schema_version, r.payload) if known else None,
+                correlation_id=_clean(r.correlation_id),
+                causation_id=_clean(r.causation_id),
+                actor=_clean(r.actor),
+                payload=_codec.decode(r.type, r.schema_version, payload) if known else None,
             )
         )
     return out
+
+
+def unread(r: RecordedEvent) -> Event:
+    """``r`` as an event whose payload could not be read: its place and type only."""
+    return Event(
+        position=r.position,
+        stream_id=clean(r.stream_id),
+        version=r.version,
+        type=clean(r.type),
+        recorded_at=r.recorded_at,
+        correlation_id=_clean(r.correlation_id),
+        causation_id=_clean(r.causation_id),
+        actor=_clean(r.actor),
+        payload=None,
+    )
+
+
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def storable_payload(payload: bytes) -> bytes:
+    """``payload`` (JSON) with every escaped U+0000 in its strings made U+FFFD."""
+    if b"\\u0000" not in payload:
+        return payload
+    return _NUL_ESCAPE.sub(rb"\1\\ufffd", payload)
+
+
+def _clean(text: str | None) -> str | None:
+    return None if text is None else clean(text)
 
 
 def quote(schema: str) -> str:

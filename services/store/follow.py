@@ -44,6 +44,8 @@ class GlobalReader:
         self.position = position
         self.batch_size = batch_size
         self._hole: tuple[int, int] | None = None  # (first missing position, xid bound)
+        self._rewind: int | None = None
+        self.batch_after = position  # the position the last batch read follows
         self.reads = 0
         self.held_at_holes = 0
 
@@ -52,12 +54,22 @@ class GlobalReader:
         self.position = position
         self._hole = None
 
+    def rewind(self, position: int) -> None:
+        """Read on from after ``position`` (if it is behind) from the next read on: safe
+        to call while a read is under way."""
+        self._rewind = position if self._rewind is None else min(self._rewind, position)
+
     @property
     def waiting_on_hole(self) -> bool:
         return self._hole is not None
 
     async def read(self) -> list[RecordedEvent]:
         """The next events in position order; empty when nothing safe is there yet."""
+        if self._rewind is not None:
+            if self._rewind < self.position:
+                self.seek(self._rewind)
+            self._rewind = None
+        self.batch_after = self.position
         out: list[RecordedEvent] = []
         for _ in range(2):
             rows = await self.store.pool.fetch(_READ, self.position, self.batch_size)

@@ -20,6 +20,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (7, "007_append_rows.sql"),
     (8, "008_state_snapshots.sql"),
     (9, "009_drop_append_batch.sql"),
+    (10, "010_failures_and_processes.sql"),
 )
 
 
