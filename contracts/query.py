@@ -104,12 +104,32 @@ class DocumentPage(msgspec.Struct, frozen=True, kw_only=True):
     next_cursor: str | None = None
 
 
+class ProjectionFailure(msgspec.Struct, frozen=True, kw_only=True):
+    """A projection stopped at an event it cannot apply (the others go on): the event at
+    ``position`` (``stream_id`` at ``version``, of ``event_type``), the ``error``, how
+    often it failed there (``attempts``) and when last. ``turnlog projections retry
+    NAME`` tries again; every projector start does too."""
+
+    name: str
+    position: int
+    stream_id: str
+    version: int
+    event_type: str
+    error: str
+    attempts: int
+    failed_at: str
+
+
 class ProjectionStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """``state`` is ``ok`` or ``failed`` (then ``failure`` says where and why)."""
+
     name: str
     position: int
     last_position: int
     lag_events: int
     updated_at: str
+    state: str = "ok"
+    failure: ProjectionFailure | None = None
 
 
 class ProjectionStatusList(msgspec.Struct, frozen=True, kw_only=True):
@@ -292,3 +312,26 @@ class PromptAnswered(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
     prompt_id: str
     answer: str  # "file" | "declined"
+
+
+class PartHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """One background part of a serving process: ``state`` ``running``, ``restarting``
+    (it failed; it is started again after a backoff) or ``stopped``."""
+
+    name: str
+    state: str
+    restarts: int = 0
+    last_error: str | None = None
+    since: str
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /healthz``: ``ok`` (and ``status`` ``ok``, HTTP 200) when every part of this
+    process runs, the database answers and no projection has failed; otherwise
+    ``status`` ``degraded`` and HTTP 503."""
+
+    ok: bool
+    status: str = "ok"
+    database: str = "ok"
+    parts: list[PartHealth] = []
+    failed_projections: list[ProjectionFailure] = []

@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     status = projections_sub.add_parser("status", help="position, lag and rate of each")
     status.add_argument("--json", action="store_true", help="one JSON array")
     status.set_defaults(handler=_projections_status)
+    retrying = projections_sub.add_parser(
+        "retry", help="try failed projections again from the event they stopped at"
+    )
+    retrying.add_argument("names", nargs="*", metavar="NAME")
+    retrying.add_argument("--all", action="store_true", help="every failed projection")
+    retrying.set_defaults(handler=_projections_retry)
     rebuild = projections_sub.add_parser(
         "rebuild", help="rebuild from position 0 into fresh tables and swap them in"
     )
@@ -383,7 +389,11 @@ def _infra_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"home      {settings.home}")
     if status.holders:
         print(f"in use by pid {', '.join(map(str, status.holders))}")
-    return 0 if all(up for *_, up in rows) else 3
+    if not all(up for *_, up in rows):
+        return 3
+    from turnlog.services.processes import print_processes
+
+    return aio.run(print_processes(rows[0][2]))
 
 
 def _infra_down(args: argparse.Namespace, settings: Settings) -> int:
@@ -476,6 +486,29 @@ def _projections_status(args: argparse.Namespace, settings: Settings) -> int:
     with endpoints(settings, nats=False) as where:
         aio.run(run(where.database_url))
     return 0
+
+
+def _projections_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from turnlog.services.projector import failures
+    from turnlog.services.projector.status import chosen, retry_failed
+    from turnlog.services.store.eventstore import EventStore
+
+    async def run(url: str) -> int:
+        store = await EventStore.connect(url, min_size=1, max_size=2)
+        try:
+            if args.all:
+                names = list(await failures.load(store.pool))
+                if not names:
+                    print("no projection has failed")
+                    return 0
+            else:
+                names = [p.name for p in chosen(args.names, False)]
+            return await retry_failed(store, names)
+        finally:
+            await store.close()
+
+    with endpoints(settings, nats=False) as where:
+        return aio.run(run(where.database_url))
 
 
 def _projections_rebuild(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 
+from turnlog.contracts import query as q
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services import files
 from turnlog.services.bus.client import Client
@@ -28,6 +28,7 @@ from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.bus.tasks import TaskQueue
 from turnlog.services.config import Settings
+from turnlog.services.health import Beacon, health
 from turnlog.services.integrations import Changed, Integrations, watch
 from turnlog.services.projector.runner import Projector
 from turnlog.services.projector.writes import ensure
@@ -41,8 +42,10 @@ from turnlog.services.runtime.tasks import TaskService
 from turnlog.services.sdk.app import App
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import EventStore
+from turnlog.services.supervision import Supervisor
 
 log = structlog.get_logger("turnlog.serve")
+Start = Callable[[], Awaitable[None]]
 
 
 async def connect_nats(url: str) -> NATS:
@@ -86,7 +89,8 @@ async def serve(
     scheduler: Scheduler | None = None
     integrations: Integrations | None = None
     responder: IntegrationResponder | None = None
-    jobs: list[Coroutine[Any, Any, None]] = []
+    supervisor = Supervisor()
+    jobs: dict[str, Start] = {"beacon": Beacon(store.pool, supervisor, _what(parts)).run}
     try:
         if app is not None or parts.relay or parts.api:
             nc = await connect_nats(nats_url)
@@ -115,30 +119,28 @@ async def serve(
             watching = await watch(nc, subjects, _integration_changed(host))
             scheduler = Scheduler(app, store, integrations=integrations)
             await scheduler.start()
-            jobs.append(
-                Ingress(
-                    host,
-                    js,
-                    subjects,
-                    delivery,
-                    max_bytes=settings.max_inbound_bytes,
-                    ack_wait=settings.ack_wait,
-                ).run()
-            )
+            jobs["ingress"] = Ingress(
+                host,
+                js,
+                subjects,
+                delivery,
+                max_bytes=settings.max_inbound_bytes,
+                ack_wait=settings.ack_wait,
+            ).run
             await register(js, subjects, app.name)
-            jobs.append(Router(js, subjects).run())
-            jobs += _task_jobs(settings, store, nc, subjects, host)
+            jobs["router"] = Router(js, subjects).run
+            jobs |= _task_jobs(settings, store, nc, subjects, host)
         if parts.relay and nc is not None:
-            jobs.append(Relay(store, js, subjects).run())
+            jobs["relay"] = Relay(store, js, subjects).run
         if parts.projector:
             # its own pool: the follower holds a connection, and catch-up must not
             # starve the runtime's appends
             projector_store = await EventStore.connect(database_url, min_size=1, max_size=8)
-            jobs.append(Projector(projector_store, list(PROJECTIONS.values())).run())
+            jobs["projector"] = Projector(projector_store, list(PROJECTIONS.values())).run
         if parts.api and nc is not None:
             assert integrations is not None  # made above for the API
-            jobs += await _api_jobs(settings, store, nc, integrations, app)
-        await _run_until_stopped(jobs, ready, handle_signals, parts)
+            jobs |= await _api_jobs(settings, store, nc, integrations, supervisor, app)
+        await _run_until_stopped(supervisor, jobs, ready, handle_signals, parts)
     finally:
         if responder is not None:
             await responder.stop()
@@ -179,8 +181,9 @@ async def _api_jobs(
     store: EventStore,
     nc: NATS,
     integrations: Integrations,
+    supervisor: Supervisor,
     app: App | None = None,
-) -> list[Coroutine[Any, Any, None]]:
+) -> dict[str, Start]:
     """The query API over HTTP and NATS; over HTTP also the integrations routes and
     ``app``'s data and endpoint handlers, when this process runs the app."""
     from litestar.types import ControllerRouterHandler
@@ -207,33 +210,41 @@ async def _api_jobs(
     if app is not None:
         routes += app_routes(app, keys, store.pool, integrations.for_caller)
     log.info("query API", url=f"http://{settings.http_host}:{settings.http_port}")
-    return [
-        serve_http(http_app(service, keys, routes), settings.http_host, settings.http_port),
-        QueryResponder(nc, settings.subject_prefix, service, keys).run(),
-    ]
+
+    async def healthz() -> q.Health:
+        return await health(store.pool, supervisor)
+
+    served = http_app(service, keys, routes, healthz)
+    return {
+        "http": lambda: serve_http(served, settings.http_host, settings.http_port),
+        "queries": QueryResponder(nc, settings.subject_prefix, service, keys).run,
+    }
 
 
 def _task_jobs(
     settings: Settings, store: EventStore, nc: NATS, subjects: Subjects, host: SessionHost
-) -> list[Coroutine[Any, Any, None]]:
+) -> dict[str, Start]:
     """The app's tasks: submitted, read and cancelled through the log and the task
     queue; run here (on a worker of the queue's) when the app declares any."""
     app = host.app
     tasks, queue = TaskLog(store, host.repo.keyring), TaskQueue(nc, subjects)
     app.serve_tasks(TaskService(app.name, tasks, queue))
     if not app.tasks:
-        return []
+        return {}
     worker = TaskWorker(app, tasks, queue, SessionPoster(host), ack_wait=settings.ack_wait)
-    return [worker.run()]
+    return {"tasks": worker.run}
 
 
 async def _run_until_stopped(
-    jobs: list[Coroutine[Any, Any, None]],
+    supervisor: Supervisor,
+    jobs: dict[str, Start],
     ready: asyncio.Event | None,
     handle_signals: bool,
     parts: Parts,
 ) -> None:
-    tasks = [asyncio.create_task(job) for job in jobs]
+    """Run every part under ``supervisor`` until SIGINT/SIGTERM (or cancellation): a part
+    that fails is started again, never the end of the process."""
+    tasks = [supervisor.add(name, start) for name, start in jobs.items()]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
@@ -250,11 +261,7 @@ async def _run_until_stopped(
     if ready is not None:
         ready.set()
     try:
-        stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopped and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await stop.wait()
     finally:
         for task in tasks:
             task.cancel()
@@ -262,3 +269,10 @@ async def _run_until_stopped(
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+def _what(parts: Parts) -> str:
+    """What a process serves, as ``turnlog infra status`` shows it."""
+    named = [f"runtime {parts.app.name}"] if parts.app else []
+    named += [n for n, on in (("relay", parts.relay), ("projector", parts.projector)) if on]
+    return ", ".join(named + (["api"] if parts.api else [])) or "nothing"

@@ -13,8 +13,9 @@ import contextlib
 import sys
 import threading
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -24,6 +25,8 @@ from turnlog.services.bus.client import Client, ClientError, ClientSession, Roun
 from turnlog.services.config import Settings
 from turnlog.services.sdk.app import App
 from turnlog.services.serve import Parts, serve
+
+T = TypeVar("T")
 
 DIM, ITALIC, RESET, BOLD = "\033[2m", "\033[3m", "\033[0m", "\033[1m"
 TURN_TIMEOUT = 3600.0
@@ -371,12 +374,15 @@ async def chat(
             file=sys.stderr,
         )
     try:
-        while (line := await lines.read()) is not None:
+        while (line := await _while_serving(server, lines.read())) is not None:
             if not line.strip():
                 continue
             text, attached = _attachments(line)
             try:
-                round_ = await conversation.send(text, attached)
+                round_ = await _while_serving(server, conversation.send(text, attached))
+            except AppStopped as e:
+                print(f"turnlog: {e}", file=sys.stderr)
+                return 1
             except ClientError as e:
                 print(f"turnlog: {e}", file=sys.stderr)
                 if attached:
@@ -385,11 +391,31 @@ async def chat(
             if not interactive:
                 view.recorded(round_)
         return 0
+    except AppStopped as e:
+        print(f"turnlog: {e}", file=sys.stderr)
+        return 1
     finally:
         with contextlib.suppress(Exception):
             await client.close()
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
+
+
+class AppStopped(Exception):
+    """Raised when the app a chat serves in-process stops: the chat ends, never hangs."""
+
+
+async def _while_serving(server: asyncio.Task[None], work: Awaitable[T]) -> T:
+    """``work``'s result, unless ``server`` (serving the app) ends first: AppStopped."""
+    job = asyncio.ensure_future(work)
+    await asyncio.wait([job, server], return_when=asyncio.FIRST_COMPLETED)
+    if job.done():
+        return job.result()
+    job.cancel()
+    await asyncio.gather(job, return_exceptions=True)
+    error = None if server.cancelled() else server.exception()
+    why = f": {error}" if error is not None else ""
+    raise AppStopped(f"the app stopped serving{why}; leaving the chat")
 
 
 def _attachments(line: str) -> tuple[str, list[dict[str, str]]]:

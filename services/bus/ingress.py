@@ -107,9 +107,11 @@ def _decode(data: bytes, subject_session: str | None) -> bus.Inbound:
     except msgspec.ValidationError as e:
         raise Rejected("schema_violation", str(e), subject_session) from None
     except msgspec.DecodeError as e:
-        text = str(e)
-        reason = "invalid_text" if "UTF-8" in text or "surrogate" in text else "undecodable"
-        raise Rejected(reason, text, subject_session) from None
+        problem = values.raw_text_problem(data)
+        if problem is not None:
+            detail = f"the message holds {problem}"
+            raise Rejected("invalid_text", detail, subject_session) from None
+        raise Rejected("undecodable", str(e), subject_session) from None
     except RecursionError:
         raise Rejected(
             "too_deep", "the message nests too deeply to decode", subject_session

@@ -16,6 +16,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from turnlog.contracts import query as q
 from turnlog.domain.values import clean
 from turnlog.projections.base import Event
 
@@ -47,6 +48,13 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     attempts: int
     failed_at: datetime
+
+
+def wire(f: Failure) -> q.ProjectionFailure:
+    """``f`` as the query API and ``/healthz`` show it."""
+    return q.ProjectionFailure(
+        **msgspec.structs.asdict(f) | {"failed_at": f.failed_at.isoformat(timespec="seconds")}
+    )
 
 
 def describe(error: BaseException) -> str:

@@ -207,6 +207,7 @@ class Projector:
         position (for tests and tools that read their own writes through projections)."""
         target = await self.store.last_position()
         async with asyncio.timeout(timeout):
+            await self.ready.wait()
             while min(self._healthy_positions(), default=target) < target:
                 self._progressed.clear()
                 await self._progressed.wait()

@@ -11,6 +11,7 @@ import msgspec
 from turnlog.projections.base import Projection
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.progress import progress_bar
+from turnlog.services.projector import failures
 from turnlog.services.projector.check import check
 from turnlog.services.projector.rebuild import rebuild
 from turnlog.services.projector.writes import ensure
@@ -19,11 +20,16 @@ from turnlog.services.store.eventstore import EventStore
 
 
 class Status(msgspec.Struct, frozen=True, kw_only=True):
+    """``state``: ``ok``, or ``failed`` at the event ``failure`` names (it stays there
+    until retried)."""
+
     name: str
     position: int
     lag_events: int
     lag_seconds: float
     events_per_second: float
+    state: str = "ok"
+    failure: failures.Failure | None = None
 
 
 async def _positions(store: EventStore) -> dict[str, int]:
@@ -46,6 +52,7 @@ async def status(store: EventStore, sample: float = 1.0) -> list[Status]:
     after, elapsed = await _positions(store), time.monotonic() - started
     last = await store.last_position()
     tip = await _first_after(store, last - 1) if last else None
+    failed = await failures.load(store.pool)
     out = []
     for name in PROJECTIONS:
         position = after.get(name, 0)
@@ -58,6 +65,8 @@ async def status(store: EventStore, sample: float = 1.0) -> list[Status]:
                 lag_events=last - position,
                 lag_seconds=round(lag, 3),
                 events_per_second=round((position - before.get(name, 0)) / elapsed, 1),
+                state="failed" if name in failed else "ok",
+                failure=failed.get(name),
             )
         )
     return out
@@ -68,13 +77,57 @@ def print_status(rows: list[Status], *, as_json: bool) -> None:
         print(msgspec.json.encode(rows).decode())
         return
     print(
-        f"{'projection':<12} {'position':>10} {'lag (events)':>13} {'lag (s)':>9} {'events/s':>10}"
+        f"{'projection':<12} {'state':<7} {'position':>10} {'lag (events)':>13} {'lag (s)':>9}"
+        f" {'events/s':>10}"
     )
     for r in rows:
         print(
-            f"{r.name:<12} {r.position:>10,} {r.lag_events:>13,} {r.lag_seconds:>9.3f}"
-            f" {r.events_per_second:>10,.1f}"
+            f"{r.name:<12} {r.state:<7} {r.position:>10,} {r.lag_events:>13,}"
+            f" {r.lag_seconds:>9.3f} {r.events_per_second:>10,.1f}"
         )
+    for r in rows:
+        if r.failure is not None:
+            f = r.failure
+            print(
+                f"\n{f.name} failed at position {f.position:,} ({f.event_type}, stream"
+                f" {f.stream_id} version {f.version}; {f.attempts} attempt(s), last"
+                f" {f.failed_at.isoformat(timespec='seconds')}):\n  {f.error}\n"
+                f"  the other projections go on; fix and upgrade, or"
+                f" `turnlog projections retry {f.name}`"
+            )
+
+
+async def retry_failed(store: EventStore, names: list[str], wait: float = 10.0) -> int:
+    """Ask the projectors to try ``names`` again and report what became of it within
+    ``wait`` seconds: 0 once each has passed its event (or none had failed), 1 if one
+    failed again, 0 with a note when no projector took it up meanwhile."""
+    removed = {f.name: f for f in await failures.retry(store.pool, names)}
+    for name in names:
+        if name not in removed:
+            print(f"{name}: has not failed; nothing to retry")
+    deadline = time.monotonic() + wait
+    pending = dict(removed)
+    code = 0
+    while pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        again, positions = await failures.load(store.pool, pending), await _positions(store)
+        for name, before in list(pending.items()):
+            if name in again:
+                print(
+                    f"{name}: failed again at position {again[name].position:,}:"
+                    f" {again[name].error}"
+                )
+                code = 1
+                del pending[name]
+            elif positions.get(name, 0) >= before.position:
+                print(f"{name}: passed position {before.position:,}; it goes on")
+                del pending[name]
+    for name in pending:
+        print(
+            f"{name}: retry asked; no projector has taken it up yet (each one that runs"
+            " or starts will)"
+        )
+    return code
 
 
 def chosen(names: list[str], everything: bool) -> list[Projection]:

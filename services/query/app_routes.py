@@ -84,7 +84,7 @@ class _Callers:
             try:
                 values.user_id(acting_for, ACT_AS)
             except DomainError as e:
-                raise QueryFailure(e.code or "invalid_request", str(e), 400) from None
+                raise QueryFailure("invalid_request", f"{e.code}: {e}", 400) from None
             return await self._user(acting_for)
         raise forbidden(
             f"app routes take a user's key (read:user=<id>) or an admin key with {ACT_AS}"
@@ -182,7 +182,7 @@ class _Served:
         except AuthenticationRequired as e:
             return _error(401, "unauthorized", str(e), {"WWW-Authenticate": "Bearer"})
         except (InvalidText, TooDeep) as e:  # the caller's input, refused by the policy
-            return _error(400, e.code, str(e))
+            return _error(400, "invalid_request", f"{e.code}: {e}")
         except Exception as e:
             log.error(
                 "app handler failed",

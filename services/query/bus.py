@@ -133,7 +133,7 @@ def _decoded(data: bytes) -> q.QueryRequest:
     """``data`` as a query request whose texts the text policy admits; raises 400s."""
     problem = body_problem(data)
     if problem is not None:
-        raise QueryFailure(problem[0], problem[1], 400)
+        raise invalid(f"{problem[0]}: {problem[1]}")
     try:
         return _request.decode(data)
     except msgspec.DecodeError as e:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Annotated, Any, cast
 
-import msgspec
 import structlog
 import uvicorn
 from litestar import Litestar, MediaType, Request, Response, Router, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -69,10 +69,6 @@ Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the pr
 SessionId = Annotated[str, PathParameter(description="The session's id")]
 Service = NamedDependency[QueryService]
 Who = NamedDependency[Principal]
-
-
-class Health(msgspec.Struct, frozen=True, kw_only=True):
-    ok: bool
 
 
 # -- routes ------------------------------------------------------------------------------
@@ -193,9 +189,24 @@ async def projections(service: Service, who: Who) -> q.ProjectionStatusList:
     return await service.projection_status(who)
 
 
-@get("/healthz", summary="Liveness", sync_to_thread=False)
-def healthz() -> Health:
-    return Health(ok=True)
+HealthCheck = Callable[[], Awaitable[q.Health]]
+
+
+def healthz_route(check: HealthCheck | None) -> HTTPRouteHandler:
+    """``GET /healthz``: 200 while this process is healthy, 503 with what is not."""
+
+    @get(
+        "/healthz",
+        summary="Health",
+        description="200 while every part of this process runs, the database answers and"
+        " no projection has failed; 503 (status degraded) with what is not.",
+        responses={503: ResponseSpec(data_container=q.Health, description="Degraded")},
+    )
+    async def healthz() -> Response[q.Health]:
+        body = q.Health(ok=True) if check is None else await check()
+        return Response(body, status_code=200 if body.ok else 503, media_type=MediaType.JSON)
+
+    return healthz
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -289,10 +300,14 @@ def caller(keys: Keys) -> Provide:
 
 
 def http_app(
-    service: QueryService, keys: Keys, routes: Sequence[ControllerRouterHandler] = ()
+    service: QueryService,
+    keys: Keys,
+    routes: Sequence[ControllerRouterHandler] = (),
+    health: HealthCheck | None = None,
 ) -> Litestar:
     """The query API for ``service``, with ``keys`` deciding who sees what; ``routes``
-    (an app's data and endpoint handlers) are served beside it, outside its document."""
+    (an app's data and endpoint handlers) are served beside it, outside its document;
+    ``health`` answers ``/healthz``."""
 
     def provide_service() -> QueryService:
         return service
@@ -323,7 +338,7 @@ def http_app(
         Exception: _on_exception,
     }
     return Litestar(
-        route_handlers=[api, healthz, *routes],
+        route_handlers=[api, healthz_route(health), *routes],
         exception_handlers=handlers,
         openapi_config=OpenAPIConfig(
             title=TITLE,

@@ -15,6 +15,7 @@ from turnlog.domain.errors import DomainError
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.projections.collections_sql import compile_filter
 from turnlog.projections.state import fold
+from turnlog.services.projector import failures
 from turnlog.services.projector.writes import decode
 from turnlog.services.query.auth import Principal, forbidden, invalid, not_found
 from turnlog.services.sealing import KeyRing
@@ -286,11 +287,13 @@ class QueryService:
             " WHERE name = ANY($1) ORDER BY name",
             list(PROJECTIONS),
         )
+        failed = await failures.load(self.pool)
         return q.ProjectionStatusList(
             items=[
                 q.ProjectionStatus(
                     name=r[0], position=r[1], last_position=last, lag_events=last - r[1],
-                    updated_at=_iso(r[2]) or "",
+                    updated_at=_iso(r[2]) or "", state="failed" if r[0] in failed else "ok",
+                    failure=failures.wire(failed[r[0]]) if r[0] in failed else None,
                 )
                 for r in rows
             ]

@@ -1,7 +1,8 @@
 """The text policy at the HTTP boundary: a request whose path, query parameters,
 ``X-Turnlog-User`` header or JSON body holds text turnlog does not store (U+0000, a lone
-surrogate, bytes that are not UTF-8; see ``turnlog.domain.values``) is answered 400
-``invalid_text`` (or ``too_deep`` for JSON nested too deeply) before any route sees it."""
+surrogate, bytes that are not UTF-8; JSON nested too deeply; see
+``turnlog.domain.values``) is answered 400 ``invalid_request`` before any route sees it,
+its message naming the problem (``invalid_text`` or ``too_deep``) and where."""
 
 from __future__ import annotations
 
@@ -74,10 +75,9 @@ def body_problem(body: bytes) -> Problem | None:
     all (the route refuses that itself)."""
     try:
         decoded = msgspec.json.decode(body)
-    except msgspec.DecodeError as e:
-        if "UTF-8" in str(e) or "surrogate" in str(e):
-            return "invalid_text", f"the body: {e}"
-        return None
+    except msgspec.DecodeError:
+        problem = values.raw_text_problem(body)
+        return None if problem is None else ("invalid_text", f"the body holds {problem}")
     except RecursionError:
         return "too_deep", "the body nests too deeply to decode"
     except msgspec.ValidationError:
@@ -133,8 +133,8 @@ async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
     return (b"" if more else body), replay
 
 
-async def _refuse(send: Send, code: str, message: str) -> None:
-    body = _encode({"code": code, "message": message})
+async def _refuse(send: Send, problem: str, message: str) -> None:
+    body = _encode({"code": "invalid_request", "message": f"{problem}: {message}"})
     await send(
         {
             "type": "http.response.start",

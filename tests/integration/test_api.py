@@ -316,7 +316,8 @@ async def test_collection_find_and_projection_status(world: World) -> None:
     status = (await world.ok("/v1/projections"))["items"]
     assert {s["name"] for s in status} == set(PROJECTIONS)
     assert all(s["lag_events"] == 0 and s["position"] == s["last_position"] for s in status)
-    assert (await world.http.get("/healthz")).json() == {"ok": True}
+    health = (await world.http.get("/healthz")).json()
+    assert health["ok"] is True and health["status"] == "ok" and health["failed_projections"] == []
 
 
 # -- who sees what -----------------------------------------------------------------------
