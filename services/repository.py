@@ -44,6 +44,11 @@ class SessionRepository:
         self.keyring = keyring or KeyRing(store)
 
     async def load(self, session_id: UUID, *, use_snapshot: bool = True) -> Session:
+        """The session as recorded; waits out a database restart (up to the store's
+        ``retry_for``) rather than failing, so its turns keep their order."""
+        return await self.store.patiently(lambda: self._load(session_id, use_snapshot))
+
+    async def _load(self, session_id: UUID, use_snapshot: bool) -> Session:
         stream_id = str(session_id)
         session: Session | None = None
         if use_snapshot:

@@ -33,6 +33,7 @@ from turnlog.services.repository import SessionNotFound
 from turnlog.services.runtime.host import SessionEnded, SessionHost, SessionOfAnotherApp
 from turnlog.services.runtime.turn import Inbound
 from turnlog.services.sdk.types import Attachment, SessionChannel, UserInfo
+from turnlog.services.store.errors import transient
 
 log = structlog.get_logger("turnlog.ingress")
 _INGRESS_LOCK = 0x746C69  # advisory lock class: "tli", the app's active ingress
@@ -148,6 +149,7 @@ class Ingress:
         self.ack_wait = max(ack_wait, 1.0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[int, tuple[Msg, float]] = {}  # id -> (message, arrival)
+        self._claim_conn: PoolConnectionProxy | None = None
 
     async def run(self) -> None:
         """Consume the app's inbound messages while this process is the app's active
@@ -158,16 +160,20 @@ class Ingress:
         connection of its own, which is closed (lock and all) when this stops consuming."""
         pool = self.host.repo.store.pool
         while True:
-            claim = await pool.acquire()
+            self._claim_conn = await pool.acquire()
             try:
-                await self._claim(claim)
-                done = await self._consume_while_claimed(claim)
+                await self._claim(self._claim_conn)
+                done = await self._consume_while_claimed(self._claim_conn)
             finally:
-                claim.terminate()  # its session, and so the lock, ends with it
-                await pool.release(claim)
+                await self._let_go(self._claim_conn)
             if done:
                 return
             await asyncio.sleep(STANDBY_POLL)
+
+    async def _let_go(self, conn: PoolConnectionProxy | None) -> None:
+        if conn is not None:
+            conn.terminate()  # its session, and so the lock, ends with it
+            await self.host.repo.store.pool.release(conn)
 
     def _lock_key(self) -> tuple[int, int]:
         name = f"{self.subjects.prefix}:{self.app}".encode()
@@ -205,13 +211,47 @@ class Ingress:
         return True
 
     async def _watch(self, claim: PoolConnectionProxy) -> None:
-        """Returns when the claim's connection is gone."""
+        """Returns when the claim is lost to another runtime. A claim lost with its
+        connection (a database restart) is taken again on a new one while this goes on
+        consuming: no runtime can take it while the database is away, and one that takes
+        it first once it is back cannot bind the app's consumer while this one is bound
+        (it stands by again), so a session's turns never run in two places."""
         while True:
             await asyncio.sleep(CLAIM_CHECK)
             try:
                 await claim.fetchval("SELECT 1")
-            except Exception:
+                continue
+            except Exception as e:
+                log.warning(
+                    "the claim's database connection is gone; claiming again",
+                    app=self.app,
+                    error=str(e) or type(e).__name__,
+                )
+            renewed = await self._reclaim(claim)
+            if renewed is None:
                 return
+            claim = self._claim_conn = renewed
+            log.info("claimed this app's messages again", app=self.app)
+
+    async def _reclaim(self, lost: PoolConnectionProxy) -> PoolConnectionProxy | None:
+        """The claim on a new connection, once the database answers; None if another
+        runtime holds it by then."""
+        self._claim_conn = None
+        await self._let_go(lost)
+        pool = self.host.repo.store.pool
+        while True:
+            conn: PoolConnectionProxy | None = None
+            try:
+                conn = await pool.acquire()
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *self._lock_key()):
+                    return conn
+                await self._let_go(conn)
+                return None
+            except Exception as e:
+                await self._let_go(conn)
+                if not transient(e):
+                    raise
+            await asyncio.sleep(STANDBY_POLL / 2)
 
     async def _consume(self) -> None:
         durable = f"{self.subjects.prefix}-runtime-{self.app}"
