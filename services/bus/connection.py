@@ -93,12 +93,13 @@ def tls_context(security: NatsSecurity) -> ssl.SSLContext | None:
 
 
 def redact(url: str) -> str:
-    """``url`` without its user, password or token, for logs and errors."""
+    """``url`` without its password or token (a user alone is a token), for logs and errors."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    if parts.username is None:
         return url
+    who = "***" if parts.password is None else f"{parts.username}:***"
     host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{who}@{host}"))
 
 
 def nats_options(
