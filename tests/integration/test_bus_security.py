@@ -208,7 +208,7 @@ async def test_a_producer_reaches_only_its_own_app(bus: Bus) -> None:
         for stream in ("TURNLOG_IN", "TURNLOG_EVENTS"):
             assert [c.name for c in await admin_js.consumers_info(stream)] == []
         violations = bus.violations()
-        assert violations and all('"$G/user:producer-alpha"' in line for line in violations)
+        assert violations and all("producer-alpha" in line for line in violations)
     finally:
         await admin.close()
 
