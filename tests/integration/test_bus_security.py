@@ -179,6 +179,10 @@ async def test_a_producer_reaches_only_its_own_app(bus: Bus) -> None:
                         await js.add_consumer(stream, ConsumerConfig(durable_name="spy"))
                 with pytest.raises(nats.errors.TimeoutError):
                     await js.delete_stream("TURNLOG_EVENTS")
+                with pytest.raises(turnlog.ClientError, match="POST /v1/files"):
+                    await producer.session("alpha").send_message(
+                        "a file", files=[{"name": "a.txt", "data": b"a"}]
+                    )
                 admin_js = admin.jetstream()
                 await admin_js.publish("turnlog.in.beta.new", b"{}")
                 await admin_js.publish("turnlog.events.beta.s2", b"{}")
