@@ -24,6 +24,7 @@ from nats.js.api import ConsumerConfig
 from structlog.testing import capture_logs
 
 import turnlog
+from tests.nats_jwt import make_operator
 from tests.tls import make_certificates
 from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
@@ -58,18 +59,16 @@ def server_config(producers: list[str]) -> str:
 
 @contextlib.contextmanager
 def running_nats(
-    folder: Path, config: str, env: Mapping[str, str], extra: str = ""
+    folder: Path, config: str, env: Mapping[str, str], extra: str = "", *, jetstream: bool = True
 ) -> Iterator[tuple[int, Path]]:
     """nats-server with ``config`` (included as is; then a free port on 127.0.0.1, a store
     in ``folder`` and ``extra``): its port and log. Always stopped."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     (folder / "nats-server.conf").write_text(config)
+    store = f'jetstream {{ store_dir: "{folder / "js"}" }}\n' if jetstream else ""
     top = folder / "test.conf"
-    top.write_text(
-        f'include "nats-server.conf"\nlisten: "127.0.0.1:{port}"\n'
-        f'jetstream {{ store_dir: "{folder / "js"}" }}\n{extra}'
-    )
+    top.write_text(f'include "nats-server.conf"\nlisten: "127.0.0.1:{port}"\n{store}{extra}')
     log = folder / "nats.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -405,5 +404,27 @@ async def test_tls_with_a_ca_and_a_client_certificate(tmp_path: Path) -> None:
             NatsSecurity(tls_ca=stranger.ca, tls_cert=certs.client_cert, tls_key=certs.client_key),
         ):
             with pytest.raises(StoreError):
+                async with asyncio.timeout(10):
+                    await connect_nats(url, security)
+
+
+async def test_a_credentials_file_in_operator_mode(tmp_path: Path) -> None:
+    operator, stranger = make_operator(), make_operator()
+    (tmp_path / "u.creds").write_text(operator.creds)
+    (tmp_path / "stranger.creds").write_text(stranger.creds)
+    with running_nats(tmp_path / "nats", operator.server_config, {}, jetstream=False) as (port, _):
+        url = f"nats://127.0.0.1:{port}"
+        settings = Settings.from_env(
+            {"TURNLOG_NATS_URL": url, "TURNLOG_NATS_CREDS": str(tmp_path / "u.creds")}
+        )
+        nc = await connect_nats(url, settings.nats_security)
+        try:
+            sub = await nc.subscribe("ping")
+            await nc.publish("ping", b"1")
+            assert (await sub.next_msg(timeout=5)).data == b"1"
+        finally:
+            await nc.close()
+        for security in (NatsSecurity(), NatsSecurity(creds=tmp_path / "stranger.creds")):
+            with pytest.raises(StoreError, match="Authorization Violation"):
                 async with asyncio.timeout(10):
                     await connect_nats(url, security)
