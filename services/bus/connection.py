@@ -173,7 +173,7 @@ async def connect(
             connecting.cancel()
             await asyncio.gather(connecting, return_exceptions=True)
             await nc.close()
-    if not connecting.done() or connecting.cancelled():
+    if connecting.cancelled():  # cut short: the server refused
         raise Refused(str(refused.result()) or type(refused.result()).__name__)
     connecting.result()
     if (security.tls or urlsplit(url).scheme == "tls") and not _tls_required(nc):
@@ -186,9 +186,8 @@ async def connect(
 
 def _fatal(e: Exception) -> bool:
     """Whether connecting again the same way cannot help."""
-    return isinstance(e, AuthorizationError | ssl.SSLError) or "authorization violation" in str(
-        e
-    ).lower()
+    refused = "authorization violation" in str(e).lower()
+    return refused or isinstance(e, AuthorizationError | ssl.SSLError)
 
 
 def _tls_required(nc: NATS) -> bool:
