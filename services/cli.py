@@ -329,7 +329,7 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
     async def run(url: str, nats_url: str) -> int:
         # Files the turns received are read from the file store, over a connection made
         # before the re-run starts refusing new ones.
-        nc = await connect_nats(nats_url)
+        nc = await connect_nats(nats_url, settings.nats_security)
         files.use(files.FileStore(nc.jetstream(), Subjects(settings.subject_prefix).bucket_files))
         store = await EventStore.connect(url, min_size=1, max_size=2)
         try:

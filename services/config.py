@@ -4,11 +4,42 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 N = TypeVar("N", int, float)
+
+
+@dataclass(frozen=True)
+class NatsSecurity:
+    """The files every NATS connection proves who it is with and checks the server by.
+    All unset: connect as the URL says (``nats://user:pass@host``, ``nats://token@host``,
+    ``tls://host``)."""
+
+    creds: Path | None = None  # a .creds file: a user JWT and its NKey seed
+    nkey: Path | None = None  # an NKey user seed
+    tls_ca: Path | None = None  # the CA that signed the server's certificate
+    tls_cert: Path | None = None  # a client certificate, with tls_key
+    tls_key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return any((self.tls_ca, self.tls_cert, self.tls_key))
+
+    @property
+    def configured(self) -> bool:
+        return any((self.creds, self.nkey, self.tls))
+
+
+# Which variable sets each file, to name it in errors.
+NATS_FILES = {
+    "creds": "TURNLOG_NATS_CREDS",
+    "nkey": "TURNLOG_NATS_NKEY",
+    "tls_ca": "TURNLOG_NATS_TLS_CA",
+    "tls_cert": "TURNLOG_NATS_TLS_CERT",
+    "tls_key": "TURNLOG_NATS_TLS_KEY",
+}
 
 
 @dataclass(frozen=True)
@@ -21,6 +52,7 @@ class Settings:
     home: Path
     database_url: str | None = None
     nats_url: str | None = None
+    nats_security: NatsSecurity = field(default_factory=NatsSecurity)
     log_level: str = "info"
     log_format: str = "auto"
     snapshot_every: int = 200
@@ -41,6 +73,7 @@ class Settings:
             home=Path(env.get("TURNLOG_HOME") or ".turnlog").expanduser().absolute(),
             database_url=env.get("TURNLOG_DATABASE_URL") or None,
             nats_url=env.get("TURNLOG_NATS_URL") or None,
+            nats_security=_nats_security(env),
             log_level=env.get("TURNLOG_LOG_LEVEL", "info").lower(),
             log_format=env.get("TURNLOG_LOG_FORMAT", "auto").lower(),
             snapshot_every=_number(env, "TURNLOG_SNAPSHOT_EVERY", 200, int),
@@ -78,3 +111,18 @@ def _api_keys(text: str) -> str:
 
     parse_keys(text)  # refuse a malformed entry at start, not at the first request
     return text
+
+
+def _nats_security(env: Mapping[str, str]) -> NatsSecurity:
+    from turnlog.services.bus.connection import check
+
+    paths = {key: env.get(name) or None for key, name in NATS_FILES.items()}
+    security = NatsSecurity(**{k: Path(v).expanduser() for k, v in paths.items() if v})
+    if security.configured and not env.get("TURNLOG_NATS_URL"):
+        name = next(NATS_FILES[k] for k, v in paths.items() if v)
+        raise ConfigError(
+            f"{name} is set but TURNLOG_NATS_URL is not: the embedded NATS takes no"
+            " credentials and no TLS"
+        )
+    check(security, NATS_FILES)  # unusable files are refused at start, by name
+    return security

@@ -9,7 +9,6 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
@@ -17,6 +16,7 @@ from nats.aio.subscription import Subscription
 from turnlog.contracts import query as q
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services import files
+from turnlog.services.bus import connection
 from turnlog.services.bus.client import Client
 from turnlog.services.bus.ingress import Ingress
 from turnlog.services.bus.integrations import IntegrationResponder
@@ -27,7 +27,7 @@ from turnlog.services.bus.router import Router, register
 from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.bus.tasks import TaskQueue
-from turnlog.services.config import Settings
+from turnlog.services.config import NatsSecurity, Settings
 from turnlog.services.health import Beacon, health
 from turnlog.services.integrations import Changed, Integrations, watch
 from turnlog.services.projector.runner import Projector
@@ -48,13 +48,13 @@ log = structlog.get_logger("turnlog.serve")
 Start = Callable[[], Awaitable[None]]
 
 
-async def connect_nats(url: str) -> NATS:
+async def connect_nats(url: str, security: NatsSecurity | None = None) -> NATS:
+    """A connection of turnlog's own (runtime, relay, API, the CLI), with the
+    configured credentials and TLS."""
     try:
-        return await nats.connect(
-            url, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.5
-        )
+        return await connection.connect(url, security or NatsSecurity())
     except Exception as e:
-        raise StoreError(f"cannot connect to NATS at {url}: {e}") from e
+        raise StoreError(f"cannot connect to NATS at {connection.redact(url)}: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ async def serve(
     jobs: dict[str, Start] = {"beacon": Beacon(store.pool, supervisor, _what(parts)).run}
     try:
         if app is not None or parts.relay or parts.api:
-            nc = await connect_nats(nats_url)
+            nc = await connect_nats(nats_url, settings.nats_security)
         subjects = Subjects(settings.subject_prefix)
         if nc is not None and (app is not None or parts.api):
             integrations = Integrations(store, nc=nc, subjects=subjects)

@@ -359,7 +359,16 @@ async def chat(
         waiting.cancel()
         server.result()  # raises what stopped it
         return 1
-    client = await Client.connect(nats_url, prefix=settings.subject_prefix)
+    security = settings.nats_security
+    client = await Client.connect(
+        nats_url,
+        prefix=settings.subject_prefix,
+        credentials=security.creds,
+        nkey_seed=security.nkey,
+        tls_ca=security.tls_ca,
+        tls_cert=security.tls_cert,
+        tls_key=security.tls_key,
+    )
     sid = str(session_id or uuid.uuid4())
     session = client.session(app.name, session_id=sid, user={"id": user_id}, channel="terminal")
     view = TerminalView(sys.stdout, interactive)

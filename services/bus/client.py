@@ -1,6 +1,6 @@
 """``turnlog.Client``: talk to a turnlog app over NATS, as a message-bus producer.
 
-client = await Client.connect("nats://127.0.0.1:4222")
+client = await Client.connect("nats://127.0.0.1:4222")  # credentials=, tls_ca=, ...
 session = client.session("notes", user={"id": "u1"})
 round = await session.send_message("remember milk", on_event=print)
 print(round.reply)
@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -30,8 +31,10 @@ from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
 from turnlog.domain import values
 from turnlog.domain.errors import DomainError
 from turnlog.services import files
+from turnlog.services.bus import connection
 from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
+from turnlog.services.config import ConfigError, NatsSecurity
 
 EventHandler = Callable[[bus.EventEnvelope | bus.Live], Awaitable[None] | None]
 _envelope = msgspec.json.Decoder(bus.EventEnvelope)
@@ -81,16 +84,40 @@ class Client:
         prefix: str = "turnlog",
         create_streams: bool = True,
         max_file_bytes: int = files.DEFAULT_MAX_BYTES,
+        credentials: str | Path | None = None,
+        nkey_seed: str | Path | None = None,
+        tls_ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        inbox_prefix: str | None = None,
     ) -> Client:
         """Connect to NATS. The streams are created if missing, so messages sent before
-        the app is served wait for it."""
+        the app is served wait for it; a producer whose NATS user may not create them
+        passes ``create_streams=False``.
+
+        ``credentials`` is a .creds file (user JWT and NKey seed), ``nkey_seed`` a file
+        holding an NKey user seed; user/password or a token go in the URL
+        (``nats://user:pass@host:4222``, ``nats://token@host:4222``). ``tls_ca`` is the CA
+        to check the server by, ``tls_cert`` and ``tls_key`` a client certificate.
+        ``inbox_prefix`` (``_INBOX_<app>``) is where replies come back, for a NATS user
+        allowed to receive only those."""
+        security = _security(credentials, nkey_seed, tls_ca, tls_cert, tls_key, inbox_prefix)
         try:
-            nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=-1)
+            nc = await connection.connect(nats_url, security, inbox_prefix=inbox_prefix)
         except Exception as e:
-            raise ClientError(f"cannot connect to NATS at {nats_url}: {e}") from e
+            raise ClientError(
+                f"cannot connect to NATS at {connection.redact(nats_url)}: {e}"
+            ) from e
         client = cls(nc, Subjects(prefix), max_file_bytes)
         if create_streams:
-            await ensure_streams(client.js, client.subjects)
+            try:
+                await ensure_streams(client.js, client.subjects)
+            except nats.errors.Error as e:
+                await nc.close()
+                raise ClientError(
+                    f"cannot create or check the streams ({e or type(e).__name__}); a"
+                    " producer whose NATS user may not connects with create_streams=False"
+                ) from e
         return client
 
     def session(
@@ -228,6 +255,12 @@ class ClientSession:
                 return await store.put_bytes(bytes(spec["data"]), spec["name"], content_type)
         except files.FileError as e:
             raise ClientError(str(e)) from None
+        except nats.errors.Error as e:
+            raise ClientError(
+                f"cannot put a file in the file store ({e or type(e).__name__}); where NATS"
+                " does not let this producer write there, upload with POST /v1/files and"
+                " send the reference it answers"
+            ) from e
         if "url" not in spec or "name" not in spec:
             raise ClientError(f"a file needs a path, data (with a name) or a url: {spec!r}")
         return AttachmentRef(
@@ -357,6 +390,35 @@ async def _call(handler: EventHandler | None, item: Any) -> None:
         result = handler(item)
         if inspect.isawaitable(result):
             await result
+
+
+def _security(
+    credentials: str | Path | None,
+    nkey_seed: str | Path | None,
+    tls_ca: str | Path | None,
+    tls_cert: str | Path | None,
+    tls_key: str | Path | None,
+    inbox_prefix: str | None,
+) -> NatsSecurity:
+    """The connection's files, checked, with ClientError naming the keyword at fault."""
+    if inbox_prefix is not None and not re.fullmatch(r"[^.*> \t]+(\.[^.*> \t]+)*", inbox_prefix):
+        raise ClientError(f"inbox_prefix {inbox_prefix!r} must be subject tokens, no wildcards")
+    paths = (credentials, nkey_seed, tls_ca, tls_cert, tls_key)
+    security = NatsSecurity(*(Path(p).expanduser() if p else None for p in paths))
+    try:
+        connection.check(security, _KEYWORDS)
+    except ConfigError as e:
+        raise ClientError(str(e)) from None
+    return security
+
+
+_KEYWORDS = {
+    "creds": "credentials",
+    "nkey": "nkey_seed",
+    "tls_ca": "tls_ca",
+    "tls_cert": "tls_cert",
+    "tls_key": "tls_key",
+}
 
 
 def _check_prompt_id(prompt_id: str) -> None:

@@ -36,3 +36,98 @@ def test_values_are_read_from_the_environment() -> None:
 def test_unusable_numbers_are_refused_by_name(value: str) -> None:
     with pytest.raises(ConfigError, match="TURNLOG_MAX_LIVE_SESSIONS"):
         Settings.from_env({"TURNLOG_MAX_LIVE_SESSIONS": value})
+
+
+SEED = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY"
+CREDS = (
+    "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n\n"
+    f"-----BEGIN USER NKEY SEED-----\n{SEED}\n------END USER NKEY SEED------\n"
+)
+
+
+def nats_env(**files: str) -> dict[str, str]:
+    return {"TURNLOG_NATS_URL": "nats://n:4222", **files}
+
+
+def test_nats_credentials_and_tls_files_are_read_as_paths(tmp_path: Path) -> None:
+    from tests.tls import make_certificates
+
+    (tmp_path / "u.creds").write_text(CREDS)
+    certs = make_certificates(tmp_path)
+    settings = Settings.from_env(
+        nats_env(
+            TURNLOG_NATS_CREDS=str(tmp_path / "u.creds"),
+            TURNLOG_NATS_TLS_CA=str(certs.ca),
+            TURNLOG_NATS_TLS_CERT=str(certs.client_cert),
+            TURNLOG_NATS_TLS_KEY=str(certs.client_key),
+        )
+    )
+    security = settings.nats_security
+    assert security.creds == tmp_path / "u.creds" and security.nkey is None
+    assert (security.tls_ca, security.tls_cert) == (certs.ca, certs.client_cert)
+    assert security.tls and security.configured
+
+
+def test_no_nats_security_settings_connect_as_before() -> None:
+    security = Settings.from_env(nats_env()).nats_security
+    assert not security.configured and not security.tls
+
+
+@pytest.mark.parametrize(
+    "name", ["TURNLOG_NATS_CREDS", "TURNLOG_NATS_NKEY", "TURNLOG_NATS_TLS_CA"]
+)
+def test_a_missing_file_is_refused_by_name(name: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"{name}: cannot read .*missing"):
+        Settings.from_env(nats_env(**{name: str(tmp_path / "missing")}))
+
+
+def test_files_that_are_not_what_they_should_be_are_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_text("hello")
+    for name, what in (
+        ("TURNLOG_NATS_CREDS", "not a NATS credentials file"),
+        ("TURNLOG_NATS_NKEY", "no NKey user seed"),
+        ("TURNLOG_NATS_TLS_CA", "no CA certificate"),
+    ):
+        with pytest.raises(ConfigError, match=f"{name}: .*{what}"):
+            Settings.from_env(nats_env(**{name: str(junk)}))
+
+
+def test_conflicting_or_partial_nats_settings_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "u.creds").write_text(CREDS)
+    (tmp_path / "u.nk").write_text(SEED + "\n")
+    with pytest.raises(ConfigError, match="TURNLOG_NATS_CREDS or TURNLOG_NATS_NKEY, not both"):
+        Settings.from_env(
+            nats_env(
+                TURNLOG_NATS_CREDS=str(tmp_path / "u.creds"),
+                TURNLOG_NATS_NKEY=str(tmp_path / "u.nk"),
+            )
+        )
+    with pytest.raises(ConfigError, match="TURNLOG_NATS_TLS_CERT and TURNLOG_NATS_TLS_KEY go"):
+        Settings.from_env(nats_env(TURNLOG_NATS_TLS_CERT=str(tmp_path / "u.nk")))
+    with pytest.raises(ConfigError, match="TURNLOG_NATS_URL is not"):
+        Settings.from_env({"TURNLOG_NATS_NKEY": str(tmp_path / "u.nk")})
+
+
+def test_a_certificate_with_someone_elses_key_is_refused(tmp_path: Path) -> None:
+    from tests.tls import make_certificates
+
+    certs = make_certificates(tmp_path)
+    with pytest.raises(ConfigError, match="TURNLOG_NATS_TLS_CERT / TURNLOG_NATS_TLS_KEY"):
+        Settings.from_env(
+            nats_env(
+                TURNLOG_NATS_TLS_CERT=str(certs.client_cert),
+                TURNLOG_NATS_TLS_KEY=str(certs.server_key),
+            )
+        )
+
+
+def test_the_command_line_exits_2_on_an_unusable_nats_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from turnlog.services.cli import main
+
+    monkeypatch.setenv("TURNLOG_NATS_URL", "nats://n:4222")
+    monkeypatch.setenv("TURNLOG_NATS_CREDS", str(tmp_path / "gone.creds"))
+    assert main(["infra", "status"]) == 2
+    assert capsys.readouterr().err.startswith("turnlog: TURNLOG_NATS_CREDS: cannot read")
