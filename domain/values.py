@@ -57,6 +57,25 @@ def storable(text: str, what: str) -> str:
     return text
 
 
+_LONE_ESCAPE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def raw_text_problem(data: bytes) -> str | None:
+    """Why JSON ``data`` that failed to decode breaks the text policy, if that is why:
+    bytes that are not UTF-8, or an escaped surrogate without its other half."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"not UTF-8 (byte {e.start})"
+    found = _LONE_ESCAPE.search(data)
+    if found is not None:
+        return f"a lone surrogate ({found.group().decode()}) at byte {found.start()}"
+    return None
+
+
 def clean(text: str) -> str:
     """``text`` with every character the text policy refuses replaced by U+FFFD: for
     texts turnlog records from what it did not choose, such as an error's message."""
