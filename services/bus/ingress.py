@@ -171,8 +171,12 @@ class Ingress:
             await asyncio.sleep(STANDBY_POLL)
 
     async def _let_go(self, conn: PoolConnectionProxy | None) -> None:
-        if conn is not None:
-            conn.terminate()  # its session, and so the lock, ends with it
+        """Close ``conn``: its session, and so the lock, ends with it (a connection the
+        pool took back already, having lost it, is left be)."""
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            conn.terminate()
             await self.host.repo.store.pool.release(conn)
 
     def _lock_key(self) -> tuple[int, int]:

@@ -100,7 +100,10 @@ class Relay:
         finally:
             saver.cancel()
             await asyncio.gather(saver, return_exceptions=True)
-            await self._save(self.published)
+            try:
+                await self._save(self.published)
+            except Exception as e:  # the database is away: republishing a little is fine
+                log.info("relay position not saved", error=str(e) or type(e).__name__)
 
     async def _save_positions(self) -> None:
         """Keep the saved position close behind what is published, off the hot path: a

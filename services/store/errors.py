@@ -64,6 +64,8 @@ def transient(error: BaseException) -> bool:
         return True
     if isinstance(error, asyncpg.PostgresError):
         return (getattr(error, "sqlstate", None) or "")[:2] in _PASSING
+    if isinstance(error, asyncpg.exceptions.InternalClientError):
+        return True  # a connection cut mid-operation leaves its protocol in a bad state
     if isinstance(error, asyncpg.InterfaceError):
         text = str(error)
         return "connection is closed" in text or "connection was closed" in text

@@ -650,8 +650,8 @@ class EventStore:
             self._notify_pending = False
             try:
                 await self.pool.execute("SELECT pg_notify($1, '')", CHANNEL)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                log.warning("notify failed", error=str(e))
+            except Exception as e:  # a hint only: followers also wake on their own
+                log.warning("notify failed", error=str(e) or type(e).__name__)
                 return
             await asyncio.sleep(NOTIFY_EVERY)  # a wake-up hint: one per few ms is plenty
 

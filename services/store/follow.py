@@ -118,19 +118,31 @@ async def follow(
 
     Sleeps until an append is announced (in-process or by NOTIFY from another process);
     while holding at a hole it re-checks briefly, since a rolled-back writer announces
-    nothing. ``idle_timeout`` only bounds how long a lost notification can delay.
+    nothing. ``idle_timeout`` only bounds how long a lost notification can delay. When
+    its listening connection closes (the database restarted) it raises
+    ConnectionResetError, for its owner to follow again on a new one.
     """
     store = reader.store
     waker = store.local_waker()
     listener: PoolConnectionProxy = await store.pool.acquire()
 
+    closed = False
+
     def wake(*_: object) -> None:
         waker.set()
 
+    def gone(*_: object) -> None:
+        nonlocal closed
+        closed = True
+        waker.set()
+
     await listener.add_listener(CHANNEL, wake)
+    listener.add_termination_listener(gone)
     try:
         while True:
             waker.clear()
+            if closed:  # the database restarted: no more notifications on it
+                raise ConnectionResetError("the follower's database connection was closed")
             batch = await reader.read()
             if batch:
                 yield batch
@@ -144,5 +156,7 @@ async def follow(
     finally:
         store.drop_waker(waker)
         with contextlib.suppress(Exception):
+            listener.remove_termination_listener(gone)
             await listener.remove_listener(CHANNEL, wake)
-        await store.pool.release(listener)
+        with contextlib.suppress(Exception):  # one the pool took back already, closed
+            await store.pool.release(listener)
