@@ -80,15 +80,16 @@ class Client:
         create_streams: bool = True,
         max_file_bytes: int = files.DEFAULT_MAX_BYTES,
     ) -> Client:
-        """Connect to NATS. The streams are created if missing, so messages sent before
-        the app is served wait for it."""
+        """Connect to NATS. The streams are created if missing (as turnlog's defaults
+        have them; turnlog's processes apply the limits they are configured with), so
+        messages sent before the app is served wait for it."""
         try:
             nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=-1)
         except Exception as e:
             raise ClientError(f"cannot connect to NATS at {nats_url}: {e}") from e
         client = cls(nc, Subjects(prefix), max_file_bytes)
         if create_streams:
-            await ensure_streams(client.js, client.subjects)
+            await ensure_streams(client.js, client.subjects, update=False)
         return client
 
     def session(

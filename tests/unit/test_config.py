@@ -36,3 +36,26 @@ def test_values_are_read_from_the_environment() -> None:
 def test_unusable_numbers_are_refused_by_name(value: str) -> None:
     with pytest.raises(ConfigError, match="TURNLOG_MAX_LIVE_SESSIONS"):
         Settings.from_env({"TURNLOG_MAX_LIVE_SESSIONS": value})
+
+
+def test_stream_limits_default_to_a_bounded_bus_and_are_read_from_the_environment() -> None:
+    default = Settings.from_env({}).streams
+    assert default.in_max_bytes == 1 << 30 and default.events_max_age == 7 * 24 * 3600
+    assert default.dlq_max_age == 30 * 24 * 3600
+    streams = Settings.from_env(
+        {
+            "TURNLOG_IN_MAX_BYTES": "1048576",
+            "TURNLOG_EVENTS_MAX_AGE": "3600",
+            "TURNLOG_EVENTS_MAX_BYTES": "0",
+            "TURNLOG_DLQ_MAX_AGE": "86400.5",
+            "TURNLOG_DLQ_MAX_BYTES": "4096",
+        }
+    ).streams
+    assert (streams.in_max_bytes, streams.events_max_age, streams.events_max_bytes) == (
+        1 << 20,
+        3600,
+        0,
+    )
+    assert (streams.dlq_max_age, streams.dlq_max_bytes) == (86400.5, 4096)
+    with pytest.raises(ConfigError, match="TURNLOG_EVENTS_MAX_AGE"):
+        Settings.from_env({"TURNLOG_EVENTS_MAX_AGE": "a week"})
