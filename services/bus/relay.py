@@ -1,7 +1,9 @@
 """The relay: every committed event onto TURNLOG_EVENTS, in position order, exactly once
 after JetStream's dedupe (``Nats-Msg-Id`` = ``<log id>:<position>``). Payloads go out
 unsealed: bus consumers get plain, schema-conformant payloads (erased fields as their
-placeholders)."""
+placeholders). A ``user.erased`` goes out on its own stream's subject and, as the erasure
+notice, on ``<prefix>.events.<app>.<its stream>`` for every app it names
+(``Nats-Msg-Id`` = ``<log id>:<position>:<app>``)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
+from turnlog.contracts.events import UserErased
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
@@ -42,6 +45,7 @@ class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
 
 _encode = msgspec.json.Encoder().encode
 _app_of = msgspec.json.Decoder(dict[str, object])
+_erasure = msgspec.json.Decoder(UserErased)
 
 
 class Relay:
@@ -129,19 +133,21 @@ class Relay:
         """Publish ``batch`` until JetStream has acknowledged all of it. A batch cut off
         by a disconnect is published again whole; JetStream drops what it already has."""
         apps = await self._apps_of(batch)
-        batch = await self.keyring.unseal(batch)
         delay = 0.1
         while True:
+            # unsealed again for each attempt: a retry never sends what a key erased
+            # since the last attempt had sealed
+            plain = await self.keyring.unseal(batch)
             acks: list[asyncio.Future[PubAck]] = []
             try:
-                for r in batch:
-                    acks.append(
-                        await self.js.publish_async(
-                            self.subjects.events(apps[r.stream_id], r.stream_id),
-                            _body(r),
-                            headers={"Nats-Msg-Id": f"{self.log_id}:{r.position}"},
+                for r in plain:
+                    body = _body(r)
+                    for subject, msg_id in self._targets(r, apps[r.stream_id]):
+                        acks.append(
+                            await self.js.publish_async(
+                                subject, body, headers={"Nats-Msg-Id": msg_id}
+                            )
                         )
-                    )
                 async with asyncio.timeout(self.ack_timeout):
                     await asyncio.gather(*acks)
                 return
@@ -156,6 +162,18 @@ class Relay:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _targets(self, r: RecordedEvent, app: str) -> list[tuple[str, str]]:
+        """Where ``r`` is published, with its message id: its stream's subject; a
+        ``user.erased`` also to every app that held the user's data (the erasure notice
+        their consumers see), each copy with a message id of its own."""
+        msg_id = f"{self.log_id}:{r.position}"
+        targets = [(self.subjects.events(app, r.stream_id), msg_id)]
+        if r.type == UserErased.TYPE:
+            for other in _notified(r.payload):
+                if other != app:
+                    targets.append((self.subjects.events(other, r.stream_id), f"{msg_id}:{other}"))
+        return targets
 
     async def _apps_of(self, batch: Sequence[RecordedEvent]) -> dict[str, str]:
         """The app of each stream, from its first event (cached)."""
@@ -182,6 +200,15 @@ class Relay:
 def _app_in(payload: bytes) -> str:
     app = _app_of.decode(payload).get("app")
     return app if isinstance(app, str) and app else "_"
+
+
+def _notified(payload: bytes) -> tuple[str, ...]:
+    """The apps a ``user.erased`` names (those that are one subject token)."""
+    try:
+        apps = _erasure.decode(payload).apps
+    except msgspec.DecodeError:
+        return ()
+    return tuple(a for a in apps if a and not any(c in a for c in " .*>"))
 
 
 def _body(r: RecordedEvent) -> bytes:
