@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -27,12 +28,15 @@ from nats.js.api import DiscardPolicy, RetentionPolicy
 from nats.js.errors import NotFoundError
 
 import turnlog
+from tests import helpers
 from tests.integration.conftest import Start
 from turnlog.contracts import bus
 from turnlog.contracts.events import UserRef
 from turnlog.projections.catalog import PROJECTIONS
+from turnlog.services.bus.relay import Relay
+from turnlog.services.bus.streams import ensure_streams
 from turnlog.services.bus.subjects import Subjects
-from turnlog.services.erasure import erasure_stream
+from turnlog.services.erasure import erase, erasure_stream
 from turnlog.services.infra.endpoints import Endpoints
 from turnlog.services.infra.processes import free_port
 from turnlog.services.projector.runner import Projector
@@ -318,6 +322,60 @@ async def test_erase_user_with_nats_out_of_reach_erases_the_log_and_a_second_run
     assert again["purged"]["events"] >= 8 and again["purged"]["files"] == 1
     code, out, _ = await turnlog_cli(cli_env, "erase-user", "alice")
     assert code == 0 and "deleted from NATS: 0 relayed event(s)" in out
+
+
+def echo_app(name: str) -> turnlog.App:
+    app = turnlog.App(name)
+
+    @app.message()
+    async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
+        await session.reply(f"noted: {msg.text}")
+
+    return app
+
+
+async def test_the_erasure_notice_reaches_each_app_once_even_when_the_log_is_relayed_again(
+    store: EventStore, servers: Endpoints, prefix: str
+) -> None:
+    for name in ("vault", "diary"):
+        await helpers.converse(store, echo_app(name), [SAID["alice"]], helpers.ALICE)
+    erasure = await erase(store, "alice", actor="operator:test")
+    assert erasure.reach.apps == ("diary", "vault")
+    subjects = Subjects(prefix)
+    nc = await nats.connect(servers.nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, subjects)
+        for name in ("relay", "relay-again"):  # the second publishes it all once more
+            relay = Relay(store, js, subjects, name=name)
+            running = asyncio.create_task(relay.run())
+            await until(functools.partial(_relayed, relay, erasure.report.position or 0))
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        stream = erasure_stream("alice")
+        notices = await notices_on(js, subjects.stream_events, f"{prefix}.events.*.{stream}")
+    finally:
+        await nc.close()
+    assert notices == {f"{prefix}.events.{app}.{stream}" for app in ("_", "diary", "vault")}
+
+
+async def notices_on(js: JetStreamContext, stream: str, subject: str) -> set[str]:
+    """The subjects of the messages on ``subject``, each seen once at most."""
+    seen: list[str] = []
+    seq = 1
+    while True:
+        try:
+            msg = await js.get_msg(stream, seq, subject=subject, next=True)
+        except NotFoundError:
+            break
+        seen.append(msg.subject or "")
+        seq = (msg.seq or seq) + 1
+    assert len(seen) == len(set(seen)), seen
+    return set(seen)
+
+
+async def _relayed(relay: Relay, position: int) -> bool:
+    return relay.published >= position
 
 
 async def _assert_bounded(nats_url: str, subjects: Subjects) -> None:
