@@ -55,6 +55,7 @@ def stream_configs(subjects: Subjects, limits: StreamLimits) -> list[StreamConfi
         StreamConfig(
             name=subjects.stream_events,
             subjects=[f"{p}.events.>"],
+            retention=RetentionPolicy.LIMITS,
             discard=DiscardPolicy.OLD,
             max_age=limits.events_max_age,
             max_bytes=_bytes(limits.events_max_bytes),
@@ -63,6 +64,7 @@ def stream_configs(subjects: Subjects, limits: StreamLimits) -> list[StreamConfi
         StreamConfig(
             name=subjects.stream_dlq,
             subjects=[f"{p}.dlq.>"],
+            retention=RetentionPolicy.LIMITS,
             discard=DiscardPolicy.OLD,
             max_age=limits.dlq_max_age,
             max_bytes=_bytes(limits.dlq_max_bytes),

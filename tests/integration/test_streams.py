@@ -82,7 +82,9 @@ async def test_each_stream_has_the_configured_retention(js: JetStreamContext, pr
     dlq = (await js.stream_info(subjects.stream_dlq)).config
     assert (dlq.max_age, dlq.max_bytes, dlq.discard) == (3600, 3 << 20, DiscardPolicy.OLD)
 
-    await ensure_streams(js, subjects)  # the defaults, applied to the existing streams
+    with structlog.testing.capture_logs() as logs:
+        await ensure_streams(js, subjects)  # the defaults, applied to the existing streams
+    assert logs == []  # nothing to say: no retention changed
     events = (await js.stream_info(subjects.stream_events)).config
     assert (events.max_age, events.max_bytes) == (7 * 24 * 3600, 2 << 30)
     assert events.duplicate_window == 15 * 60
@@ -142,6 +144,9 @@ async def test_an_inbound_stream_with_limits_retention_is_moved_or_kept_with_a_w
     retention = (await js.stream_info(subjects.stream_in)).config.retention
     if (server.major, server.minor) >= (2, 10):
         assert retention == RetentionPolicy.INTEREST
+        assert [e["event"] for e in logs] == [
+            "inbound stream now has interest retention: handled messages were removed"
+        ]
     else:  # NATS 2.9 cannot change a stream's retention
         assert retention == RetentionPolicy.LIMITS
         [warning] = [e for e in logs if e["log_level"] == "warning"]
