@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import msgspec
 
+from turnlog.services.bus.relay import app_of
 from turnlog.services.integrations import integrations_stream
 from turnlog.services.projector.writes import Conn
 from turnlog.services.sealed import MARKER, PERSONAL, needle
 
 _encode = msgspec.json.Encoder().encode
-_first = msgspec.json.Decoder(dict[str, object])
 _URL = re.compile(rb'nats-object://[^"\\\s]+')
 
 _SESSIONS = (
@@ -30,7 +30,10 @@ _UNSEALED = (
     "SELECT count(*) FROM turnlog_events WHERE stream_id = ANY($1::text[])"
     " AND type = ANY($2::text[]) AND substring(payload FROM 1 FOR $3) <> $4::bytea"
 )
-_FIRSTS = "SELECT payload FROM turnlog_events WHERE stream_id = ANY($1::text[]) AND version = 1"
+_FIRSTS = (
+    "SELECT stream_id, payload FROM turnlog_events"
+    " WHERE stream_id = ANY($1::text[]) AND version = 1 ORDER BY stream_id"
+)
 _FILES = (
     "SELECT payload FROM turnlog_events WHERE stream_id = ANY($1::text[])"
     " AND position('nats-object://'::bytea IN payload) > 0"
@@ -40,14 +43,15 @@ _FILES = (
 @dataclass(frozen=True)
 class Reach:
     """A user's data in the log. ``streams``: every stream that held it (their sessions
-    included); ``apps``: the apps those belong to; ``files``: the file store references
-    (``nats-object://...``) in them; ``sealed_events``: events sealed with their key;
-    ``documents``: document streams among them; ``unsealed_events``: personal events of
-    their sessions written before sealing existed."""
+    included), with the app it is relayed under; ``apps``: the apps among those;
+    ``files``: the file store references (``nats-object://...``) in them;
+    ``sealed_events``: events sealed with their key; ``documents``: document streams
+    among them; ``unsealed_events``: personal events of their sessions written before
+    sealing existed."""
 
     user_id: str
     sessions: tuple[str, ...]
-    streams: tuple[str, ...]
+    streams: dict[str, str]  # stream id -> the app it is relayed under
     apps: tuple[str, ...]
     files: tuple[str, ...]
     sealed_events: int
@@ -67,27 +71,24 @@ async def survey(conn: Conn, user_id: str) -> Reach:
     sealed = await conn.fetch(_SEALED, needle(user_id))
     marker = b'{"' + MARKER.encode() + b'"'
     unsealed = await conn.fetchval(_UNSEALED, sessions, list(PERSONAL), len(marker), marker)
-    streams = sorted({*sessions, *(r[0] for r in sealed), integrations_stream(user_id)})
+    streams = await _apps(conn, {*sessions, *(r[0] for r in sealed), integrations_stream(user_id)})
     return Reach(
         user_id=user_id,
         sessions=tuple(sessions),
-        streams=tuple(streams),
-        apps=await _apps(conn, streams),
-        files=await _files(conn, streams),
+        streams=streams,
+        apps=tuple(sorted(set(streams.values()) - {"_"})),
+        files=await _files(conn, list(streams)),
         sealed_events=sum(r[1] for r in sealed),
         documents=sum(1 for r in sealed if r[2]),
         unsealed_events=unsealed,
     )
 
 
-async def _apps(conn: Conn, streams: list[str]) -> tuple[str, ...]:
-    """The apps of ``streams``, named by their first events (``app``, in clear)."""
-    apps: set[str] = set()
-    for (payload,) in await conn.fetch(_FIRSTS, streams):
-        app = _first.decode(payload).get("app")
-        if isinstance(app, str) and app:
-            apps.add(app)
-    return tuple(sorted(apps))
+async def _apps(conn: Conn, streams: set[str]) -> dict[str, str]:
+    """Each of ``streams`` with the app the relay publishes it under (named by its first
+    event), in order; those not in the log are left out."""
+    rows = await conn.fetch(_FIRSTS, sorted(streams))
+    return {row[0]: app_of(row[1]) for row in rows}
 
 
 async def _files(conn: Conn, streams: list[str]) -> tuple[str, ...]:

@@ -71,8 +71,8 @@ async def purge(js: JetStreamContext, subjects: Subjects, reach: Reach) -> Purge
     tally = _Tally()
     p, sessions = subjects.prefix, set(reach.sessions)
     try:
-        for stream_id in reach.streams:
-            found = await delete_all(js, subjects.stream_events, subjects.events("*", stream_id))
+        for stream_id, app in reach.streams.items():
+            found = await delete_all(js, subjects.stream_events, subjects.events(app, stream_id))
             tally.events += found
         theirs = _inbound_of(reach.user_id, sessions)
         tally.inbound = await delete_all(js, subjects.stream_in, f"{p}.in.>", theirs)

@@ -179,7 +179,7 @@ class Relay:
         """The app of each stream, from its first event (cached)."""
         for r in batch:
             if r.version == 1 and r.stream_id not in self._apps:
-                self._remember(r.stream_id, _app_in(r.payload))
+                self._remember(r.stream_id, app_of(r.payload))
         missing = list({r.stream_id for r in batch if r.stream_id not in self._apps})
         if missing:
             rows = await self.store.pool.fetch(
@@ -188,7 +188,7 @@ class Relay:
                 missing,
             )
             for row in rows:
-                self._remember(row[0], _app_in(row[1]))
+                self._remember(row[0], app_of(row[1]))
         return {r.stream_id: self._apps.get(r.stream_id, "_") for r in batch}
 
     def _remember(self, stream_id: str, app: str) -> None:
@@ -197,7 +197,9 @@ class Relay:
             self._apps.popitem(last=False)
 
 
-def _app_in(payload: bytes) -> str:
+def app_of(payload: bytes) -> str:
+    """The app a stream is published under, from its first event's payload (``_`` for
+    a stream of no app: a user's erasures, their integrations)."""
     app = _app_of.decode(payload).get("app")
     return app if isinstance(app, str) and app else "_"
 
