@@ -17,11 +17,11 @@ class StreamLimits:
     """What the JetStream streams keep: at most so many bytes (0: no limit), each message
     so many seconds (0: forever). Inbound messages go once handled, whatever their age."""
 
-    in_max_bytes: int = 1 << 30
+    in_max_bytes: int = 256 << 20
     events_max_age: float = 7 * DAY
-    events_max_bytes: int = 2 << 30
+    events_max_bytes: int = 1 << 30
     dlq_max_age: float = 30 * DAY
-    dlq_max_bytes: int = 256 << 20
+    dlq_max_bytes: int = 128 << 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamLimits:

@@ -86,7 +86,7 @@ async def test_each_stream_has_the_configured_retention(js: JetStreamContext, pr
         await ensure_streams(js, subjects)  # the defaults, applied to the existing streams
     assert logs == []  # nothing to say: no retention changed
     events = (await js.stream_info(subjects.stream_events)).config
-    assert (events.max_age, events.max_bytes) == (7 * 24 * 3600, 2 << 30)
+    assert (events.max_age, events.max_bytes) == (7 * 24 * 3600, 1 << 30)
     assert events.duplicate_window == 15 * 60
     # a producer creates what is missing and never overrides what turnlog configured
     await ensure_streams(js, subjects, StreamLimits(events_max_age=1), update=False)

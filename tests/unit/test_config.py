@@ -40,7 +40,7 @@ def test_unusable_numbers_are_refused_by_name(value: str) -> None:
 
 def test_stream_limits_default_to_a_bounded_bus_and_are_read_from_the_environment() -> None:
     default = Settings.from_env({}).streams
-    assert default.in_max_bytes == 1 << 30 and default.events_max_age == 7 * 24 * 3600
+    assert default.in_max_bytes == 256 << 20 and default.events_max_age == 7 * 24 * 3600
     assert default.dlq_max_age == 30 * 24 * 3600
     streams = Settings.from_env(
         {
