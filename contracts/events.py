@@ -331,12 +331,15 @@ SCHEDULE_PAYLOADS: tuple[type[EventPayload], ...] = (
 class UserErased(EventPayload, frozen=True, kw_only=True):
     """Recorded when a user's personal data is erased (``turnlog erase-user``): the keys
     named by ``key_generations`` were destroyed in the same transaction, so every field
-    sealed with them now reads as erased."""
+    sealed with them now reads as erased. ``apps``: the apps that held the user's data
+    (empty in erasures recorded before it existed); the relay publishes the event to
+    each of them as the erasure notice for their bus consumers."""
 
     TYPE: ClassVar[str] = "user.erased"
     user_id: str
     reason: str
     key_generations: tuple[int, ...]
+    apps: tuple[str, ...] = ()
 
 
 USER_PAYLOADS: tuple[type[EventPayload], ...] = (UserErased,)

@@ -168,7 +168,8 @@ def _parser() -> argparse.ArgumentParser:
 
     erase = sub.add_parser(
         "erase-user",
-        help="erase a user's personal data: destroy their keys, record user.erased",
+        help="erase a user's personal data: destroy their keys, record user.erased, delete"
+        " their messages and files from NATS",
     )
     erase.add_argument("user_id", metavar="USER_ID")
     erase.add_argument("--reason", default="", metavar="TEXT", help="recorded with the erasure")
@@ -553,23 +554,29 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _erase_user(args: argparse.Namespace, settings: Settings) -> int:
-    from turnlog.services.erasure import ErasureReport, UnknownUser, erase_user, render
-    from turnlog.services.store.eventstore import EventStore
+    from turnlog.services.bus.subjects import Subjects
+    from turnlog.services.erase_everywhere import erase_everywhere
+    from turnlog.services.erasure import UnknownUser, render
 
-    async def run(url: str) -> ErasureReport:
-        store = await EventStore.connect(url, min_size=1, max_size=2)
+    subjects = Subjects(settings.subject_prefix)
+    with endpoints(settings) as where:
         try:
-            return await erase_user(store, args.user_id, reason=args.reason)
-        finally:
-            await store.close()
-
-    with endpoints(settings, nats=False) as where:
-        try:
-            report = aio.run(run(where.database_url))
+            report = aio.run(
+                erase_everywhere(
+                    where.database_url, where.nats_url, subjects, args.user_id, reason=args.reason
+                )
+            )
         except UnknownUser as e:
             print(f"turnlog: {e}", file=sys.stderr)
             return 2
     print(render(report, as_json=args.json))
+    if report.purged is not None and report.purged.error is not None:
+        print(
+            f"turnlog: user {args.user_id} is erased in the log, but their data on NATS is not"
+            f" all deleted ({report.purged.error}); run erase-user again to finish",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 

@@ -9,6 +9,30 @@ from pathlib import Path
 from typing import TypeVar
 
 N = TypeVar("N", int, float)
+DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """What the JetStream streams keep: at most so many bytes (0: no limit), each message
+    so many seconds (0: forever). Inbound messages go once handled, whatever their age."""
+
+    in_max_bytes: int = 256 << 20
+    events_max_age: float = 7 * DAY
+    events_max_bytes: int = 1 << 30
+    dlq_max_age: float = 30 * DAY
+    dlq_max_bytes: int = 128 << 20
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StreamLimits:
+        d = cls()
+        return cls(
+            in_max_bytes=_number(env, "TURNLOG_IN_MAX_BYTES", d.in_max_bytes, int),
+            events_max_age=_number(env, "TURNLOG_EVENTS_MAX_AGE", d.events_max_age, float),
+            events_max_bytes=_number(env, "TURNLOG_EVENTS_MAX_BYTES", d.events_max_bytes, int),
+            dlq_max_age=_number(env, "TURNLOG_DLQ_MAX_AGE", d.dlq_max_age, float),
+            dlq_max_bytes=_number(env, "TURNLOG_DLQ_MAX_BYTES", d.dlq_max_bytes, int),
+        )
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,7 @@ class Settings:
     api_keys: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8330
+    streams: StreamLimits = StreamLimits()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +111,7 @@ class Settings:
             api_keys=_api_keys(env.get("TURNLOG_API_KEYS", "")),
             http_host=env.get("TURNLOG_HTTP_HOST") or "127.0.0.1",
             http_port=_number(env, "TURNLOG_HTTP_PORT", 8330, int),
+            streams=StreamLimits.from_env(env),
         )
 
 

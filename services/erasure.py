@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +20,10 @@ import msgspec
 
 from turnlog.contracts.events import UserErased
 from turnlog.projections.collections import Collections
+from turnlog.services.bus.purge import Purged
+from turnlog.services.erasure_reach import Reach, survey
 from turnlog.services.projector.writes import Conn, decode, execute, hold, quote
-from turnlog.services.sealed import MARKER, PERSONAL, needle
+from turnlog.services.sealed import needle
 from turnlog.services.sealing import KeyRing
 from turnlog.services.store.errors import StoreError
 from turnlog.services.store.eventstore import COLUMNS, EventStore, to_record
@@ -33,18 +36,6 @@ _view = Collections()
 _KEYS = (
     "SELECT generation, key IS NULL, erased_at FROM turnlog_user_keys WHERE user_id = $1"
     " ORDER BY generation FOR UPDATE"
-)
-_SESSIONS = (
-    "SELECT stream_id FROM turnlog_events"
-    " WHERE type = 'session.started' AND position($1::bytea IN payload) > 0"
-)
-_SEALED = (
-    "SELECT count(*), count(DISTINCT stream_id) FILTER (WHERE type LIKE 'document.%')"
-    " FROM turnlog_events WHERE position($1::bytea IN payload) > 0"
-)
-_UNSEALED = (
-    "SELECT count(*) FROM turnlog_events WHERE stream_id = ANY($1::text[])"
-    " AND type = ANY($2::text[]) AND substring(payload FROM 1 FOR $3) <> $4::bytea"
 )
 _FIRST_ERASED = (
     "INSERT INTO turnlog_user_keys (user_id, generation, erased_at) VALUES ($1, 1, now())"
@@ -77,7 +68,8 @@ class UnknownUser(StoreError):
 class ErasureReport(msgspec.Struct, frozen=True, kw_only=True):
     """What ``erase_user`` did. ``events_sealed``: events whose personal fields were sealed
     for the user and now read as erased; ``events_unsealed``: events of their sessions
-    written before sealing existed, which an erasure cannot reach."""
+    written before sealing existed, which an erasure cannot reach; ``purged``: what
+    ``erase-user`` then deleted from NATS."""
 
     user_id: str
     already_erased: bool
@@ -88,6 +80,7 @@ class ErasureReport(msgspec.Struct, frozen=True, kw_only=True):
     documents: int
     events_sealed: int
     events_unsealed: int
+    purged: Purged | None = None  # from NATS, by erase-user (None: not tried)
 
 
 def erasure_stream(user_id: str) -> str:
@@ -95,54 +88,59 @@ def erasure_stream(user_id: str) -> str:
     return f"user:{uuid.uuid5(_STREAMS, user_id)}"
 
 
-def session_needle(user_id: str) -> bytes:
-    """Bytes that a ``session.started`` payload of ``user_id`` contains."""
-    return b'"user":{"id":' + _encode(user_id) + b","
+@dataclass(frozen=True)
+class Erasure:
+    """An erasure in the log: the report, and where the user's data was (for purging
+    its copies outside the log)."""
+
+    report: ErasureReport
+    reach: Reach
 
 
 async def erase_user(
     store: EventStore, user_id: str, *, reason: str = "", actor: str | None = None
 ) -> ErasureReport:
+    """Erase ``user_id``'s personal data in the log (see the module's docstring)."""
+    return (await erase(store, user_id, reason=reason, actor=actor)).report
+
+
+async def erase(
+    store: EventStore, user_id: str, *, reason: str = "", actor: str | None = None
+) -> Erasure:
+    """``erase_user``, with where the data was: erasing a user already erased changes
+    nothing in the log, and finds it all the same."""
     keyring = KeyRing(store)
     async with store.pool.acquire() as conn, conn.transaction():
         await hold(conn, _view.name)  # before the keys, as document writers take them
         keys = await conn.fetch(_KEYS, user_id)  # locks them: erasures of a user queue up
-        sessions, reached = await _survey(conn, user_id)
-        if not keys and not sessions:
+        reach = await survey(conn, user_id)
+        if not keys and not reach.sessions:
             raise UnknownUser(user_id)
         if keys and all(erased for _, erased, _ in keys):
-            return ErasureReport(
-                **reached, already_erased=True, erased_at=_iso(keys[-1][2]), position=None,
-                key_generations=[k[0] for k in keys],
-            )  # fmt: skip
+            report = _report(reach, already_erased=True, erased_at=_iso(keys[-1][2]),
+                             position=None, key_generations=[k[0] for k in keys])  # fmt: skip
+            return Erasure(report, reach)
         generations = await keyring.erase(conn, user_id)
         if not keys:  # only unsealed data: remember the erasure all the same
             await conn.execute(_FIRST_ERASED, user_id)
-        event = _erased(user_id, reason, generations, actor)
+        event = _erased(user_id, reason, generations, actor, reach.apps)
         stream = erasure_stream(user_id)
         version = await conn.fetchval(_LAST_VERSION, stream)
         [recorded] = await store.append(stream, version, [event], connection=conn)  # type: ignore[arg-type]
-        await conn.execute(_SNAPSHOTS, sessions, needle(user_id))
-        await conn.execute(_STATES, sessions, needle(user_id))
+        await conn.execute(_SNAPSHOTS, list(reach.sessions), needle(user_id))
+        await conn.execute(_STATES, list(reach.sessions), needle(user_id))
         await _erase_documents(conn, keyring, user_id)
     store.announce()
+    report = _report(reach, already_erased=False, erased_at=_iso(event.recorded_at),
+                     position=recorded.position, key_generations=generations)  # fmt: skip
+    return Erasure(report, reach)
+
+
+def _report(reach: Reach, **fields: Any) -> ErasureReport:
     return ErasureReport(
-        **reached, already_erased=False, erased_at=_iso(event.recorded_at),
-        position=recorded.position, key_generations=generations,
+        user_id=reach.user_id, sessions=len(reach.sessions), documents=reach.documents,
+        events_sealed=reach.sealed_events, events_unsealed=reach.unsealed_events, **fields,
     )  # fmt: skip
-
-
-async def _survey(conn: Conn, user_id: str) -> tuple[list[str], dict[str, Any]]:
-    """The user's sessions, and what an erasure of theirs reaches (report fields)."""
-    sessions = [r[0] for r in await conn.fetch(_SESSIONS, session_needle(user_id))]
-    counts = await conn.fetchrow(_SEALED, needle(user_id))
-    assert counts is not None  # an aggregate: always one row
-    marker = b'{"' + MARKER.encode() + b'"'
-    unsealed = await conn.fetchval(_UNSEALED, sessions, list(PERSONAL), len(marker), marker)
-    return sessions, {
-        "user_id": user_id, "sessions": len(sessions), "documents": counts[1],
-        "events_sealed": counts[0], "events_unsealed": unsealed,
-    }  # fmt: skip
 
 
 async def _erase_documents(conn: Conn, keyring: KeyRing, user_id: str) -> None:
@@ -157,8 +155,12 @@ async def _erase_documents(conn: Conn, keyring: KeyRing, user_id: str) -> None:
     await execute(conn, _view.erase(events), schema)
 
 
-def _erased(user_id: str, reason: str, generations: list[int], actor: str | None) -> NewEvent:
-    payload = UserErased(user_id=user_id, reason=reason, key_generations=tuple(generations))
+def _erased(
+    user_id: str, reason: str, generations: list[int], actor: str | None, apps: tuple[str, ...]
+) -> NewEvent:
+    payload = UserErased(
+        user_id=user_id, reason=reason, key_generations=tuple(generations), apps=apps
+    )
     return NewEvent(
         type=UserErased.TYPE,
         schema_version=UserErased.SCHEMA_VERSION,
@@ -176,17 +178,35 @@ def render(report: ErasureReport, *, as_json: bool = False) -> str:
     if as_json:
         return _encode(report).decode()
     if report.already_erased:
-        return f"user {report.user_id} was already erased (at {report.erased_at}); nothing to do"
-    lines = [
-        f"erased user {report.user_id}: key generation(s)"
-        f" {', '.join(map(str, report.key_generations)) or '(none)'} destroyed,"
-        f" user.erased recorded at position {report.position}",
-        f"  {report.sessions} session(s), {report.documents} document(s) held their data;"
-        f" {report.events_sealed} sealed event(s) now read as erased",
-    ]
+        done = "; nothing to do" if report.purged is None else ""
+        lines = [f"user {report.user_id} was already erased (at {report.erased_at}){done}"]
+    else:
+        lines = [
+            f"erased user {report.user_id}: key generation(s)"
+            f" {', '.join(map(str, report.key_generations)) or '(none)'} destroyed,"
+            f" user.erased recorded at position {report.position}",
+            f"  {report.sessions} session(s), {report.documents} document(s) held their data;"
+            f" {report.events_sealed} sealed event(s) now read as erased",
+        ]
     if report.events_unsealed:
         lines.append(
             f"  {report.events_unsealed} event(s) of their sessions were written before"
             " sealing and stay readable"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + _purged(report.purged))
+
+
+def _purged(purged: Purged | None) -> list[str]:
+    if purged is None:
+        return []
+    counts = (
+        f"{purged.events} relayed event(s), {purged.inbound} inbound message(s),"
+        f" {purged.dead_letters} dead letter(s), {purged.files} file(s)"
+    )
+    if purged.error is None:
+        return [f"  deleted from NATS: {counts}"]
+    return [
+        f"  NOT purged from NATS: {purged.error}",
+        f"  deleted from NATS so far: {counts};"
+        " run erase-user again once NATS is reachable to finish",
+    ]

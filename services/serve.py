@@ -18,7 +18,7 @@ from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services import files
 from turnlog.services.bus import connection
 from turnlog.services.bus.client import Client
-from turnlog.services.bus.ingress import Ingress
+from turnlog.services.bus.ingress import Ingress, ensure_runtime_consumer
 from turnlog.services.bus.integrations import IntegrationResponder
 from turnlog.services.bus.live import BusDelivery
 from turnlog.services.bus.prompts import PromptListener
@@ -101,7 +101,7 @@ async def serve(
             await responder.start()
         if nc is not None and (app is not None or parts.relay):
             js = nc.jetstream()
-            await ensure_streams(js, subjects)
+            await ensure_streams(js, subjects, settings.streams)
         if app is not None and nc is not None:
             files.use(files.FileStore(js, subjects.bucket_files, settings.max_file_bytes))
             delivery = BusDelivery(nc, subjects, app.name)
@@ -127,6 +127,7 @@ async def serve(
                 max_bytes=settings.max_inbound_bytes,
                 ack_wait=settings.ack_wait,
             ).run
+            await ensure_runtime_consumer(js, subjects, app.name, settings.ack_wait)
             await register(js, subjects, app.name)
             jobs["router"] = Router(js, subjects).run
             jobs |= _task_jobs(settings, store, nc, subjects, host)

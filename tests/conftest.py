@@ -113,6 +113,8 @@ async def prefix(servers: Endpoints) -> AsyncIterator[str]:
             await js.delete_stream(stream)
     with contextlib.suppress(Exception):
         await js.delete_key_value(f"{name.upper()}_APPS")
+    with contextlib.suppress(Exception):
+        await js.delete_object_store(subjects.bucket_files)
     await nc.close()
 
 

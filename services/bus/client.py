@@ -91,9 +91,10 @@ class Client:
         tls_key: str | Path | None = None,
         inbox_prefix: str | None = None,
     ) -> Client:
-        """Connect to NATS. The streams are created if missing, so messages sent before
-        the app is served wait for it; a producer whose NATS user may not create them
-        passes ``create_streams=False``.
+        """Connect to NATS. The streams are created if missing (as turnlog's defaults
+        have them; turnlog's processes apply the limits they are configured with), so
+        messages sent before the app is served wait for it; a producer whose NATS user
+        may not create them passes ``create_streams=False``.
 
         ``credentials`` is a .creds file (user JWT and NKey seed), ``nkey_seed`` a file
         holding an NKey user seed; user/password or a token go in the URL
@@ -111,7 +112,7 @@ class Client:
         client = cls(nc, Subjects(prefix), max_file_bytes)
         if create_streams:
             try:
-                await ensure_streams(client.js, client.subjects)
+                await ensure_streams(client.js, client.subjects, update=False)
             except nats.errors.Error as e:
                 await nc.close()
                 raise ClientError(

@@ -127,6 +127,34 @@ def _decode(data: bytes, subject_session: str | None) -> bus.Inbound:
     return message
 
 
+def runtime_consumer(subjects: Subjects, app: str, ack_wait: float) -> ConsumerConfig:
+    """The app's durable consumer: the active runtime acknowledges each message once its
+    turn is on record, which is what lets the inbound stream drop it."""
+    return ConsumerConfig(
+        durable_name=f"{subjects.prefix}-runtime-{app}",
+        deliver_subject=f"{subjects.prefix}.deliver.runtime.{app}",
+        filter_subject=subjects.inbound_all(app),
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=max(ack_wait, 1.0),
+        max_ack_pending=1000,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+
+
+async def ensure_runtime_consumer(
+    js: JetStreamContext, subjects: Subjects, app: str, ack_wait: float
+) -> None:
+    """Make the app's consumer if it is missing, before the app is registered and its
+    router reads: from then on the inbound stream keeps the app's messages for it, while
+    no runtime of it consumes too."""
+    config = runtime_consumer(subjects, app, ack_wait)
+    assert config.durable_name is not None
+    try:
+        await js.consumer_info(subjects.stream_in, config.durable_name)
+    except nats.js.errors.NotFoundError:
+        await js.add_consumer(subjects.stream_in, config)
+
+
 class Ingress:
     """Consumes ``turnlog.in.<app>.*`` through a durable consumer and feeds the host."""
 
@@ -274,12 +302,7 @@ class Ingress:
                     stream=self.subjects.stream_in,
                     cb=arrived,
                     manual_ack=True,
-                    config=ConsumerConfig(
-                        ack_policy=AckPolicy.EXPLICIT,
-                        ack_wait=self.ack_wait,
-                        max_ack_pending=1000,
-                        deliver_policy=DeliverPolicy.ALL,
-                    ),
+                    config=runtime_consumer(self.subjects, self.app, self.ack_wait),
                 )
                 break
             except nats.js.errors.Error as e:

@@ -1,7 +1,9 @@
 """The relay: every committed event onto TURNLOG_EVENTS, in position order, exactly once
 after JetStream's dedupe (``Nats-Msg-Id`` = ``<log id>:<position>``). Payloads go out
 unsealed: bus consumers get plain, schema-conformant payloads (erased fields as their
-placeholders)."""
+placeholders). A ``user.erased`` goes out on its own stream's subject and, as the erasure
+notice, on ``<prefix>.events.<app>.<its stream>`` for every app it names
+(``Nats-Msg-Id`` = ``<log id>:<position>:<app>``)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
+from turnlog.contracts.events import UserErased
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.sealing import KeyRing
 from turnlog.services.store.eventstore import EventStore
@@ -42,6 +45,7 @@ class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
 
 _encode = msgspec.json.Encoder().encode
 _app_of = msgspec.json.Decoder(dict[str, object])
+_erasure = msgspec.json.Decoder(UserErased)
 
 
 class Relay:
@@ -132,19 +136,21 @@ class Relay:
         """Publish ``batch`` until JetStream has acknowledged all of it. A batch cut off
         by a disconnect is published again whole; JetStream drops what it already has."""
         apps = await self._apps_of(batch)
-        batch = await self.keyring.unseal(batch)
         delay = 0.1
         while True:
+            # unsealed again for each attempt: a retry never sends what a key erased
+            # since the last attempt had sealed
+            plain = await self.keyring.unseal(batch)
             acks: list[asyncio.Future[PubAck]] = []
             try:
-                for r in batch:
-                    acks.append(
-                        await self.js.publish_async(
-                            self.subjects.events(apps[r.stream_id], r.stream_id),
-                            _body(r),
-                            headers={"Nats-Msg-Id": f"{self.log_id}:{r.position}"},
+                for r in plain:
+                    body = _body(r)
+                    for subject, msg_id in self._targets(r, apps[r.stream_id]):
+                        acks.append(
+                            await self.js.publish_async(
+                                subject, body, headers={"Nats-Msg-Id": msg_id}
+                            )
                         )
-                    )
                 async with asyncio.timeout(self.ack_timeout):
                     await asyncio.gather(*acks)
                 return
@@ -160,11 +166,23 @@ class Relay:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def _targets(self, r: RecordedEvent, app: str) -> list[tuple[str, str]]:
+        """Where ``r`` is published, with its message id: its stream's subject; a
+        ``user.erased`` also to every app that held the user's data (the erasure notice
+        their consumers see), each copy with a message id of its own."""
+        msg_id = f"{self.log_id}:{r.position}"
+        targets = [(self.subjects.events(app, r.stream_id), msg_id)]
+        if r.type == UserErased.TYPE:
+            for other in _notified(r.payload):
+                if other != app:
+                    targets.append((self.subjects.events(other, r.stream_id), f"{msg_id}:{other}"))
+        return targets
+
     async def _apps_of(self, batch: Sequence[RecordedEvent]) -> dict[str, str]:
         """The app of each stream, from its first event (cached)."""
         for r in batch:
             if r.version == 1 and r.stream_id not in self._apps:
-                self._remember(r.stream_id, _app_in(r.payload))
+                self._remember(r.stream_id, app_of(r.payload))
         missing = list({r.stream_id for r in batch if r.stream_id not in self._apps})
         if missing:
             rows = await self.store.pool.fetch(
@@ -173,7 +191,7 @@ class Relay:
                 missing,
             )
             for row in rows:
-                self._remember(row[0], _app_in(row[1]))
+                self._remember(row[0], app_of(row[1]))
         return {r.stream_id: self._apps.get(r.stream_id, "_") for r in batch}
 
     def _remember(self, stream_id: str, app: str) -> None:
@@ -182,9 +200,20 @@ class Relay:
             self._apps.popitem(last=False)
 
 
-def _app_in(payload: bytes) -> str:
+def app_of(payload: bytes) -> str:
+    """The app a stream is published under, from its first event's payload (``_`` for
+    a stream of no app: a user's erasures, their integrations)."""
     app = _app_of.decode(payload).get("app")
     return app if isinstance(app, str) and app else "_"
+
+
+def _notified(payload: bytes) -> tuple[str, ...]:
+    """The apps a ``user.erased`` names (those that are one subject token)."""
+    try:
+        apps = _erasure.decode(payload).apps
+    except msgspec.DecodeError:
+        return ()
+    return tuple(a for a in apps if a and not any(c in a for c in " .*>"))
 
 
 def _body(r: RecordedEvent) -> bytes:

@@ -1,10 +1,12 @@
 """Which apps exist, and what happens to messages for any other.
 
-Every runtime registers its app in a JetStream key-value bucket when it starts. The
-router (one consumer shared by all runtimes) reads every inbound message and dead-letters
-those for an app no runtime has ever registered; messages for a registered app wait in
-the stream for it, even while it is down. (A message for a brand-new app that the router
-reads just before that app's first runtime registers is dead-lettered and handled too.)
+Every runtime registers its app in a JetStream key-value bucket when it starts, once the
+app's durable consumer exists. The router (one consumer shared by all runtimes, made with
+the inbound stream) reads every inbound message and dead-letters those for an app no
+runtime has ever registered; messages for a registered app wait in the stream for its
+consumer, even while the app is down. (A message for a brand-new app that the router
+reads before that app's first runtime has made its consumer is dead-lettered only: the
+inbound stream keeps a message for the consumers that exist.)
 """
 
 from __future__ import annotations
@@ -49,6 +51,33 @@ async def register(js: JetStreamContext, subjects: Subjects, app: str) -> bool:
     return first
 
 
+def router_consumer(subjects: Subjects, start: DeliverPolicy = DeliverPolicy.ALL) -> ConsumerConfig:
+    """The router's durable consumer. Every runtime (of any app under this prefix) runs a
+    router; as one deliver group they see each inbound message once between them. It only
+    reads (the app's own consumer is the one that acknowledges work), so no acks. The same
+    deliver subject whoever creates it: routers starting at once then create one consumer
+    (an identical config is no conflict) and all join it."""
+    durable = f"{subjects.prefix}-router"
+    return ConsumerConfig(
+        durable_name=durable,
+        deliver_group=durable,
+        deliver_subject=f"{subjects.prefix}.deliver.router",
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=start,
+        filter_subject=subjects.inbound_all(),
+    )
+
+
+async def ensure_router_consumer(js: JetStreamContext, subjects: Subjects) -> None:
+    """Make the router's consumer if it is missing: with interest retention, the inbound
+    stream keeps only what some consumer wants, so messages sent before any runtime ever
+    started would otherwise not be kept."""
+    try:
+        await js.consumer_info(subjects.stream_in, f"{subjects.prefix}-router")
+    except NotFoundError:
+        await js.add_consumer(subjects.stream_in, router_consumer(subjects))
+
+
 class Router:
     """Dead-letters inbound messages for unregistered apps (reason ``unknown_app``)."""
 
@@ -71,21 +100,11 @@ class Router:
         sub = await self.js.subscribe(
             self.subjects.inbound_all(),
             durable=durable,
-            # Every runtime (of any app under this prefix) runs a router; as one group
-            # they see each inbound message once between them.
             queue=durable,
             stream=self.subjects.stream_in,
             cb=arrived,
             manual_ack=True,
-            # It only reads (the app's own consumer is the one that acknowledges work), so
-            # no acks: one message in per inbound message, none out.
-            # The same deliver subject whoever creates it: routers starting at once then
-            # create one consumer (an identical config is no conflict) and all join it.
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.NONE,
-                deliver_policy=start,
-                deliver_subject=f"{self.subjects.prefix}.deliver.router",
-            ),
+            config=router_consumer(self.subjects, start),
         )
         try:
             await asyncio.Event().wait()

@@ -202,7 +202,7 @@ async def test_erase_user_erases_one_user_everywhere_and_keeps_the_log_verifiabl
     [event] = await store.read_stream(erasure_stream("alice"))
     assert event.type == "user.erased" and event.actor and event.actor.startswith("operator:")
     assert json.loads(event.payload) == {
-        "user_id": "alice", "reason": "request 42", "key_generations": [1]
+        "user_id": "alice", "reason": "request 42", "key_generations": [1], "apps": ["diary"]
     }  # fmt: skip
     verified = turnlog_cli(cli_env, "audit", "verify", "--all")
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -73,9 +73,7 @@ def test_no_nats_security_settings_connect_as_before() -> None:
     assert not security.configured and not security.tls
 
 
-@pytest.mark.parametrize(
-    "name", ["TURNLOG_NATS_CREDS", "TURNLOG_NATS_NKEY", "TURNLOG_NATS_TLS_CA"]
-)
+@pytest.mark.parametrize("name", ["TURNLOG_NATS_CREDS", "TURNLOG_NATS_NKEY", "TURNLOG_NATS_TLS_CA"])
 def test_a_missing_file_is_refused_by_name(name: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"{name}: cannot read .*missing"):
         Settings.from_env(nats_env(**{name: str(tmp_path / "missing")}))
@@ -131,3 +129,26 @@ def test_the_command_line_exits_2_on_an_unusable_nats_file(
     monkeypatch.setenv("TURNLOG_NATS_CREDS", str(tmp_path / "gone.creds"))
     assert main(["infra", "status"]) == 2
     assert capsys.readouterr().err.startswith("turnlog: TURNLOG_NATS_CREDS: cannot read")
+
+
+def test_stream_limits_default_to_a_bounded_bus_and_are_read_from_the_environment() -> None:
+    default = Settings.from_env({}).streams
+    assert default.in_max_bytes == 256 << 20 and default.events_max_age == 7 * 24 * 3600
+    assert default.dlq_max_age == 30 * 24 * 3600
+    streams = Settings.from_env(
+        {
+            "TURNLOG_IN_MAX_BYTES": "1048576",
+            "TURNLOG_EVENTS_MAX_AGE": "3600",
+            "TURNLOG_EVENTS_MAX_BYTES": "0",
+            "TURNLOG_DLQ_MAX_AGE": "86400.5",
+            "TURNLOG_DLQ_MAX_BYTES": "4096",
+        }
+    ).streams
+    assert (streams.in_max_bytes, streams.events_max_age, streams.events_max_bytes) == (
+        1 << 20,
+        3600,
+        0,
+    )
+    assert (streams.dlq_max_age, streams.dlq_max_bytes) == (86400.5, 4096)
+    with pytest.raises(ConfigError, match="TURNLOG_EVENTS_MAX_AGE"):
+        Settings.from_env({"TURNLOG_EVENTS_MAX_AGE": "a week"})

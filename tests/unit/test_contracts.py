@@ -49,6 +49,11 @@ def test_golden_values_mean_what_they_say() -> None:
     assert letter.original == b'{"kind":"message"}'
 
 
+def test_an_erasure_recorded_before_apps_were_named_still_reads() -> None:
+    old = b'{"user_id":"alice","reason":"","key_generations":[1]}'
+    assert msgspec.json.decode(old, type=events.UserErased).apps == ()
+
+
 def test_inbound_messages_refuse_unknown_fields_and_outbound_ones_tolerate_them() -> None:
     with pytest.raises(msgspec.ValidationError, match="unknown field `txt`"):
         msgspec.json.decode(

@@ -1,0 +1,90 @@
+"""``turnlog erase-user`` end to end: the erasure in the log, then the copies NATS holds
+(relayed events, inbound messages, dead letters, uploaded files).
+
+The log comes first and always: with NATS out of reach the user is erased all the same,
+and the report says what is left on NATS, which running the command again purges (a
+user already erased is purged again, never erased twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import msgspec
+import nats
+import structlog
+
+from turnlog.services.bus.purge import Purged, purge
+from turnlog.services.bus.subjects import Subjects
+from turnlog.services.erasure import Erasure, ErasureReport, erase
+from turnlog.services.store.eventstore import EventStore
+
+log = structlog.get_logger("turnlog.erasure")
+RELAY_WAIT = 10.0  # seconds, at most, for the relay to publish up to the erasure
+RELAY_IDLE = 2.0  # seconds without the relay moving: it is not running
+
+
+async def erase_everywhere(
+    database_url: str, nats_url: str, subjects: Subjects, user_id: str, *, reason: str = ""
+) -> ErasureReport:
+    """Erase ``user_id`` in the log, then purge their data from NATS; the report of both."""
+    store = await EventStore.connect(database_url, min_size=1, max_size=2)
+    try:
+        erasure = await erase(store, user_id, reason=reason)
+        purged = await _purge(store, nats_url, subjects, erasure)
+    finally:
+        await store.close()
+    return msgspec.structs.replace(erasure.report, purged=purged)
+
+
+async def _purge(store: EventStore, nats_url: str, subjects: Subjects, erasure: Erasure) -> Purged:
+    errors: list[Exception] = []
+
+    async def remember(error: Exception) -> None:  # reported as the purge's own error
+        errors.append(error)
+
+    try:
+        nc = await nats.connect(
+            nats_url, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=1,
+            reconnect_time_wait=0.5, error_cb=remember,
+        )  # fmt: skip
+    except Exception as e:
+        cause = errors[-1] if errors else e
+        return Purged(
+            error=f"cannot connect to NATS at {nats_url}: {cause or type(cause).__name__}"
+        )
+    try:
+        if erasure.report.position is not None:
+            await relayed(store, erasure.report.position)
+        return await purge(nc.jetstream(), subjects, erasure.reach)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def relayed(store: EventStore, position: int) -> bool:
+    """Wait (a little) until every running relay has published the log up to
+    ``position``: a relay still behind would publish the user's earlier events after the
+    purge. Whether they all have; a relay that does not move is taken as stopped (when it
+    starts again it reads the keys as they are then: erased)."""
+    deadline = time.monotonic() + RELAY_WAIT
+    last: list[int] = []
+    moved = time.monotonic()
+    while time.monotonic() < deadline:
+        rows = await store.pool.fetch("SELECT position FROM turnlog_relay_positions")
+        positions = sorted(r[0] for r in rows)
+        if all(p >= position for p in positions):
+            return True
+        if positions != last:
+            last, moved = positions, time.monotonic()
+        elif time.monotonic() - moved > RELAY_IDLE:
+            break
+        await asyncio.sleep(0.1)
+    log.warning(
+        "the relay has not published up to the erasure; run erase-user again once it has",
+        position=position,
+        relayed=last[0] if last else None,
+    )
+    return False
