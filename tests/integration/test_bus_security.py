@@ -35,7 +35,7 @@ from turnlog.services.store.errors import StoreError
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 MARKER = "    # Producers: one user per app, made from deploy/nats-producer.conf.in, here.\n"
-ROLES = ("runtime", "relay", "api", "turnlog")
+ROLES = ("runtime", "relay", "api", "turnlog", "ops")
 ADMIN_KEY = "admin-key-0123456789"
 ALPHA_INBOX = "_INBOX_alpha"
 
@@ -208,8 +208,9 @@ async def test_a_producer_reaches_only_its_own_app(bus: Bus) -> None:
         assert heard == []
         admin_js = admin.jetstream()
         assert (await admin_js.stream_info("TURNLOG_EVENTS")).state.messages == 1  # the admin's
-        for stream in ("TURNLOG_IN", "TURNLOG_EVENTS"):
-            assert [c.name for c in await admin_js.consumers_info(stream)] == []
+        for stream, own in (("TURNLOG_IN", ["turnlog-router"]), ("TURNLOG_EVENTS", [])):
+            # only turnlog's own (the router's is made with the inbound stream)
+            assert [c.name for c in await admin_js.consumers_info(stream)] == own
         violations = bus.violations()
         assert violations and all("producer-alpha" in line for line in violations)
     finally:
