@@ -14,6 +14,7 @@ from typing import BinaryIO
 from uuid import UUID
 
 from turnlog.services import aio, integrations_cli, logs
+from turnlog.services.bus.client import ClientError
 from turnlog.services.config import ConfigError, Settings
 from turnlog.services.infra.embedded import EmbeddedInfra
 from turnlog.services.infra.endpoints import endpoints
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args, settings)
-    except (InfraError, StoreError, AppLoadError, AppError, OSError) as e:
+    except (InfraError, StoreError, AppLoadError, AppError, ClientError, OSError) as e:
         print(f"turnlog: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
