@@ -116,7 +116,7 @@ def hostile(n: int, session: str, first: bool, rng: random.Random) -> tuple[str,
         body = message | {"session_id": new, "user": {"id": "org:acme"}, "text": f"{n}"}
         return new, msgspec.json.encode(body), kind
     elif kind == "garbage":
-        return session, f"{n} not json {{".encode(), kind
+        return session, f"not json {n} {{".encode(), kind
     elif kind == "unknown_field":
         body = message | {"text": f"{n}", "colour": "red"}
     elif kind == "too_large":
@@ -276,7 +276,8 @@ async def soak(
     """Run the soak against these servers (a database of its own, a fresh prefix)."""
     prefix = prefix or f"soak{uuid.uuid4().hex[:8]}"
     subjects = Subjects(prefix)
-    store = await EventStore.connect(database_url, min_size=1, max_size=4)
+    # check() rebuilds every projection at once, a connection each
+    store = await EventStore.connect(database_url, min_size=1, max_size=len(PROJECTIONS) + 4)
     nc = await nats.connect(nats_url)
     serving = await serve(database_url, nats_url, prefix, home)
     sent = Sent()
