@@ -27,7 +27,9 @@ from nats.aio.subscription import Subscription
 
 from turnlog.contracts import bus
 from turnlog.contracts.events import INTEGRATION_PAYLOADS, EventPayload
-from turnlog.domain.integrations import Connection, Fact, UserIntegrations
+from turnlog.domain import values
+from turnlog.domain.errors import DomainError
+from turnlog.domain.integrations import Connection, Fact, IntegrationError, UserIntegrations
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.sdk.types import UserInfo
 from turnlog.services.sealing import KeyRing
@@ -150,6 +152,10 @@ class Integrations:
     ) -> bool:
         """Fold the stream, apply ``change``, append what it records (sealed) at the
         version folded; again on a concurrent write. False when it records nothing."""
+        try:
+            values.name(user_id, "user id")
+        except DomainError as e:
+            raise IntegrationError(str(e)) from None
         stream = integrations_stream(user_id)
         for attempt in range(_ATTEMPTS):
             record = await self._load(user_id, secrets=False)

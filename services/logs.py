@@ -16,8 +16,12 @@ def configure(settings: Settings) -> None:
     as_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
     )
+    # Plain tracebacks on a terminal: a rich one with locals can take seconds to render
+    # a large value, all that time holding up the event loop.
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     _route_libraries(renderer, max(level, logging.WARNING))
     structlog.configure(

@@ -111,7 +111,7 @@ class Supervisor:
     def _report(name: str, error: BaseException, delay: float) -> None:
         if passing(error):
             log.warning(
-                "part stopped: a server is away; restarting it",
+                "part stopped (a server away, an address taken); restarting it",
                 part=name,
                 error=describe(error),
                 retry_in=delay,

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import nats
 import pytest
+import structlog
 
 from turnlog.services.bus.subjects import Subjects
 from turnlog.services.config import Settings
@@ -25,6 +26,19 @@ from turnlog.services.infra.processes import free_port
 from turnlog.services.store.eventstore import EventStore
 
 HOME_PREFIX = "turnlog-test-"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Logs with plain tracebacks: structlog's default renders each logged traceback
+    with every local variable, which takes minutes for a large hostile value."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+        ]
+    )
 API_KEY = "test-read-key-0123456789"
 
 
