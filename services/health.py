@@ -52,7 +52,7 @@ async def health(pool: asyncpg.Pool, supervisor: Supervisor | None) -> q.Health:
         status="ok" if ok else "degraded",
         database=database,
         parts=parts,
-        failed_projections=[failures.wire(f) for f in failed],
+        failed_projections=failed,
     )
 
 

@@ -11,10 +11,8 @@ projection has applied the event.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 import asyncpg
-import msgspec
 
 from turnlog.contracts import query as q
 from turnlog.domain.values import clean
@@ -35,26 +33,12 @@ RETURNING name, position, stream_id, version, event_type, error, attempts, faile
 _COLUMNS = "name, position, stream_id, version, event_type, error, attempts, failed_at"
 
 
-class Failure(msgspec.Struct, frozen=True, kw_only=True):
-    """Projection ``name`` stopped at the event at ``position`` (``stream_id`` at
-    ``version``, of ``event_type``) with ``error``; ``attempts``: how often it failed
-    there."""
-
-    name: str
-    position: int
-    stream_id: str
-    version: int
-    event_type: str
-    error: str
-    attempts: int
-    failed_at: datetime
+Failure = q.ProjectionFailure
 
 
-def wire(f: Failure) -> q.ProjectionFailure:
-    """``f`` as the query API and ``/healthz`` show it."""
-    return q.ProjectionFailure(
-        **msgspec.structs.asdict(f) | {"failed_at": f.failed_at.isoformat(timespec="seconds")}
-    )
+def _failure(row: asyncpg.Record) -> Failure:
+    fields = dict(row)
+    return Failure(**fields | {"failed_at": fields["failed_at"].isoformat(timespec="seconds")})
 
 
 def describe(error: BaseException) -> str:
@@ -67,7 +51,8 @@ async def record(pool: asyncpg.Pool, name: str, event: Event, error: BaseExcepti
     row = await pool.fetchrow(
         _RECORD, name, event.position, event.stream_id, event.version, event.type, describe(error)
     )
-    return Failure(**dict(row))  # type: ignore[arg-type]
+    assert row is not None  # RETURNING always gives the row
+    return _failure(row)
 
 
 async def load(pool: asyncpg.Pool, names: Iterable[str] | None = None) -> dict[str, Failure]:
@@ -75,7 +60,7 @@ async def load(pool: asyncpg.Pool, names: Iterable[str] | None = None) -> dict[s
     rows = await pool.fetch(f"SELECT {_COLUMNS} FROM turnlog_projection_failures ORDER BY name")
     wanted = None if names is None else set(names)
     return {
-        r["name"]: Failure(**dict(r))
+        r["name"]: _failure(r)
         for r in rows
         if wanted is None or r["name"] in wanted
     }
@@ -98,4 +83,4 @@ async def retry(pool: asyncpg.Pool, names: Iterable[str]) -> list[Failure]:
         f" RETURNING {_COLUMNS}",
         list(names),
     )
-    return [Failure(**dict(r)) for r in rows]
+    return [_failure(r) for r in rows]

@@ -91,7 +91,7 @@ def print_status(rows: list[Status], *, as_json: bool) -> None:
             print(
                 f"\n{f.name} failed at position {f.position:,} ({f.event_type}, stream"
                 f" {f.stream_id} version {f.version}; {f.attempts} attempt(s), last"
-                f" {f.failed_at.isoformat(timespec='seconds')}):\n  {f.error}\n"
+                f" {f.failed_at}):\n  {f.error}\n"
                 f"  the other projections go on; fix and upgrade, or"
                 f" `turnlog projections retry {f.name}`"
             )

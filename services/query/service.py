@@ -293,7 +293,7 @@ class QueryService:
                 q.ProjectionStatus(
                     name=r[0], position=r[1], last_position=last, lag_events=last - r[1],
                     updated_at=_iso(r[2]) or "", state="failed" if r[0] in failed else "ok",
-                    failure=failures.wire(failed[r[0]]) if r[0] in failed else None,
+                    failure=failed.get(r[0]),
                 )
                 for r in rows
             ]

@@ -246,6 +246,9 @@ class EventStore:
         Appends made concurrently to different streams share one transaction (group
         commit). Given a ``connection`` inside the caller's transaction, the append commits
         with it instead; the caller then calls ``announce()`` once it has committed.
+        Otherwise an append the database cannot take now (a restart) is tried again for
+        up to ``retry_for`` seconds, and one whose commit went through on a connection that
+        then failed is recognised by its hashes, so it is recorded once.
         """
         if not events:
             return []
@@ -253,28 +256,23 @@ class EventStore:
             return await self._append_direct(
                 connection, stream_id, expected_version, events, remember=False
             )
-        started, delay = time.monotonic(), 0.1
-        while True:
+        uncertain = False  # an attempt failed in a way that may have committed it
+
+        async def attempt() -> list[RecordedEvent]:
+            nonlocal uncertain
             try:
-                records = await self._append_once(stream_id, expected_version, events)
+                return await self._append_once(stream_id, expected_version, events)
             except (ConcurrencyConflict, DuplicateMessage):
-                # After an attempt whose commit may have happened: was it this one?
-                if delay > 0.1:
+                if uncertain:  # was it that attempt that went through?
                     found = await self._appended(stream_id, expected_version, events)
                     if found:
-                        self._recovered()
                         return found
                 raise
             except Exception as e:
-                if not transient(e) or time.monotonic() - started > self.retry_for:
-                    raise
-                self._outage(e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if delay > 0.1:
-                self._recovered()
-            return records
+                uncertain = uncertain or transient(e)
+                raise
+
+        return await self.patiently(attempt)
 
     async def _append_once(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
