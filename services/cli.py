@@ -331,7 +331,7 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
     async def run(url: str, nats_url: str) -> int:
         # Files the turns received are read from the file store, over a connection made
         # before the re-run starts refusing new ones.
-        nc = await connect_nats(nats_url, settings.nats_security)
+        nc = await connect_nats(nats_url, settings.nats_security, wait=False)
         files.use(files.FileStore(nc.jetstream(), Subjects(settings.subject_prefix).bucket_files))
         store = await EventStore.connect(url, min_size=1, max_size=2)
         try:
@@ -564,7 +564,12 @@ def _erase_user(args: argparse.Namespace, settings: Settings) -> int:
         try:
             report = aio.run(
                 erase_everywhere(
-                    where.database_url, where.nats_url, subjects, args.user_id, reason=args.reason
+                    where.database_url,
+                    where.nats_url,
+                    subjects,
+                    args.user_id,
+                    reason=args.reason,
+                    security=settings.nats_security,
                 )
             )
         except UnknownUser as e:

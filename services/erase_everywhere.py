@@ -13,11 +13,12 @@ import contextlib
 import time
 
 import msgspec
-import nats
 import structlog
 
+from turnlog.services.bus import connection
 from turnlog.services.bus.purge import Purged, purge
 from turnlog.services.bus.subjects import Subjects
+from turnlog.services.config import NatsSecurity
 from turnlog.services.erasure import Erasure, ErasureReport, erase
 from turnlog.services.store.eventstore import EventStore
 
@@ -27,34 +28,33 @@ RELAY_IDLE = 2.0  # seconds without the relay moving: it is not running
 
 
 async def erase_everywhere(
-    database_url: str, nats_url: str, subjects: Subjects, user_id: str, *, reason: str = ""
+    database_url: str,
+    nats_url: str,
+    subjects: Subjects,
+    user_id: str,
+    *,
+    reason: str = "",
+    security: NatsSecurity | None = None,
 ) -> ErasureReport:
-    """Erase ``user_id`` in the log, then purge their data from NATS; the report of both."""
+    """Erase ``user_id`` in the log, then purge their data from NATS (connected with
+    ``security``'s credentials and TLS); the report of both."""
     store = await EventStore.connect(database_url, min_size=1, max_size=2)
     try:
         erasure = await erase(store, user_id, reason=reason)
-        purged = await _purge(store, nats_url, subjects, erasure)
+        purged = await _purge(store, nats_url, subjects, erasure, security or NatsSecurity())
     finally:
         await store.close()
     return msgspec.structs.replace(erasure.report, purged=purged)
 
 
-async def _purge(store: EventStore, nats_url: str, subjects: Subjects, erasure: Erasure) -> Purged:
-    errors: list[Exception] = []
-
-    async def remember(error: Exception) -> None:  # reported as the purge's own error
-        errors.append(error)
-
+async def _purge(
+    store: EventStore, nats_url: str, subjects: Subjects, erasure: Erasure, security: NatsSecurity
+) -> Purged:
     try:
-        nc = await nats.connect(
-            nats_url, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=1,
-            reconnect_time_wait=0.5, error_cb=remember,
-        )  # fmt: skip
+        nc = await connection.connect(nats_url, security, wait=False)
     except Exception as e:
-        cause = errors[-1] if errors else e
-        return Purged(
-            error=f"cannot connect to NATS at {nats_url}: {cause or type(cause).__name__}"
-        )
+        where = connection.redact(nats_url)
+        return Purged(error=f"cannot connect to NATS at {where}: {e or type(e).__name__}")
     try:
         if erasure.report.position is not None:
             await relayed(store, erasure.report.position)

@@ -143,7 +143,7 @@ def _with_integrations(
         try:
             if nats_url is not None:
                 try:
-                    nc = await connect_nats(nats_url, settings.nats_security)
+                    nc = await connect_nats(nats_url, settings.nats_security, wait=False)
                 except StoreError as e:
                     print(f"turnlog: not announced to running apps: {e}", file=sys.stderr)
             subjects = Subjects(settings.subject_prefix)

@@ -48,11 +48,14 @@ log = structlog.get_logger("turnlog.serve")
 Start = Callable[[], Awaitable[None]]
 
 
-async def connect_nats(url: str, security: NatsSecurity | None = None) -> NATS:
+async def connect_nats(
+    url: str, security: NatsSecurity | None = None, *, wait: bool = True
+) -> NATS:
     """A connection of turnlog's own (runtime, relay, API, the CLI), with the
-    configured credentials and TLS."""
+    configured credentials and TLS; ``wait`` False (a command) gives up on a server that
+    cannot be reached at once instead of waiting for it."""
     try:
-        return await connection.connect(url, security or NatsSecurity())
+        return await connection.connect(url, security or NatsSecurity(), wait=wait)
     except Exception as e:
         raise StoreError(f"cannot connect to NATS at {connection.redact(url)}: {e}") from e
 

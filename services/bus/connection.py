@@ -149,13 +149,17 @@ def _callbacks(nc: NATS, url: str) -> dict[str, Any]:
 
 
 async def connect(
-    url: str, security: NatsSecurity, *, inbox_prefix: str | None = None
+    url: str, security: NatsSecurity, *, inbox_prefix: str | None = None, wait: bool = True
 ) -> NATS:
     """Connect to ``url`` as ``security`` says. An unreachable server is waited for (as
-    nats-py does); refused credentials or a failed TLS handshake raise Refused at once,
-    a server that does not require TLS when it was asked for InsecureConnection."""
+    nats-py does), unless ``wait`` is False (a one-off command: it fails at once, and the
+    connection does not reconnect); refused credentials or a failed TLS handshake raise
+    Refused at once, a server that does not require TLS when it was asked for
+    InsecureConnection."""
     nc = NATS()
     options = nats_options(nc, url, security, inbox_prefix)
+    if not wait:
+        options |= {"allow_reconnect": False, "max_reconnect_attempts": 1}
     refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
     logged = options["error_cb"]
 
