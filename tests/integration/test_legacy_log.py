@@ -87,6 +87,11 @@ async def test_turnlog_run_serves_a_log_holding_nul_characters(
             session = client.session("legacy", session_id=SESSION, user={"id": "legacy-user"})
             assert (await session.send_message("more", timeout=60)).reply == "you said more"
         assert process.poll() is None, "turnlog run stopped"
+        status = await asyncio.to_thread(turnlog_cli, env, "infra", "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "runtime legacy, relay, projector, api" in status.stdout
+        for part in ("ingress", "router", "relay", "projector", "http", "queries", "beacon"):
+            assert f"    {part:<10} running" in status.stdout, status.stdout
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -78,7 +80,7 @@ async def until(check, timeout: float = 15.0) -> None:  # type: ignore[no-untype
 
 
 async def test_a_projection_that_cannot_apply_an_event_stops_alone_and_says_so(
-    store: EventStore, running: tuple[Projector, Fragile]
+    store: EventStore, running: tuple[Projector, Fragile], cli_env: dict[str, str]
 ) -> None:
     projector, _ = running
     with capture_logs() as logs:
@@ -109,6 +111,12 @@ async def test_a_projection_that_cannot_apply_an_event_stops_alone_and_says_so(
     degraded = await health(store.pool, Supervisor())
     assert (degraded.ok, degraded.status) == (False, "degraded")
     assert [f.name for f in degraded.failed_projections] == ["fragile"]
+    status_cli = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "turnlog", "infra", "status"], env=cli_env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert status_cli.returncode == 4, status_cli.stdout + status_cli.stderr
+    assert f"projection fragile FAILED at position {bad.position:,}" in status_cli.stdout
 
 
 async def test_a_retried_projection_goes_on_from_where_it_stopped(
