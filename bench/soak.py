@@ -30,6 +30,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 import nats
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from turnlog.contracts import bus
@@ -196,23 +197,21 @@ async def produce(
     await asyncio.gather(*(one(i) for i in range(sessions)))
 
 
-async def dead_letters(js: JetStreamContext, subjects: Subjects) -> list[bus.DeadLetter]:
-    """Every dead letter in the stream, read by sequence."""
-    decoder = msgspec.json.Decoder(bus.DeadLetter)
-    info = await js.stream_info(subjects.stream_dlq)
-    out = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        try:
-            msg = await js.get_msg(subjects.stream_dlq, seq)
-        except Exception:
-            continue
-        if msg.data:
-            out.append(decoder.decode(msg.data))
-    return out
+class Letters:
+    """Dead letters as they are published (a subscription made before the first
+    message): the stream itself may drop old ones (its size limit) before the end."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[bytes, str] = {}
+        self._decoder = msgspec.json.Decoder(bus.DeadLetter)
+
+    async def heard(self, msg: Msg) -> None:
+        letter = self._decoder.decode(msg.data)
+        self.reasons[letter.original] = letter.reason
 
 
 async def accounted(
-    pool: asyncpg.Pool, js: JetStreamContext, subjects: Subjects, sent: Sent
+    pool: asyncpg.Pool, letters: Letters, sent: Sent
 ) -> tuple[int, Counter[str], int, int]:
     """Turns, dead letters by reason, payloads accounted for, and payloads both."""
     done = {
@@ -223,9 +222,8 @@ async def accounted(
             " AND correlation_id LIKE 'soak-%'"
         )
     }
-    letters = await dead_letters(js, subjects)
-    lettered = {d.original: d.reason for d in letters}
-    reasons = Counter(d.reason for d in letters if d.original in sent.payloads)
+    lettered = letters.reasons
+    reasons = Counter(r for raw, r in lettered.items() if raw in sent.payloads)
     ok = sum(1 for mid, _ in sent.payloads.values() if mid in done)
     both = sum(1 for raw, (mid, _) in sent.payloads.items() if mid in done and raw in lettered)
     count = sum(1 for raw, (mid, _) in sent.payloads.items() if mid in done or raw in lettered)
@@ -284,14 +282,16 @@ async def soak(
     try:
         js = nc.jetstream()
         await _until_served(js, subjects, serving)
+        letters = Letters()
+        await nc.subscribe(f"{prefix}.dlq.>", cb=letters.heard)
         started = time.monotonic()
         await produce(js, subjects, sent, messages, sessions)
         deadline = time.monotonic() + wait
         while True:
-            turns, reasons, count, both = await accounted(store.pool, js, subjects, sent)
+            turns, reasons, count, both = await accounted(store.pool, letters, sent)
             if count >= len(sent.payloads) or time.monotonic() > deadline:
                 break
-            await asyncio.sleep(1)
+            await asyncio.sleep(0.25)
         seconds = time.monotonic() - started
         lag = await _lag_when_caught_up(store)
         equal = all(c.ok for c in await check(store, list(PROJECTIONS.values())))
