@@ -118,7 +118,12 @@ def _decode(data: bytes, subject_session: str | None) -> bus.Inbound:
             "too_deep", "the message nests too deeply to decode", subject_session
         ) from None
     try:
-        values.json_value(msgspec.to_builtins(message), "message")
+        # What msgspec decoded is UTF-8 without lone surrogates; U+0000 can only have come
+        # as the escape \u0000, and nesting only in set_vars' values: look only then.
+        if b"\\u0000" in data:
+            values.json_value(msgspec.to_builtins(message), "message")
+        elif isinstance(message, bus.SetSessionVars):
+            values.json_value(message.variables, "message variables")
         if isinstance(message, bus.InboundMessage):
             values.user_id(message.user.id, "message user.id")
     except DomainError as e:
