@@ -30,11 +30,11 @@ from bench.common import (
     table,
 )
 from turnlog.contracts import bus
-from turnlog.services import aio
-from turnlog.services.bus.client import Client
-from turnlog.services.config import Settings
-from turnlog.services.infra.endpoints import endpoints
-from turnlog.services.infra.processes import free_port
+from turnlog.services.adapters.embedded.endpoints import endpoints
+from turnlog.services.adapters.embedded.processes import free_port
+from turnlog.services.adapters.nats.client import Client
+from turnlog.services.bootstrap import aio
+from turnlog.services.settings import Settings
 
 APP = Path(__file__).with_name("echo_app.py")
 

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import psutil
 
-from turnlog.services.config import Settings
-from turnlog.services.infra.endpoints import endpoints
+from turnlog.services.adapters.embedded.endpoints import endpoints
+from turnlog.services.settings import Settings
 
 
 @contextmanager

@@ -53,14 +53,15 @@ from bench.common import machine, scratch_database, table
 from bench.groupcommit import GroupCommit
 from turnlog.contracts.events import ChannelRef, UserRef
 from turnlog.domain.session import Session as SessionAggregate
-from turnlog.services import aio, mapping
-from turnlog.services.config import Settings
-from turnlog.services.infra.endpoints import endpoints
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.store import hashing
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent
+from turnlog.services.adapters.embedded.endpoints import endpoints
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app import mapping
+from turnlog.services.app.log import hashing
+from turnlog.services.app.log.records import NewEvent
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap import aio
+from turnlog.services.settings import Settings
 
 RESULTS = Path(__file__).with_name("results")
 SYSTEMS = {

@@ -14,10 +14,10 @@ from uuid import uuid4
 from bench.common import machine, scratch_database, server_url, table
 from turnlog.contracts.events import ChannelRef, UserRef
 from turnlog.domain.session import Session
-from turnlog.services import aio
-from turnlog.services.replay import state_as_of
-from turnlog.services.repository import SessionRepository
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.replay import state_as_of
+from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap import aio
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -29,14 +29,14 @@ from datetime import UTC, datetime
 from bench.common import machine, scratch_database, server_url, table
 from turnlog.contracts.query import HistoryItem, HistoryPage
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services import aio
-from turnlog.services.collections import CollectionStore, Place
-from turnlog.services.projector.rebuild import rebuild
-from turnlog.services.projector.runner import Projector
-from turnlog.services.query.auth import Principal
-from turnlog.services.query.service import QueryService
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent
+from turnlog.services.adapters.postgres.documents import CollectionStore, Place
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.rebuild import rebuild
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.adapters.postgres.queries import QueryService
+from turnlog.services.app.access import Principal
+from turnlog.services.app.log.records import NewEvent
+from turnlog.services.bootstrap import aio
 
 PER_SESSION = 20
 FILL = """

@@ -23,11 +23,11 @@ import psutil
 import turnlog
 from bench.common import machine, scratch_database, server_url
 from bench.turns import app
-from turnlog.services import aio
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.turn import Inbound
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.app.sessions.turn import Inbound
+from turnlog.services.bootstrap import aio
 
 CONCURRENCY = 100
 

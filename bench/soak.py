@@ -36,12 +36,12 @@ from nats.js import JetStreamContext
 from turnlog.contracts import bus
 from turnlog.domain.values import MAX_DEPTH
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services import aio
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.infra.processes import free_port
-from turnlog.services.projector.check import check
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.verify import verify
+from turnlog.services.adapters.embedded.processes import free_port
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.check import check
+from turnlog.services.adapters.postgres.verify import verify
+from turnlog.services.bootstrap import aio
 
 APP = Path(__file__).with_name("soak_app.py")
 ODD = [
@@ -353,8 +353,8 @@ async def _lag_when_caught_up(store: EventStore, timeout: float = 120.0) -> int:
 
 async def main(messages: int, sessions: int) -> int:
     from bench.common import machine, scratch_database, server_url
-    from turnlog.services.config import Settings
-    from turnlog.services.infra.endpoints import endpoints
+    from turnlog.services.adapters.embedded.endpoints import endpoints
+    from turnlog.services.settings import Settings
 
     home = Path(os.environ.get("TMPDIR", "/tmp")) / f"turnlog-soak-{uuid.uuid4().hex[:8]}"
     home.mkdir(parents=True)

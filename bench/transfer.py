@@ -22,11 +22,11 @@ from pathlib import Path
 
 from bench.common import machine, scratch_database, server_url, table
 from turnlog.contracts.events import ReplySent
-from turnlog.services import aio
-from turnlog.services.mapping import session_codec
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent
-from turnlog.services.transfer import export, import_
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.transfer import export, import_
+from turnlog.services.app.log.records import NewEvent
+from turnlog.services.app.mapping import session_codec
+from turnlog.services.bootstrap import aio
 
 PER_APPEND = 500
 WRITERS = 8

@@ -22,11 +22,11 @@ from bench.common import (
     server_url,
     table,
 )
-from turnlog.services import aio
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.turn import Inbound
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.app.sessions.turn import Inbound
+from turnlog.services.bootstrap import aio
 
 app = turnlog.App("bench")
 

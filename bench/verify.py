@@ -21,10 +21,10 @@ import msgspec
 
 from bench.common import machine, scratch_database, server_url
 from turnlog.projections.timeline import Timeline
-from turnlog.services import aio
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent
-from turnlog.services.verify import Report, verify
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.verify import Report, verify
+from turnlog.services.app.log.records import NewEvent
+from turnlog.services.bootstrap import aio
 
 WRITERS = 8
 

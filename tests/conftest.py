@@ -18,12 +18,12 @@ import nats
 import pytest
 import structlog
 
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.config import Settings
-from turnlog.services.infra.embedded import EmbeddedInfra
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.infra.processes import free_port
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.embedded.processes import free_port
+from turnlog.services.adapters.embedded.servers import EmbeddedInfra
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.settings import Settings
 
 HOME_PREFIX = "turnlog-test-"
 
@@ -39,6 +39,8 @@ def pytest_configure(config: pytest.Config) -> None:
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
         ]
     )
+
+
 API_KEY = "test-read-key-0123456789"
 
 

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.turn import Inbound
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.log.records import NewEvent
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.app.sessions.turn import Inbound
 from turnlog.services.sdk.app import App
 from turnlog.services.sdk.types import SessionChannel, UserInfo
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent
 
 
 def said(text: str, type_name: str = "test.said", schema_version: int = 1) -> NewEvent:

@@ -7,8 +7,8 @@ in a session as immutable events.
 from __future__ import annotations
 
 from turnlog.domain.errors import QueryError
-from turnlog.services.bus.client import Client, ClientError, ClientSession, Round
-from turnlog.services.collections import DuplicateKey
+from turnlog.services.adapters.nats.client import Client, ClientError, ClientSession, Round
+from turnlog.services.adapters.postgres.documents import DuplicateKey
 from turnlog.services.sdk.app import App, AppError
 from turnlog.services.sdk.collections import Collection, CollectionError
 from turnlog.services.sdk.context import current_session

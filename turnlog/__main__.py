@@ -1,5 +1,5 @@
 """``python -m turnlog``: the turnlog command line."""
 
-from turnlog.services.cli import main
+from turnlog.services.cli.main import main
 
 raise SystemExit(main())

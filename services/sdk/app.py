@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from turnlog.domain.errors import DomainError
-from turnlog.services.collections import CollectionStore
+from turnlog.services.adapters.postgres.documents import CollectionStore
 from turnlog.services.sdk.collections import Collection, CollectionError, _Binding
 from turnlog.services.sdk.routes import RouteError, Routes
 from turnlog.services.sdk.schedules import Cron, Schedule, ScheduleDeclarationError

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from turnlog.contracts.events import SCOPES
 from turnlog.domain.documents import validate_path
-from turnlog.services.collections import CollectionStore, Place
-from turnlog.services.mapping import Metadata
+from turnlog.services.adapters.postgres.documents import CollectionStore, Place
+from turnlog.services.app.mapping import Metadata
 from turnlog.services.sdk.context import current_caller
 
 if TYPE_CHECKING:
-    from turnlog.services.runtime.live import RecordedEffects
+    from turnlog.services.app.sessions.live import RecordedEffects
     from turnlog.services.sdk.types import UserInfo
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from turnlog.services.mapping import Metadata
+from turnlog.services.app.mapping import Metadata
 from turnlog.services.sdk.collections import Collection, CollectionError, HasCollections
 from turnlog.services.sdk.types import UserInfo
 

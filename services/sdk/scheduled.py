@@ -7,7 +7,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, NoReturn
 
-from turnlog.services.mapping import Metadata
+from turnlog.services.app.mapping import Metadata
 from turnlog.services.sdk.collections import Collection, HasCollections
 from turnlog.services.sdk.types import Message, SessionChannel, UserInfo
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
-from turnlog.services.mapping import Metadata
-from turnlog.services.runtime.delivery import BlockView, Chunk, Notification, Reply
-from turnlog.services.runtime.live import LiveSession, RecordedEffects
-from turnlog.services.runtime.prompts import Answer
+from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.sessions.live import LiveSession, RecordedEffects
+from turnlog.services.app.sessions.outbound import BlockView, Chunk, Notification, Reply
+from turnlog.services.app.sessions.prompts import Answer
 from turnlog.services.sdk.collections import Collection, HasCollections
 from turnlog.services.sdk.types import (
     Block,

@@ -9,8 +9,8 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, NoReturn, Protocol
 
-from turnlog.services.mapping import Metadata
-from turnlog.services.runtime.delivery import BlockView, Notification, Reply
+from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.sessions.outbound import BlockView, Notification, Reply
 from turnlog.services.sdk.collections import Collection, HasCollections
 from turnlog.services.sdk.scheduled import NoReplyTarget
 from turnlog.services.sdk.types import Block, SessionChannel, UserInfo

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from turnlog.services.mapping import Metadata
+from turnlog.services.app.mapping import Metadata
 from turnlog.services.sdk.context import current_caller
 from turnlog.services.sdk.session import Session
 from turnlog.services.sdk.task_session import TaskSession

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from turnlog.services import files
+from turnlog.services.adapters.nats import files
 
 
 @dataclass(frozen=True)

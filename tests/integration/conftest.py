@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from turnlog.services.config import Settings
-from turnlog.services.infra.endpoints import Endpoints
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.bootstrap.serve import Parts, serve
 from turnlog.services.sdk.app import App
-from turnlog.services.serve import Parts, serve
+from turnlog.services.settings import Settings
 
 Start = Callable[..., Awaitable[asyncio.Task[None]]]
 

@@ -23,16 +23,16 @@ from hypothesis.configuration import set_hypothesis_home_dir
 import turnlog
 from tests.helpers import inbound as said
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.projector.runner import Projector
-from turnlog.services.query.auth import Keys, parse_keys
-from turnlog.services.query.bus import QueryResponder
-from turnlog.services.query.http import http_app, serve_http
-from turnlog.services.query.service import QueryService
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.http.api import http_app, serve_http
+from turnlog.services.adapters.nats.queries import QueryResponder
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.adapters.postgres.queries import QueryService
+from turnlog.services.app.access import Keys, parse_keys
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
 BOB = turnlog.UserInfo(id="bob")

@@ -24,16 +24,16 @@ import turnlog
 from tests.conftest import API_KEY
 from tests.helpers import inbound as said
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.infra.processes import free_port
-from turnlog.services.projector.runner import Projector
-from turnlog.services.query.app_routes import app_routes
-from turnlog.services.query.auth import Keys, parse_keys
-from turnlog.services.query.http import http_app, serve_http
-from turnlog.services.query.service import QueryService
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.processes import free_port
+from turnlog.services.adapters.http.api import http_app, serve_http
+from turnlog.services.adapters.http.app_routes import app_routes
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.adapters.postgres.queries import QueryService
+from turnlog.services.app.access import Keys, parse_keys
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
 ALBERT = turnlog.UserInfo(id="albert", org_id="acme")

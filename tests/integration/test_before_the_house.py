@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
 
 HERE = Path(__file__).resolve().parents[1] / "fixtures" / "before_the_house"
 SESSIONS = ["be40e000-0000-4000-8000-000000000000", "be40e000-0000-4000-8000-000000000001"]

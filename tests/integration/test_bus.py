@@ -15,11 +15,11 @@ import turnlog
 from tests.integration.conftest import Start
 from turnlog.contracts import bus
 from turnlog.contracts.events import UserRef
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.runtime.loader import load_app
-from turnlog.services.sealing import KeyRing
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.sealing import KeyRing
+from turnlog.services.sdk.loader import load_app
 
 NOTES = Path(__file__).resolve().parents[2] / "examples" / "notes.py"
 

@@ -18,10 +18,10 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 import turnlog
 from turnlog.contracts import bus
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.log.records import NewEvent
 
 SLOW = Path(__file__).resolve().parents[1] / "apps" / "slow.py"
 
@@ -187,10 +187,10 @@ async def test_relay_survives_a_nats_restart_without_gaps(
 ) -> None:
     from datetime import UTC, datetime
 
-    from turnlog.services.bus.relay import Relay
-    from turnlog.services.bus.streams import ensure_streams
-    from turnlog.services.infra.nats import EmbeddedNats
-    from turnlog.services.serve import connect_nats
+    from turnlog.services.adapters.embedded.nats import EmbeddedNats
+    from turnlog.services.adapters.nats.relay import Relay
+    from turnlog.services.adapters.nats.streams import ensure_streams
+    from turnlog.services.bootstrap.serve import connect_nats
 
     def event(n: int) -> NewEvent:
         payload = {"app": "load"} if n == 0 else {"n": n}

@@ -26,12 +26,12 @@ from structlog.testing import capture_logs
 import turnlog
 from tests.nats_jwt import make_operator
 from tests.tls import make_certificates
-from turnlog.services.bus.streams import ensure_streams
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.config import NatsSecurity, Settings
-from turnlog.services.infra.processes import free_port, port_open
-from turnlog.services.serve import Parts, connect_nats, serve
-from turnlog.services.store.errors import StoreError
+from turnlog.services.adapters.embedded.processes import free_port, port_open
+from turnlog.services.adapters.nats.streams import ensure_streams
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.app.log.errors import StoreError
+from turnlog.services.bootstrap.serve import Parts, connect_nats, serve
+from turnlog.services.settings import NatsSecurity, Settings
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 MARKER = "    # Producers: one user per app, made from deploy/nats-producer.conf.in, here.\n"

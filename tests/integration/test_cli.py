@@ -10,9 +10,9 @@ from uuid import uuid4
 
 from turnlog.contracts.events import ChannelRef, UserRef
 from turnlog.domain.session import Session
-from turnlog.services.mapping import Metadata
-from turnlog.services.repository import SessionRepository
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.sessions.repository import SessionRepository
 
 
 def turnlog(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

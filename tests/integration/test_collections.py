@@ -13,14 +13,14 @@ import pytest
 import turnlog
 from tests.helpers import inbound as said
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.collections import DuplicateKey
-from turnlog.services.projector.rebuild import rebuild
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import Collector
-from turnlog.services.runtime.host import SessionHost
+from turnlog.services.adapters.postgres.documents import DuplicateKey
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.rebuild import rebuild
+from turnlog.services.app.sealing import KeyRing
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import Collector
+from turnlog.services.app.sessions.repository import SessionRepository
 from turnlog.services.sdk.collections import CollectionError
-from turnlog.services.sealing import KeyRing
-from turnlog.services.store.eventstore import EventStore
 
 ALICE = turnlog.UserInfo(id="alice", org_id="acme")
 ALBERT = turnlog.UserInfo(id="albert", org_id="acme")

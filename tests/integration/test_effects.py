@@ -9,11 +9,11 @@ from typing import Any
 
 import turnlog
 from tests.helpers import inbound
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.sealing import KeyRing
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.sealing import KeyRing
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
 
 
 async def test_effects_clock_and_ids_are_recorded_in_call_order(store: EventStore) -> None:

@@ -26,20 +26,25 @@ from tests.helpers import inbound
 from tests.integration.conftest import Start
 from turnlog.contracts import events as ev
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.erasure import UnknownUser, erase_user, erasure_stream, render
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.projector.check import check as check_projections
-from turnlog.services.projector.runner import Projector
-from turnlog.services.query.auth import Principal
-from turnlog.services.query.service import QueryService
-from turnlog.services.replay import state_as_of
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.sealing import KeyMissing, KeyRing
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent
-from turnlog.services.transfer import export, import_
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.postgres.erasure import (
+    UnknownUser,
+    erase_user,
+    erasure_stream,
+    render,
+)
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.check import check as check_projections
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.adapters.postgres.queries import QueryService
+from turnlog.services.adapters.postgres.transfer import export, import_
+from turnlog.services.app.access import Principal
+from turnlog.services.app.log.records import NewEvent
+from turnlog.services.app.replay import state_as_of
+from turnlog.services.app.sealing import KeyMissing, KeyRing
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com")
 BOB = turnlog.UserInfo(id="bob")

@@ -33,14 +33,14 @@ from tests.integration.conftest import Start
 from turnlog.contracts import bus
 from turnlog.contracts.events import UserRef
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.bus.relay import Relay
-from turnlog.services.bus.streams import ensure_streams
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.erasure import erase, erasure_stream
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.infra.processes import free_port
-from turnlog.services.projector.runner import Projector
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.embedded.processes import free_port
+from turnlog.services.adapters.nats.relay import Relay
+from turnlog.services.adapters.nats.streams import ensure_streams
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.erasure import erase, erasure_stream
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.runner import Projector
 
 # What each user says, sends in a file, and has dead-lettered (each distinctive).
 SAID = {"alice": "card 4111-1111-1111-1111 exp 09/29", "bob": "bob's locker code 9-27-53"}

@@ -14,16 +14,16 @@ import pytest
 
 from tests.helpers import said as ev
 from turnlog.contracts.events import EventPayload
-from turnlog.services.store import hashing
-from turnlog.services.store.codec import EventCodec
-from turnlog.services.store.errors import (
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.migrations import MIGRATIONS, migrate
+from turnlog.services.app.log import hashing
+from turnlog.services.app.log.codec import EventCodec
+from turnlog.services.app.log.errors import (
     ConcurrencyConflict,
     UnknownEventType,
     UnsupportedSchemaVersion,
 )
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.migrations import MIGRATIONS, migrate
-from turnlog.services.store.records import NewEvent
+from turnlog.services.app.log.records import NewEvent
 
 
 async def test_append_then_read_back_in_order(store: EventStore) -> None:

@@ -14,11 +14,11 @@ import pytest
 
 import turnlog
 from tests.integration.conftest import Start
-from turnlog.services.bus.client import ClientError
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.files import FileError, FileStore
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.nats.client import ClientError
+from turnlog.services.adapters.nats.files import FileError, FileStore
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.eventstore import EventStore
 
 
 def reader_app(tmp_path: Path) -> turnlog.App:

@@ -9,8 +9,8 @@ import random
 import time
 
 from tests.helpers import said as ev
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.follow import GlobalReader, follow
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.follow import GlobalReader, follow
 
 
 async def committed_positions(store: EventStore) -> list[int]:

@@ -32,15 +32,15 @@ import turnlog
 from turnlog.domain.errors import DomainError
 from turnlog.domain.values import MAX_DEPTH, MAX_NAME_CHARS, unstorable_at
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.config import Settings
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.infra.processes import free_port
-from turnlog.services.projector.check import check
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.embedded.processes import free_port
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.check import check
+from turnlog.services.adapters.postgres.verify import verify
+from turnlog.services.bootstrap.serve import Parts, serve
 from turnlog.services.sdk.collections import CollectionError
-from turnlog.services.serve import Parts, serve
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.verify import verify
+from turnlog.services.settings import Settings
 
 T = TypeVar("T")
 ADMIN = "fuzz-admin-key-0123456789"

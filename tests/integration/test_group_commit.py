@@ -8,9 +8,9 @@ import msgspec
 import pytest
 
 from tests.helpers import said as ev
-from turnlog.services.store import hashing
-from turnlog.services.store.errors import ConcurrencyConflict
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.log import hashing
+from turnlog.services.app.log.errors import ConcurrencyConflict
 
 
 async def transactions(store: EventStore) -> int:

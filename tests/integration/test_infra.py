@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import new_home
-from turnlog.services.infra.embedded import EmbeddedInfra
-from turnlog.services.infra.processes import port_open
+from turnlog.services.adapters.embedded.processes import port_open
+from turnlog.services.adapters.embedded.servers import EmbeddedInfra
 
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from turnlog.services.config import Settings
-    from turnlog.services.infra.endpoints import endpoints
-    from turnlog.services.logs import configure
+    from turnlog.services.settings import Settings
+    from turnlog.services.adapters.embedded.endpoints import endpoints
+    from turnlog.services.bootstrap.logs import configure
     settings = Settings.from_env()
     configure(settings)
     with endpoints(settings) as where:

@@ -26,15 +26,15 @@ import turnlog
 from turnlog.contracts import bus
 from turnlog.domain.integrations import IntegrationError
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services import sealed
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.erasure import erase_user
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.integrations import Integrations, integrations_stream, watch
-from turnlog.services.projector.check import check as check_projections
-from turnlog.services.projector.runner import Projector
-from turnlog.services.runtime.scheduler import Scheduler
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.erasure import erase_user
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.check import check as check_projections
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.app import sealed
+from turnlog.services.app.integrations import Integrations, integrations_stream, watch
+from turnlog.services.app.schedules.scheduler import Scheduler
 
 TOKEN = "ghp_Integr4tionT0kenNeverInClear"
 ADMIN = "admin-key-0123456789"

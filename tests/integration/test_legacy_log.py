@@ -16,8 +16,8 @@ import pytest
 
 import turnlog
 from tests.conftest import API_KEY
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.postgres.eventstore import EventStore
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_nul_log.sql"
 ECHO = Path(__file__).resolve().parents[1] / "apps" / "echo.py"

@@ -23,17 +23,17 @@ from tests.integration.conftest import Start
 from turnlog.contracts import bus
 from turnlog.contracts.events import UserRef
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.projector.runner import Projector
-from turnlog.services.query.app_routes import app_routes
-from turnlog.services.query.auth import Keys, parse_keys
-from turnlog.services.query.http import http_app
-from turnlog.services.query.service import QueryService
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.http.api import http_app
+from turnlog.services.adapters.http.app_routes import app_routes
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.adapters.postgres.queries import QueryService
+from turnlog.services.app.access import Keys, parse_keys
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_owners_log.sql"
 ECHO = Path(__file__).resolve().parents[1] / "apps" / "echo.py"

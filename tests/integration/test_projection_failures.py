@@ -18,13 +18,13 @@ from structlog.testing import capture_logs
 
 from turnlog.projections.base import Event, Exec, Projection, Write
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.health import health
-from turnlog.services.projector import failures
-from turnlog.services.projector.runner import Projector
-from turnlog.services.projector.status import status
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent
-from turnlog.services.supervision import Supervisor
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector import failures
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.app.log.records import NewEvent
+from turnlog.services.bootstrap.health import health
+from turnlog.services.bootstrap.supervision import Supervisor
+from turnlog.services.cli.projections import status
 
 
 def said(text: str, type_name: str = "test.said") -> NewEvent:

@@ -14,13 +14,13 @@ import pytest
 import turnlog
 from tests.helpers import inbound as said
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.projector.check import check
-from turnlog.services.projector.rebuild import rebuild
-from turnlog.services.projector.runner import Projector
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.check import check
+from turnlog.services.adapters.postgres.projector.rebuild import rebuild
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
 BOB = turnlog.UserInfo(id="bob")

@@ -18,14 +18,14 @@ import turnlog
 from tests.helpers import inbound
 from tests.integration.conftest import Start
 from turnlog.contracts import bus
-from turnlog.services.bus.client import ClientError, ClientSession, Round
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.loader import load_app
-from turnlog.services.sealing import KeyRing
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.nats.client import ClientError, ClientSession, Round
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.sealing import KeyRing
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.sdk.loader import load_app
 
 
 def prompting_app(inbox: Path) -> turnlog.App:

@@ -17,15 +17,15 @@ import turnlog
 from tests import helpers
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.projections.state import fold
-from turnlog.services.projector.runner import Projector
-from turnlog.services.projector.writes import decode
-from turnlog.services.replay import state_as_of
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.sealing import KeyRing
-from turnlog.services.store.errors import StoreError
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.adapters.postgres.projector.writes import decode
+from turnlog.services.app.log.errors import StoreError
+from turnlog.services.app.replay import state_as_of
+from turnlog.services.app.sealing import KeyRing
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
 
 ALICE = turnlog.UserInfo(id="alice")
 
@@ -133,7 +133,7 @@ async def test_replay_command(store: EventStore, cli_env: dict[str, str]) -> Non
 async def test_a_long_replay_keeps_its_state_and_later_replays_start_from_it(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from turnlog.services import replay
+    from turnlog.services.app import replay
 
     monkeypatch.setattr(replay, "KEEP_EVERY", 20)
     sid = await converse(store, [f"m{i}" for i in range(6)])  # 6 events a turn
@@ -171,8 +171,8 @@ async def test_a_long_replay_keeps_its_state_and_later_replays_start_from_it(
 async def test_a_kept_state_goes_with_its_users_erasure(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from turnlog.services import replay
-    from turnlog.services.erasure import erase_user
+    from turnlog.services.adapters.postgres.erasure import erase_user
+    from turnlog.services.app import replay
 
     monkeypatch.setattr(replay, "KEEP_EVERY", 5)
     sid = await converse(store, ["my secret plan", "again"])

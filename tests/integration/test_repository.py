@@ -10,10 +10,10 @@ import pytest
 
 from turnlog.contracts.events import ChannelRef, UserRef
 from turnlog.domain.session import Session
-from turnlog.services.mapping import Metadata
-from turnlog.services.repository import SessionNotFound, SessionRepository
-from turnlog.services.store.errors import ConcurrencyConflict
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.log.errors import ConcurrencyConflict
+from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.sessions.repository import SessionNotFound, SessionRepository
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

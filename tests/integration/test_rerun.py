@@ -18,15 +18,15 @@ import pytest
 import turnlog
 from tests.helpers import converse, inbound
 from turnlog.contracts.query import RerunReport
-from turnlog.services.repository import SessionRepository
-from turnlog.services.rerun import rerun_session
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.loader import load_app
-from turnlog.services.sealing import KeyRing
-from turnlog.services.store.errors import StoreError
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import RecordedEvent
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.log.errors import StoreError
+from turnlog.services.app.log.records import RecordedEvent
+from turnlog.services.app.rerun import rerun_session
+from turnlog.services.app.sealing import KeyRing
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.sdk.loader import load_app
 
 ALICE = turnlog.UserInfo(id="alice")
 

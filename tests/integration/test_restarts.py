@@ -28,8 +28,8 @@ from nats.aio.client import Client as NATS
 from tests.conftest import new_home
 from turnlog.contracts import bus
 from turnlog.contracts.events import UserRef
-from turnlog.services.infra.embedded import EmbeddedInfra
-from turnlog.services.infra.processes import free_port
+from turnlog.services.adapters.embedded.processes import free_port
+from turnlog.services.adapters.embedded.servers import EmbeddedInfra
 
 ECHO = Path(__file__).resolve().parents[1] / "apps" / "echo.py"
 SESSIONS = 5

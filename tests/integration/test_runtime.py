@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 import turnlog
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import BlockView, Chunk, Collector, Notification, Reply
-from turnlog.services.runtime.host import SessionEnded, SessionHost, SessionOfAnotherApp
-from turnlog.services.runtime.turn import Inbound, TurnResult
-from turnlog.services.sealing import KeyRing
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import RecordedEvent
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.log.records import RecordedEvent
+from turnlog.services.app.sealing import KeyRing
+from turnlog.services.app.sessions.host import SessionEnded, SessionHost, SessionOfAnotherApp
+from turnlog.services.app.sessions.outbound import BlockView, Chunk, Collector, Notification, Reply
+from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.app.sessions.turn import Inbound, TurnResult
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
 

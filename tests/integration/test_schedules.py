@@ -19,14 +19,14 @@ import msgspec
 import pytest
 
 import turnlog
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.mapping import Metadata
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import Collector
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.schedule_log import ScheduleLog
-from turnlog.services.runtime.scheduler import Scheduler
-from turnlog.services.store.eventstore import EventStore
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.schedules.log import ScheduleLog
+from turnlog.services.app.schedules.scheduler import Scheduler
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import Collector
+from turnlog.services.app.sessions.repository import SessionRepository
 
 TICKER = Path(__file__).resolve().parents[1] / "apps" / "ticker.py"
 EVERY_SECOND = "* * * * * *"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.soak import soak
-from turnlog.services.infra.endpoints import Endpoints
+from turnlog.services.adapters.embedded.endpoints import Endpoints
 
 
 async def test_hostile_and_valid_messages_are_each_a_turn_or_a_dead_letter(

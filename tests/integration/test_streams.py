@@ -21,10 +21,10 @@ import turnlog
 from tests.integration.conftest import Start
 from turnlog.contracts import bus
 from turnlog.contracts.events import UserRef
-from turnlog.services.bus.streams import StreamSetupError, ensure_streams
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.config import StreamLimits
-from turnlog.services.infra.endpoints import Endpoints
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.nats.streams import StreamSetupError, ensure_streams
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.settings import StreamLimits
 
 
 def echo_app() -> turnlog.App:

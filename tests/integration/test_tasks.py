@@ -22,25 +22,25 @@ from tests.helpers import ALICE, inbound
 from tests.integration.conftest import Start
 from turnlog.contracts import bus
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.bus.tasks import TaskQueue, stream_name
-from turnlog.services.erasure import erase_user
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.mapping import Metadata
-from turnlog.services.projector.check import check as check_projections
-from turnlog.services.projector.runner import Projector
-from turnlog.services.repository import SessionRepository
-from turnlog.services.runtime.delivery import NoDelivery
-from turnlog.services.runtime.host import SessionHost
-from turnlog.services.runtime.task_log import TaskLog
-from turnlog.services.runtime.task_sessions import SessionPoster
-from turnlog.services.runtime.task_worker import TaskWorker
-from turnlog.services.runtime.tasks import TaskService
-from turnlog.services.runtime.turn import TurnResult
-from turnlog.services.sealing import KeyRing
-from turnlog.services.store.errors import ConcurrencyConflict
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import RecordedEvent
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.nats.tasks import TaskQueue, stream_name
+from turnlog.services.adapters.postgres.erasure import erase_user
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.check import check as check_projections
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.app.log.errors import ConcurrencyConflict
+from turnlog.services.app.log.records import RecordedEvent
+from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.sealing import KeyRing
+from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.outbound import NoDelivery
+from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.app.sessions.turn import TurnResult
+from turnlog.services.app.tasks.log import TaskLog
+from turnlog.services.app.tasks.poster import SessionPoster
+from turnlog.services.app.tasks.service import TaskService
+from turnlog.services.app.tasks.worker import TaskWorker
 
 Event = tuple[str, dict[str, Any], str | None, str | None]  # type, payload, correlation, actor
 

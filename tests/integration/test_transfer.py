@@ -18,12 +18,12 @@ import msgspec
 import pytest
 
 from tests.conftest import with_database
-from turnlog.services import transfer
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.store import hashing
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent, RecordedEvent
-from turnlog.services.transfer import ImportReport, TransferError, export, import_
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.postgres import transfer
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.transfer import ImportReport, TransferError, export, import_
+from turnlog.services.app.log import hashing
+from turnlog.services.app.log.records import NewEvent, RecordedEvent
 
 BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 STREAMS = ("session-a", "session-b", "doc-c")

@@ -12,10 +12,10 @@ import pytest
 
 import turnlog
 from tests.integration.test_prompts import ask, prompting_app
-from turnlog.services.config import Settings
-from turnlog.services.infra.endpoints import Endpoints
-from turnlog.services.infra.processes import free_port
-from turnlog.services.serve import Parts, serve
+from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.embedded.processes import free_port
+from turnlog.services.bootstrap.serve import Parts, serve
+from turnlog.services.settings import Settings
 
 ADMIN = "admin-key-0123456789"
 ALICE = "alice-key-0123456789"

@@ -13,10 +13,10 @@ import msgspec
 
 from tests.helpers import said
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.projector.runner import Projector
-from turnlog.services.store.eventstore import EventStore
-from turnlog.services.store.records import NewEvent
-from turnlog.services.verify import Broken, verify
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.adapters.postgres.verify import Broken, verify
+from turnlog.services.app.log.records import NewEvent
 
 
 async def fill(store: EventStore, sizes: dict[str, int]) -> None:

@@ -3,7 +3,7 @@ import asyncio
 import pytest
 import uvloop
 
-from turnlog.services import aio
+from turnlog.services.bootstrap import aio
 
 
 async def _loop_type() -> type:

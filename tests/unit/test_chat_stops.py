@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from turnlog.services.terminal import AppStopped, _while_serving
+from turnlog.services.cli.chat import AppStopped, _while_serving
 
 
 async def test_work_that_finishes_first_is_returned() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from turnlog.services.config import ConfigError, Settings
+from turnlog.services.settings import ConfigError, Settings
 
 
 def test_defaults_use_the_embedded_servers_under_dot_turnlog() -> None:
@@ -123,7 +123,7 @@ def test_a_certificate_with_someone_elses_key_is_refused(tmp_path: Path) -> None
 def test_the_command_line_exits_2_on_an_unusable_nats_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from turnlog.services.cli import main
+    from turnlog.services.cli.main import main
 
     monkeypatch.setenv("TURNLOG_NATS_URL", "nats://n:4222")
     monkeypatch.setenv("TURNLOG_NATS_CREDS", str(tmp_path / "gone.creds"))

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from turnlog.contracts import bus
 from turnlog.contracts import events as ev
 from turnlog.domain.integrations import Fact, IntegrationError, UserIntegrations
-from turnlog.services import sealed
-from turnlog.services.bus.subjects import Subjects, user_token
-from turnlog.services.sealed import PERSONAL, SECRET, WITHHELD
-from turnlog.services.store.codec import EventCodec
+from turnlog.services.adapters.nats.subjects import Subjects, user_token
+from turnlog.services.app import sealed
+from turnlog.services.app.log.codec import EventCodec
+from turnlog.services.app.sealed import PERSONAL, SECRET, WITHHELD
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 T1 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

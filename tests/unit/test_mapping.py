@@ -18,8 +18,8 @@ from turnlog.contracts.events import (
 )
 from turnlog.domain.document import Document
 from turnlog.domain.session import Session
-from turnlog.services import mapping
-from turnlog.services.store.records import RecordedEvent
+from turnlog.services.app import mapping
+from turnlog.services.app.log.records import RecordedEvent
 
 BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
-from turnlog.services.bus.client import Client, ClientError
-from turnlog.services.bus.connection import nats_options, redact
-from turnlog.services.config import NatsSecurity
+from turnlog.services.adapters.nats.client import Client, ClientError
+from turnlog.services.adapters.nats.connection import nats_options, redact
+from turnlog.services.settings import NatsSecurity
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from turnlog.contracts.events import AttachmentRef
-from turnlog.services.runtime.prompts import accepts
+from turnlog.services.app.sessions.prompts import accepts
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from turnlog.domain.schedule import (
     ScheduleRecord,
     TickTaken,
 )
-from turnlog.services.mapping import Metadata
+from turnlog.services.app.mapping import Metadata
 from turnlog.services.sdk.scheduled import NoReplyTarget, ScheduledSession
 from turnlog.services.sdk.schedules import Cron, Schedule, ScheduleDeclarationError
 from turnlog.services.sdk.types import Block, UserInfo

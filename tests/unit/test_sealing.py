@@ -9,9 +9,9 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from turnlog.contracts import events as ev
-from turnlog.services import sealed
-from turnlog.services.sealed import PERSONAL, SealError
-from turnlog.services.store.codec import EventCodec
+from turnlog.services.app import sealed
+from turnlog.services.app.log.codec import EventCodec
+from turnlog.services.app.sealed import PERSONAL, SealError
 
 KEY = AESGCM(bytes(range(32)))
 OTHER = AESGCM(bytes(32))

@@ -21,11 +21,11 @@ from turnlog.domain.errors import InvalidValue, NotJSONEncodable
 from turnlog.domain.task import Task, TaskFinished, TaskNotRunning, TaskRunning
 from turnlog.projections.base import Event, Exec
 from turnlog.projections.tasks import Tasks
-from turnlog.services import sealed
-from turnlog.services.mapping import Metadata
-from turnlog.services.runtime import task_log
-from turnlog.services.runtime.task_run import card_fields
-from turnlog.services.store.records import RecordedEvent
+from turnlog.services.app import sealed
+from turnlog.services.app.log.records import RecordedEvent
+from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.tasks import log as task_log
+from turnlog.services.app.tasks.run import card_fields
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 T0 = datetime(2026, 5, 5, 9, 0, tzinfo=UTC)

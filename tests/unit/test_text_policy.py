@@ -25,10 +25,10 @@ from turnlog.domain.errors import (
     TooLarge,
 )
 from turnlog.domain.session import Session
-from turnlog.services.bus.ingress import Rejected, decode
-from turnlog.services.bus.subjects import Subjects
-from turnlog.services.projector.writes import storable_payload
-from turnlog.services.query.textpolicy import body_problem, head_problem
+from turnlog.services.adapters.http.textpolicy import body_problem, head_problem
+from turnlog.services.adapters.nats.ingress import Rejected, decode
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.projector.writes import storable_payload
 
 ODD = [
     "\u202eright-to-left\u202c",  # RTL override

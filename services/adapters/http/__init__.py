@@ -1,0 +1,1 @@
+"""HTTP: the query API and an app's data and endpoint handlers (Litestar)."""

@@ -1,0 +1,1 @@
+"""NATS and JetStream: ingress, relay, router, live delivery, files, the producer client."""

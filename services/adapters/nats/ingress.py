@@ -1,0 +1,454 @@
+"""Inbound messages from NATS to the runtime: validate, run the turn, then ack.
+
+A message is acked only once its turn is on record; a redelivered or republished one
+whose id is on record runs no second turn (the log accepts each message id once).
+What cannot be handled goes to ``turnlog.dlq.<app>`` with its reason and original bytes,
+and is recorded on its session when that session exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+import zlib
+from datetime import UTC, datetime
+
+import msgspec
+import nats.js.errors
+import structlog
+from asyncpg.pool import PoolConnectionProxy
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from turnlog.contracts import bus
+from turnlog.domain import values
+from turnlog.domain.errors import DomainError
+from turnlog.services.adapters.nats.delivery import BusDelivery
+from turnlog.services.adapters.nats.prompts import forward
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.app.log.errors import transient
+from turnlog.services.app.sessions.host import SessionEnded, SessionHost, SessionOfAnotherApp
+from turnlog.services.app.sessions.repository import SessionNotFound
+from turnlog.services.app.sessions.turn import Inbound
+from turnlog.services.sdk.types import Attachment, SessionChannel, UserInfo
+
+log = structlog.get_logger("turnlog.ingress")
+_INGRESS_LOCK = 0x746C69  # advisory lock class: "tli", the app's active ingress
+STANDBY_POLL = 1.0  # seconds between a standby runtime's attempts to take over
+CLAIM_CHECK = 5.0  # seconds between checks that the claim's connection is alive
+
+
+class _StillBound(Exception):
+    """The app's consumer stays bound to another subscriber (a runtime that lost its
+    claim but not its NATS subscription)."""
+
+
+_decoder = msgspec.json.Decoder(bus.Inbound)
+_encode = msgspec.json.Encoder().encode
+
+
+class Rejected(Exception):
+    """An inbound message that cannot be handled, with a reason code for the DLQ."""
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        session_id: str | None = None,
+        message_id: str | None = None,
+        *,
+        on_record: bool = True,
+    ) -> None:
+        """``on_record``: also record ``session.input_rejected`` on the session (which
+        waits for its turn in progress; not for answers to that turn's prompts)."""
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+        self.session_id, self.message_id = session_id, message_id
+        self.on_record = on_record
+
+
+def decode(subject: str, data: bytes, subjects: Subjects, app: str, max_bytes: int) -> bus.Inbound:
+    """The inbound message in ``data``, checked against its subject; raises Rejected."""
+    parts = subject.split(".")
+    token = parts[3] if len(parts) == 4 else None
+    subject_session = token if token and token != "new" else None
+    if len(parts) != 4 or parts[:2] != [subjects.prefix, "in"]:
+        raise Rejected("bad_subject", f"expected {subjects.inbound_all(app)}, got {subject}")
+    if parts[2] != app:
+        raise Rejected("unknown_app", f"no app {parts[2]!r} is served here", subject_session)
+    if len(data) > max_bytes:
+        raise Rejected("too_large", f"{len(data)} bytes; the limit is {max_bytes}", subject_session)
+    message = _decode(data, subject_session)
+    named = message.session_id
+    if named != subject_session:
+        raise Rejected(
+            "schema_violation",
+            f"subject names session {token!r} but the message names {named!r}",
+            subject_session,
+            message.message_id,
+        )
+    if named is not None:
+        try:
+            uuid.UUID(named)
+        except ValueError:
+            raise Rejected(
+                "schema_violation", f"session_id {named!r} is not a UUID", None, message.message_id
+            ) from None
+    return message
+
+
+def _decode(data: bytes, subject_session: str | None) -> bus.Inbound:
+    """``data`` as an inbound message whose every text is storable (see the text policy
+    in ``turnlog.domain.values``); raises Rejected."""
+    try:
+        message: bus.Inbound = _decoder.decode(data)
+    except msgspec.ValidationError as e:
+        raise Rejected("schema_violation", str(e), subject_session) from None
+    except msgspec.DecodeError as e:
+        problem = values.raw_text_problem(data)
+        if problem is not None:
+            detail = f"the message holds {problem}"
+            raise Rejected("invalid_text", detail, subject_session) from None
+        raise Rejected("undecodable", str(e), subject_session) from None
+    except RecursionError:
+        raise Rejected(
+            "too_deep", "the message nests too deeply to decode", subject_session
+        ) from None
+    try:
+        # What msgspec decoded is UTF-8 without lone surrogates; U+0000 can only have come
+        # as the escape \u0000, and nesting only in set_vars' values: look only then.
+        if b"\\u0000" in data:
+            values.json_value(msgspec.to_builtins(message), "message")
+        elif isinstance(message, bus.SetSessionVars):
+            values.json_value(message.variables, "message variables")
+        if isinstance(message, bus.InboundMessage):
+            values.user_id(message.user.id, "message user.id")
+    except DomainError as e:
+        message_id = values.clean(message.message_id)
+        raise Rejected(e.code or "schema_violation", str(e), subject_session, message_id) from None
+    return message
+
+
+def runtime_consumer(subjects: Subjects, app: str, ack_wait: float) -> ConsumerConfig:
+    """The app's durable consumer: the active runtime acknowledges each message once its
+    turn is on record, which is what lets the inbound stream drop it."""
+    return ConsumerConfig(
+        durable_name=f"{subjects.prefix}-runtime-{app}",
+        deliver_subject=f"{subjects.prefix}.deliver.runtime.{app}",
+        filter_subject=subjects.inbound_all(app),
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=max(ack_wait, 1.0),
+        max_ack_pending=1000,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+
+
+async def ensure_runtime_consumer(
+    js: JetStreamContext, subjects: Subjects, app: str, ack_wait: float
+) -> None:
+    """Make the app's consumer if it is missing, before the app is registered and its
+    router reads: from then on the inbound stream keeps the app's messages for it, while
+    no runtime of it consumes too."""
+    config = runtime_consumer(subjects, app, ack_wait)
+    assert config.durable_name is not None
+    try:
+        await js.consumer_info(subjects.stream_in, config.durable_name)
+    except nats.js.errors.NotFoundError:
+        await js.add_consumer(subjects.stream_in, config)
+
+
+class Ingress:
+    """Consumes ``turnlog.in.<app>.*`` through a durable consumer and feeds the host."""
+
+    def __init__(
+        self,
+        host: SessionHost,
+        js: JetStreamContext,
+        subjects: Subjects,
+        delivery: BusDelivery,
+        *,
+        max_bytes: int = 256 * 1024,
+        ack_wait: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.js = js
+        self.subjects = subjects
+        self.delivery = delivery
+        self.app = host.app.name
+        self.max_bytes = max_bytes
+        self.ack_wait = max(ack_wait, 1.0)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._working: dict[int, tuple[Msg, float]] = {}  # id -> (message, arrival)
+        self._claim_conn: PoolConnectionProxy | None = None
+
+    async def run(self) -> None:
+        """Consume the app's inbound messages while this process is the app's active
+        runtime: one runtime per app and prefix consumes at a time, so a session's turns
+        never run in two processes at once. Others (serving the same app for its tasks
+        and schedules, or as a standby) wait, and the first to notice takes over when the
+        active one stops or dies: the claim is a PostgreSQL advisory lock held by a
+        connection of its own, which is closed (lock and all) when this stops consuming."""
+        pool = self.host.repo.store.pool
+        while True:
+            self._claim_conn = await pool.acquire()
+            try:
+                await self._claim(self._claim_conn)
+                done = await self._consume_while_claimed(self._claim_conn)
+            finally:
+                await self._let_go(self._claim_conn)
+            if done:
+                return
+            await asyncio.sleep(STANDBY_POLL)
+
+    async def _let_go(self, conn: PoolConnectionProxy | None) -> None:
+        """Close ``conn``: its session, and so the lock, ends with it (a connection the
+        pool took back already, having lost it, is left be)."""
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            conn.terminate()
+            await self.host.repo.store.pool.release(conn)
+
+    def _lock_key(self) -> tuple[int, int]:
+        name = f"{self.subjects.prefix}:{self.app}".encode()
+        return _INGRESS_LOCK, zlib.crc32(name) - 2**31
+
+    async def _claim(self, conn: PoolConnectionProxy) -> None:
+        said = False
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *self._lock_key()):
+            if not said:
+                log.info("another runtime consumes this app's messages; standing by", app=self.app)
+                said = True
+            await asyncio.sleep(STANDBY_POLL)
+
+    async def _consume_while_claimed(self, claim: PoolConnectionProxy) -> bool:
+        """Consume until stopped (True), or until the claim is lost or the consumer stays
+        bound to a runtime that lost its claim (False: stand by again)."""
+        consuming = asyncio.create_task(self._consume())
+        watching = asyncio.create_task(self._watch(claim))
+        try:
+            await asyncio.wait([consuming, watching], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (consuming, watching):
+                task.cancel()
+            results = await asyncio.gather(consuming, watching, return_exceptions=True)
+        if isinstance(results[0], _StillBound):
+            log.warning("the app's consumer is still bound elsewhere; standing by", app=self.app)
+            return False
+        if watching.done() and not watching.cancelled():
+            log.error("lost the claim on this app's messages; standing by", app=self.app)
+            return False
+        if isinstance(results[0], BaseException) and not isinstance(
+            results[0], asyncio.CancelledError
+        ):
+            raise results[0]
+        return True
+
+    async def _watch(self, claim: PoolConnectionProxy) -> None:
+        """Returns when the claim is lost to another runtime. A claim lost with its
+        connection (a database restart) is taken again on a new one while this goes on
+        consuming: no runtime can take it while the database is away, and one that takes
+        it first once it is back cannot bind the app's consumer while this one is bound
+        (it stands by again), so a session's turns never run in two places."""
+        while True:
+            await asyncio.sleep(CLAIM_CHECK)
+            try:
+                await claim.fetchval("SELECT 1")
+                continue
+            except Exception as e:
+                log.warning(
+                    "the claim's database connection is gone; claiming again",
+                    app=self.app,
+                    error=str(e) or type(e).__name__,
+                )
+            renewed = await self._reclaim(claim)
+            if renewed is None:
+                return
+            claim = self._claim_conn = renewed
+            log.info("claimed this app's messages again", app=self.app)
+
+    async def _reclaim(self, lost: PoolConnectionProxy) -> PoolConnectionProxy | None:
+        """The claim on a new connection, once the database answers; None if another
+        runtime holds it by then."""
+        self._claim_conn = None
+        await self._let_go(lost)
+        pool = self.host.repo.store.pool
+        while True:
+            conn: PoolConnectionProxy | None = None
+            try:
+                conn = await pool.acquire()
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *self._lock_key()):
+                    return conn
+                await self._let_go(conn)
+                return None
+            except Exception as e:
+                await self._let_go(conn)
+                if not transient(e):
+                    raise
+            await asyncio.sleep(STANDBY_POLL / 2)
+
+    async def _consume(self) -> None:
+        durable = f"{self.subjects.prefix}-runtime-{self.app}"
+
+        async def arrived(msg: Msg) -> None:  # in arrival order: per-session FIFO
+            task = asyncio.create_task(self._handle(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        deadline = time.monotonic() + max(self.ack_wait, 10.0)
+        while True:
+            try:
+                sub = await self.js.subscribe(
+                    self.subjects.inbound_all(self.app),
+                    durable=durable,
+                    stream=self.subjects.stream_in,
+                    cb=arrived,
+                    manual_ack=True,
+                    config=runtime_consumer(self.subjects, self.app, self.ack_wait),
+                )
+                break
+            except nats.js.errors.Error as e:
+                # the runtime that held the claim is gone, its subscription not yet
+                if "already bound" not in str(e):
+                    raise
+                if time.monotonic() > deadline:
+                    raise _StillBound() from e
+                await asyncio.sleep(STANDBY_POLL)
+        log.info("ingress started", app=self.app, consumer=durable)
+        try:
+            await self._keep_in_progress()
+        finally:
+            await sub.unsubscribe()
+            self.host.prompts.stop_all()  # turns waiting on the user end now
+            for task in list(self._tasks):
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            self._working[id(msg)] = (msg, time.monotonic())
+            message = decode(msg.subject, msg.data, self.subjects, self.app, self.max_bytes)
+            await self._dispatch(message)
+        except Rejected as rejected:
+            await self._dead_letter(msg, rejected)
+        except Exception as e:
+            # Not the message's fault (database or bus away): let JetStream redeliver.
+            log.error(
+                "handling an inbound message failed; will retry",
+                subject=msg.subject,
+                error=str(e) or type(e).__name__,
+            )
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1)
+            return
+        finally:
+            self._working.pop(id(msg), None)
+        await msg.ack()
+
+    async def _keep_in_progress(self) -> None:
+        """Tell JetStream that long turns are still being worked on, so they are not
+        redelivered while they run (only once this process is gone)."""
+        interval = self.ack_wait / 3
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - interval
+            for msg, since in list(self._working.values()):
+                if since < cutoff:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+
+    async def _dispatch(self, message: bus.Inbound) -> None:
+        if isinstance(message, bus.InboundMessage):
+            await self._turn(message)
+            return
+        if isinstance(message, bus.PromptAnswer):
+            # not queued behind the session's turn: that turn is what waits for it
+            problem = await forward(self.delivery.nc, self.subjects, self.app, message)
+            if problem is not None:
+                raise Rejected(
+                    "no_prompt", problem, message.session_id, message.message_id, on_record=False
+                )
+            await self.delivery.done(message.session_id, message.message_id, "ok")
+            return
+        sid = uuid.UUID(message.session_id)
+        try:
+            if isinstance(message, bus.CloseSession):
+                await self.host.close(sid, reason=message.reason)
+            else:
+                await self.host.set_vars(
+                    sid,
+                    message.variables,
+                    message_id=message.message_id,
+                    actor=f"producer:{message.actor}",
+                )
+        except SessionNotFound:
+            raise Rejected(
+                "unknown_session", f"no session {sid}", None, message.message_id
+            ) from None
+        except (SessionEnded, SessionOfAnotherApp, DomainError) as e:
+            raise Rejected(_reason(e), str(e), str(sid), message.message_id) from None
+        await self.delivery.done(str(sid), message.message_id, "ok")
+
+    async def _turn(self, message: bus.InboundMessage) -> None:
+        inbound = Inbound(
+            message_id=message.message_id,
+            text=message.text,
+            session_id=uuid.UUID(message.session_id) if message.session_id else None,
+            user=UserInfo(id=message.user.id, email=message.user.email, org_id=message.user.org_id),
+            channel=SessionChannel(type=message.channel.type, name=message.channel.name),
+            attachments=tuple(
+                Attachment(name=a.name, content_type=a.content_type, url=a.url, size=a.size)
+                for a in message.attachments
+            ),
+            sent_at=message.sent_at or time.time(),
+        )
+        try:
+            await self.host.handle(inbound)
+        except (SessionEnded, SessionOfAnotherApp, DomainError) as e:
+            raise Rejected(_reason(e), str(e), message.session_id, message.message_id) from None
+
+    async def _dead_letter(self, msg: Msg, rejected: Rejected) -> None:
+        log.warning(
+            "inbound message rejected",
+            subject=msg.subject,
+            reason=rejected.reason,
+            detail=rejected.detail,
+        )
+        letter = bus.DeadLetter(
+            reason=rejected.reason,
+            detail=rejected.detail,
+            subject=msg.subject,
+            app=self.app,
+            session_id=rejected.session_id,
+            original=msg.data,
+            received_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+        )
+        if rejected.session_id and rejected.on_record:  # on record first, then announced
+            with contextlib.suppress(ValueError):
+                await self.host.reject(
+                    uuid.UUID(rejected.session_id),
+                    rejected.message_id,
+                    rejected.reason,
+                    rejected.detail,
+                )
+        await self.js.publish(self.subjects.dlq(self.app), _encode(letter))
+        if rejected.session_id and rejected.message_id:
+            await self.delivery.done(
+                rejected.session_id,
+                rejected.message_id,
+                "rejected",
+                f"{rejected.reason}: {rejected.detail}",
+            )
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, SessionEnded):
+        return "session_ended"
+    if isinstance(error, SessionOfAnotherApp):
+        return "wrong_app"
+    if isinstance(error, DomainError) and error.code:
+        return error.code
+    return "invalid_" + type(error).__name__.lower()

@@ -1,0 +1,1 @@
+"""PostgreSQL: the event log, documents, projections, queries."""

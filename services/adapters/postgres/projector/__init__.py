@@ -1,0 +1,1 @@
+"""Keeping projections from the log: runner, rebuild, check, failures."""

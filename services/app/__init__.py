@@ -1,0 +1,1 @@
+"""The application: use cases on ports, with no driver of its own."""

@@ -1,0 +1,234 @@
+"""Users' integrations: connected and disconnected on record, their credentials sealed
+with the user's key, handed to that user's handlers, and announced on NATS.
+
+Each user's integrations are a stream of their own (``integrations:<uuid5 of the id>``,
+safe in a NATS subject). ``integration.connected`` carries the credentials sealed with
+the user's key (see services/sealing.py), and they are secret: every reader of the log
+but ``Integrations.for_user`` leaves them closed, so they are never in clear in the log,
+the projections, the relayed events or the logs. ``turnlog erase-user`` shreds them with
+the rest of the user's data. Once a change is on record, ``IntegrationChanged`` (user,
+type, connected: never the credentials) is published on ``<prefix>.integrations.<user>``
+so runtimes can refresh what their handlers see; ``watch`` subscribes to it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from turnlog.contracts import bus
+from turnlog.contracts.events import INTEGRATION_PAYLOADS, EventPayload
+from turnlog.domain import values
+from turnlog.domain.errors import DomainError
+from turnlog.domain.integrations import Connection, Fact, IntegrationError, UserIntegrations
+from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.log.codec import EventCodec
+from turnlog.services.app.log.errors import ConcurrencyConflict
+from turnlog.services.app.log.records import NewEvent, RecordedEvent
+from turnlog.services.app.sealing import KeyRing
+from turnlog.services.sdk.types import UserInfo
+
+log = structlog.get_logger("turnlog.integrations")
+
+_STREAMS = uuid.UUID("0d5a3f7e-2b61-4c8a-9e47-31c6f0a8b2d4")
+_ERASED = {"_erased": True}
+_ATTEMPTS = 5
+_codec = EventCodec(INTEGRATION_PAYLOADS)
+_encode = msgspec.json.Encoder().encode
+_changed = msgspec.json.Decoder(bus.IntegrationChanged)
+
+Changed = Callable[[str, str, bool], Awaitable[None] | None]
+"""``callback(user_id, type, connected)`` for ``watch``."""
+
+
+def integrations_stream(user_id: str) -> str:
+    """The stream of ``user_id``'s integrations."""
+    return f"integrations:{uuid.uuid5(_STREAMS, user_id)}"
+
+
+def erased(connection: Connection) -> bool:
+    """Whether the connection's credentials were shredded by an erasure of its user."""
+    return connection.credentials == _ERASED
+
+
+class Integrations:
+    """Connect, disconnect and read users' integrations on ``store``. With ``nc``, each
+    change on record is announced on ``subjects.integrations(user_id)``."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        keyring: KeyRing | None = None,
+        *,
+        nc: NATS | None = None,
+        subjects: Subjects | None = None,
+    ) -> None:
+        self.store = store
+        self.keyring = keyring or KeyRing(store)
+        self.nc = nc
+        self.subjects = subjects or Subjects()
+
+    async def connect(
+        self,
+        user_id: str,
+        type: str,
+        credentials: Mapping[str, Any],
+        *,
+        actor: str,
+        scopes: Sequence[str] = (),
+        correlation_id: str | None = None,
+    ) -> None:
+        """Record ``type`` connected for ``user_id`` with ``credentials`` (a non-empty
+        JSON object, e.g. ``{"token": ...}``); connecting again replaces them.
+        Raises ``IntegrationError`` for a bad type name, credentials or scopes."""
+
+        def change(record: UserIntegrations, at: datetime) -> bool:
+            record.connect(type, credentials, scopes, at)
+            return True
+
+        await self._record(user_id, change, actor, correlation_id)
+        log.info("integration connected", user_id=user_id, type=type, actor=actor)
+        await self._announce(user_id, type, connected=True)
+
+    async def disconnect(
+        self,
+        user_id: str,
+        type: str,
+        *,
+        actor: str,
+        reason: str = "",
+        correlation_id: str | None = None,
+    ) -> bool:
+        """Record ``type`` disconnected; False (nothing recorded) if it was not connected."""
+
+        def change(record: UserIntegrations, at: datetime) -> bool:
+            return record.disconnect(type, reason, at)
+
+        if not await self._record(user_id, change, actor, correlation_id):
+            return False
+        log.info("integration disconnected", user_id=user_id, type=type, actor=actor)
+        await self._announce(user_id, type, connected=False)
+        return True
+
+    async def for_user(self, user_id: str) -> dict[str, dict[str, Any]]:
+        """``user_id``'s connected integrations: type -> credentials, unsealed. Those an
+        erasure of the user shredded are left out (the user connects them again)."""
+        record = await self._load(user_id, secrets=True)
+        return {t: dict(c.credentials) for t, c in record.connected.items() if not erased(c)}
+
+    async def for_caller(self, user: UserInfo | None) -> Mapping[str, Any]:
+        """``for_user`` of a request's caller; nothing when nobody is calling."""
+        return {} if user is None else await self.for_user(user.id)
+
+    async def connections(self, user_id: str) -> list[Connection]:
+        """``user_id``'s connected integrations by type, credentials withheld
+        (``{"_withheld": true}``, or ``{"_erased": true}`` after an erasure)."""
+        record = await self._load(user_id, secrets=False)
+        return sorted(record.connected.values(), key=lambda c: c.type)
+
+    # -- the stream ---------------------------------------------------------------------
+
+    async def _load(self, user_id: str, *, secrets: bool) -> UserIntegrations:
+        records = await self.store.read_stream(integrations_stream(user_id))
+        plain = await self.keyring.unseal(records, secrets=secrets)
+        return UserIntegrations.fold(user_id, map(_fact, plain))
+
+    async def _record(
+        self,
+        user_id: str,
+        change: Callable[[UserIntegrations, datetime], bool],
+        actor: str,
+        correlation_id: str | None,
+    ) -> bool:
+        """Fold the stream, apply ``change``, append what it records (sealed) at the
+        version folded; again on a concurrent write. False when it records nothing."""
+        try:
+            values.name(user_id, "user id")
+        except DomainError as e:
+            raise IntegrationError(str(e)) from None
+        stream = integrations_stream(user_id)
+        for attempt in range(_ATTEMPTS):
+            record = await self._load(user_id, secrets=False)
+            at = datetime.now(UTC)
+            if not change(record, at):
+                return False
+            expected, pending = record.collect()
+            new = [_new(p, at, actor, correlation_id) for p in pending]
+            try:
+                async with self.store.pool.acquire() as conn, conn.transaction():
+                    events = await self.keyring.seal(user_id, new, holding=conn)
+                    await self.store.append(stream, expected, events, connection=conn)  # type: ignore[arg-type]
+            except ConcurrencyConflict:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                continue
+            self.store.announce()
+            return True
+        raise AssertionError("unreachable")
+
+    async def _announce(self, user_id: str, type: str, *, connected: bool) -> None:
+        if self.nc is None:
+            return
+        notice = bus.IntegrationChanged(user_id=user_id, type=type, connected=connected)
+        try:
+            await self.nc.publish(self.subjects.integrations(user_id), _encode(notice))
+            await self.nc.flush(timeout=5)
+        except Exception as e:  # on record all the same; runtimes learn at their next read
+            log.warning(
+                "could not announce an integration change",
+                user_id=user_id,
+                type=type,
+                error=str(e) or e.__class__.__name__,
+            )
+
+
+async def watch(nc: NATS, subjects: Subjects, callback: Changed) -> Subscription:
+    """Call ``callback(user_id, type, connected)`` (sync or async) for every integration
+    change announced under ``subjects``' prefix; the subscription is returned, to be
+    unsubscribed. A notice that does not decode is logged and skipped."""
+
+    async def on_notice(msg: Msg) -> None:
+        try:
+            notice = _changed.decode(msg.data)
+        except msgspec.DecodeError as e:
+            log.warning("an integration notice did not decode", subject=msg.subject, error=str(e))
+            return
+        try:
+            result = callback(notice.user_id, notice.type, notice.connected)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as e:
+            log.error(
+                "integration notice callback failed",
+                user_id=notice.user_id,
+                type=notice.type,
+                exc_info=e,
+            )
+
+    return await nc.subscribe(subjects.integrations_all(), cb=on_notice)
+
+
+def _fact(record: RecordedEvent) -> Fact:
+    payload = _codec.decode(record.type, record.schema_version, record.payload)
+    return Fact(payload, record.recorded_at, record.actor)
+
+
+def _new(payload: EventPayload, at: datetime, actor: str, correlation_id: str | None) -> NewEvent:
+    return NewEvent(
+        type=payload.TYPE,
+        schema_version=payload.SCHEMA_VERSION,
+        payload=_codec.encode(payload),
+        recorded_at=at,
+        correlation_id=correlation_id,
+        actor=actor,
+    )

@@ -1,0 +1,1 @@
+"""Scheduled runs: claiming ticks and running them."""

@@ -1,0 +1,1 @@
+"""Sessions at run time: turns, live sessions, prompts, what goes out."""

@@ -1,0 +1,386 @@
+"""Runs an App's handlers on the event log: one turn at a time per session, sessions
+concurrently, live sessions cached with a bound, lifecycle hooks at the right moments."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from types import MappingProxyType
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import structlog
+
+from turnlog.contracts.events import ChannelRef, UserRef
+from turnlog.domain.session import Session as SessionAggregate
+from turnlog.services.adapters.postgres.documents import CollectionStore
+from turnlog.services.app.log.errors import DuplicateMessage, StoreError
+from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.sessions.live import Credentials, LiveSession, utcnow
+from turnlog.services.app.sessions.outbound import Delivery, NoDelivery
+from turnlog.services.app.sessions.prompts import Prompts
+from turnlog.services.app.sessions.repository import SessionNotFound, SessionRepository
+from turnlog.services.app.sessions.turn import Inbound, Slot, TurnResult, call_hook, run_turn
+from turnlog.services.sdk.app import App, AppError
+from turnlog.services.sdk.context import _current
+from turnlog.services.sdk.session import Session
+
+log = structlog.get_logger("turnlog.runtime")
+_copy = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
+
+
+class SessionEnded(StoreError):
+    """Raised when a message arrives for a session that has ended."""
+
+    def __init__(self, session_id: UUID) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id} has ended")
+
+
+class SessionOfAnotherApp(StoreError):
+    """Raised when a session id given to one app belongs to a session of another."""
+
+    def __init__(self, session_id: UUID, owner: str, app: str) -> None:
+        self.session_id, self.owner, self.app = session_id, owner, app
+        super().__init__(f"session {session_id} belongs to app {owner!r}, not {app!r}")
+
+
+class TurnOpenElsewhere(StoreError):
+    """Raised by ``outside_turn`` when the session, read from the log, has a turn open
+    that this process is not running (another worker is running it, or died in it)."""
+
+    def __init__(self, session_id: UUID, message_id: str) -> None:
+        self.session_id, self.message_id = session_id, message_id
+        super().__init__(f"session {session_id} has a turn open elsewhere ({message_id!r})")
+
+
+class _Entry:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.slot: Slot | None = None
+
+
+class SessionHost:
+    """The runtime for one App: ``handle(inbound)`` runs a turn and returns its result."""
+
+    def __init__(
+        self,
+        app: App,
+        repo: SessionRepository,
+        delivery: Delivery | None = None,
+        *,
+        max_live: int = 10_000,
+        idle_timeout: float | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        """``credentials`` gives a user's connected integrations (none without it)."""
+        if app.message_handler is None:
+            raise AppError(f"app {app.name!r} has no @app.message() handler")
+        self.app = app
+        self.repo = repo
+        app.serve_collections(CollectionStore(repo.store, repo.keyring))
+        self.delivery = delivery or NoDelivery()
+        self.max_live = max_live
+        self.idle_timeout = idle_timeout
+        self.credentials = credentials
+        self.prompts = Prompts()  # prompts waiting for the user in this process
+        self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
+        self._booted = False
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- process lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run the boot hooks (once), and start closing idle sessions if configured."""
+        if not self._booted:
+            for hook in self.app.boot_hooks:
+                await call_hook(hook)
+            self._booted = True
+        if self.idle_timeout and self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def stop(self) -> None:
+        """Wait for running turns, then run the shutdown hooks. Sessions stay open."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        self.prompts.stop_all()  # turns waiting on the user end now
+        for entry in list(self._entries.values()):
+            async with entry.lock:
+                pass
+        for hook in self.app.shutdown_hooks:
+            await call_hook(hook)
+
+    # -- turns --------------------------------------------------------------------------
+
+    async def handle(self, inbound: Inbound) -> TurnResult:
+        """Run the turn for ``inbound``, after every earlier message of its session."""
+        await self.start()
+        session_id = inbound.session_id or uuid.uuid4()
+        entry = self._entry(session_id)
+        async with entry.lock:
+            try:
+                slot = entry.slot or await self._open(session_id, inbound)
+                entry.slot = slot
+                if slot.live.aggregate.ended:
+                    raise SessionEnded(session_id)
+                handler = self.app.message_handler
+                assert handler is not None
+                with structlog.contextvars.bound_contextvars(
+                    session_id=str(session_id), correlation_id=inbound.message_id
+                ):
+                    try:
+                        result = await run_turn(self.app.name, handler, slot, inbound)
+                    except DuplicateMessage:
+                        entry.slot = None  # holds the refused message; reload next time
+                        log.info(
+                            "duplicate message skipped",
+                            session_id=str(session_id),
+                            correlation_id=inbound.message_id,
+                        )
+                        return TurnResult(session_id, inbound.message_id, "duplicate", ())
+                slot.live.last_active = time.monotonic()
+                return result
+            except BaseException:
+                entry.slot = None  # whatever is in memory may be ahead of the record
+                raise
+            finally:
+                self._trim()
+
+    async def close(self, session_id: UUID, reason: str = "closed") -> bool:
+        """Run the exit hooks and end the session. False if it had already ended."""
+        entry = self._entry(session_id)
+        async with entry.lock:
+            slot = entry.slot or await self._load(session_id)
+            entry.slot = None
+            self._entries.pop(session_id, None)
+            agg = slot.live.aggregate
+            if agg.ended:
+                return False
+            slot.live.meta = Metadata(
+                actor=f"app:{self.app.name}", correlation_id=f"close:{reason}"
+            )
+            await self._run_hooks(self.app.exit_hooks, slot)
+            agg.end(reason, at=utcnow())
+            await slot.live.settle()
+            log.info("session ended", session_id=str(session_id), reason=reason)
+            return True
+
+    async def set_vars(
+        self, session_id: UUID, variables: dict[str, Any], *, actor: str, message_id: str
+    ) -> list[str]:
+        """Set ``session.data`` keys from outside a turn; returns the keys that changed."""
+        entry = self._entry(session_id)
+        async with entry.lock:
+            slot = entry.slot or await self._load(session_id)
+            entry.slot = slot
+            agg = slot.live.aggregate
+            if agg.ended:
+                raise SessionEnded(session_id)
+            slot.live.meta = Metadata(
+                correlation_id=message_id, causation_id=message_id, actor=actor
+            )
+            changed = []
+            try:
+                for key, value in variables.items():
+                    if slot.recorded.get(key) == _encoded_or_none(value):
+                        continue
+                    agg.set_data(key, value, at=utcnow())
+                    slot.recorded[key] = _encode(agg.data[key])
+                    slot.session.data[key] = _copy.decode(slot.recorded[key])
+                    changed.append(key)
+            finally:
+                await slot.live.settle()
+            return changed
+
+    async def reject(
+        self, session_id: UUID, message_id: str | None, reason: str, detail: str
+    ) -> bool:
+        """Record on the session that an input for it was rejected; False if there is no
+        such (open) session."""
+        entry = self._entry(session_id)
+        async with entry.lock:
+            try:
+                slot = entry.slot or await self._load(session_id)
+            except SessionNotFound:
+                return False
+            entry.slot = slot
+            if slot.live.aggregate.ended:
+                return False
+            slot.live.meta = Metadata(correlation_id=message_id, actor="turnlog")
+            slot.live.aggregate.reject_input(message_id, reason, detail, at=utcnow())
+            await slot.live.settle()
+            return True
+
+    def live_count(self) -> int:
+        return sum(1 for e in self._entries.values() if e.slot is not None)
+
+    # -- effects from outside a turn (background tasks) ---------------------------------
+
+    @contextlib.asynccontextmanager
+    async def outside_turn(self, session_id: UUID, meta: Metadata) -> AsyncIterator[LiveSession]:
+        """The session between two of its turns (its lock held), for effects from outside
+        any turn: what is applied to it is recorded with ``meta`` and delivered on exit.
+        Raises SessionEnded, SessionNotFound, SessionOfAnotherApp, TurnOpenElsewhere,
+        and ConcurrencyConflict when another process recorded on it meanwhile."""
+        entry = self._entry(session_id)
+        async with entry.lock:
+            try:
+                if entry.slot is not None:
+                    live = entry.slot.live
+                else:  # not kept here: used once, and loaded afresh by its next turn
+                    agg = await self.repo.load(session_id)
+                    if agg.app != self.app.name:
+                        raise SessionOfAnotherApp(session_id, agg.app, self.app.name)
+                    if agg.open_turn is not None:
+                        raise TurnOpenElsewhere(session_id, agg.open_turn)
+                    live = LiveSession(agg, self.repo, self.delivery)
+                if live.aggregate.ended:
+                    raise SessionEnded(session_id)
+                live.meta = meta
+                yield live
+                await live.settle()
+            except BaseException:
+                entry.slot = None  # whatever is in memory may be ahead of the record
+                raise
+            finally:
+                self._trim()
+
+    # -- loading and creating -----------------------------------------------------------
+
+    async def _open(self, session_id: UUID, inbound: Inbound) -> Slot:
+        try:
+            return await self._load(session_id)
+        except SessionNotFound:
+            return await self._create(session_id, inbound)
+
+    async def _load(self, session_id: UUID) -> Slot:
+        agg = await self.repo.load(session_id)
+        if agg.app != self.app.name:
+            raise SessionOfAnotherApp(session_id, agg.app, self.app.name)
+        slot = await self._slot(agg)
+        if agg.open_turn is not None:
+            log.warning(
+                "turn was interrupted", session_id=str(session_id), correlation_id=agg.open_turn
+            )
+            slot.live.meta = Metadata(correlation_id=agg.open_turn, actor="turnlog")
+            if agg.open_prompt is not None:
+                agg.interrupt_prompt("the process stopped while the prompt waited", at=utcnow())
+            agg.interrupt_turn("the process stopped before the turn completed", at=utcnow())
+            await slot.live.settle()
+        return slot
+
+    async def _create(self, session_id: UUID, inbound: Inbound) -> Slot:
+        user = inbound.user
+        agg = SessionAggregate.start(
+            session_id,
+            app=self.app.name,
+            at=utcnow(),
+            user=UserRef(id=user.id, email=user.email, org_id=user.org_id),
+            channel=ChannelRef(type=inbound.channel.type, name=inbound.channel.name),
+        )
+        slot = await self._slot(agg)
+        slot.live.meta = Metadata(
+            correlation_id=inbound.message_id,
+            causation_id=inbound.message_id,
+            actor=f"app:{self.app.name}",
+        )
+        await self._run_hooks(self.app.enter_hooks, slot)
+        await slot.live.settle()  # started, and what the enter hooks did, in one commit
+        return slot
+
+    async def _slot(self, agg: SessionAggregate) -> Slot:
+        live = LiveSession(
+            agg, self.repo, self.delivery, prompts=self.prompts, credentials=self.credentials
+        )
+        data = _copy.decode(_encode(agg.data))
+        integrations = await live.credentials(agg.user.id)
+        return Slot(live, Session(live, data, integrations, collections=self.app.collections))
+
+    async def refresh_integrations(self, user_id: str) -> int:
+        """Give live sessions of ``user_id`` their integrations as they are now (after a
+        connect or disconnect); how many sessions were refreshed."""
+        slots = [
+            e.slot
+            for e in self._entries.values()
+            if e.slot is not None and e.slot.live.aggregate.user.id == user_id
+        ]
+        if not slots:
+            return 0
+        now = MappingProxyType(dict(await slots[0].live.credentials(user_id)))
+        for slot in slots:
+            slot.session.integrations = now
+        return len(slots)
+
+    async def _run_hooks(self, hooks: list[Callable[..., Any]], slot: Slot) -> None:
+        token = _current.set(slot.session)
+        try:
+            for hook in hooks:
+                try:
+                    await call_hook(hook, slot.session)
+                    await slot.live.settle()
+                except Exception as e:
+                    log.error(
+                        "hook failed",
+                        hook=hook.__qualname__,
+                        session_id=slot.live.id,
+                        error=str(e),
+                        exc_info=(type(e), e, e.__traceback__),
+                    )
+        finally:
+            _current.reset(token)
+
+    # -- the cache ----------------------------------------------------------------------
+
+    def _entry(self, session_id: UUID) -> _Entry:
+        entry = self._entries.get(session_id)
+        if entry is None:
+            entry = self._entries[session_id] = _Entry()
+        self._entries.move_to_end(session_id)
+        return entry
+
+    def _trim(self) -> None:
+        """Forget the least recently used idle sessions beyond ``max_live``."""
+        excess = len(self._entries) - self.max_live
+        if excess <= 0:
+            return
+        for session_id in list(self._entries):
+            if excess <= 0:
+                break
+            if not self._entries[session_id].lock.locked():
+                del self._entries[session_id]
+                excess -= 1
+
+    async def _reap_idle(self) -> None:
+        assert self.idle_timeout
+        interval = max(0.05, min(self.idle_timeout / 2, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - self.idle_timeout
+            idle = [
+                sid
+                for sid, e in self._entries.items()
+                if e.slot is not None and not e.lock.locked() and e.slot.live.last_active < cutoff
+            ]
+            for session_id in idle:
+                try:
+                    await self.close(session_id, reason="idle_timeout")
+                except Exception as e:
+                    log.error(
+                        "closing idle session failed", session_id=str(session_id), error=str(e)
+                    )
+
+
+def _encoded_or_none(value: Any) -> bytes | None:
+    try:
+        return _encode(value)
+    except (TypeError, ValueError):
+        return None

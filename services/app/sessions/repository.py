@@ -1,0 +1,96 @@
+"""Loading and saving Session aggregates on the event store, with snapshots."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import structlog
+
+from turnlog.domain.session import Session
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app import mapping
+from turnlog.services.app.log.codec import EventCodec
+from turnlog.services.app.log.errors import StoreError, transient
+from turnlog.services.app.log.records import RecordedEvent
+from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.sealing import KeyRing
+
+log = structlog.get_logger("turnlog.repository")
+
+
+class SessionNotFound(StoreError):
+    """Raised when a session id has no recorded events."""
+
+    def __init__(self, session_id: UUID) -> None:
+        self.session_id = session_id
+        super().__init__(f"no session {session_id}")
+
+
+class SessionRepository:
+    """Sessions as aggregates: a snapshot plus the events after it, and appends back.
+    Personal fields are sealed with the key of the session's user on the way in, and
+    unsealed on the way out (placeholders once that user is erased)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        codec: EventCodec | None = None,
+        snapshot_every: int = 200,
+        keyring: KeyRing | None = None,
+    ) -> None:
+        self.store = store
+        self.codec = codec or mapping.session_codec()
+        self.snapshot_every = snapshot_every
+        self.keyring = keyring or KeyRing(store)
+
+    async def load(self, session_id: UUID, *, use_snapshot: bool = True) -> Session:
+        """The session as recorded; waits out a database restart (up to the store's
+        ``retry_for``) rather than failing, so its turns keep their order."""
+        return await self.store.patiently(lambda: self._load(session_id, use_snapshot))
+
+    async def _load(self, session_id: UUID, use_snapshot: bool) -> Session:
+        stream_id = str(session_id)
+        session: Session | None = None
+        if use_snapshot:
+            snapshot = await self.store.load_snapshot(stream_id)
+            if snapshot is not None and snapshot.schema_version == mapping.SNAPSHOT_SCHEMA_VERSION:
+                snapshot = await self.keyring.unseal_snapshot(snapshot)
+                if snapshot is not None:  # None: sealed with a destroyed key
+                    session = mapping.from_snapshot(snapshot)
+        after = session.version if session is not None else 0
+        records = await self.store.read_stream(stream_id, after_version=after)
+        for record in await self.keyring.unseal(records):
+            session = mapping.to_domain_event(record, self.codec).mutate(session)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    async def save(self, session: Session, meta: Metadata | None = None) -> list[RecordedEvent]:
+        """Append the session's pending events; snapshot when a threshold is crossed."""
+        pending = session.collect_events()
+        if not pending:
+            return []
+        meta = meta or Metadata()
+        expected = pending[0].originator_version - 1
+        new = [mapping.to_new_event(e, self.codec, meta) for e in pending]
+        user_id = session.user.id
+        sealed = await self.store.patiently(lambda: self.keyring.seal(user_id, new))
+        recorded = await self.store.append(str(session.id), expected, sealed)
+        last = recorded[-1]
+        if (
+            self.snapshot_every
+            and last.version // self.snapshot_every > expected // self.snapshot_every
+        ):
+            await self._snapshot(session, user_id, last.hash)
+        return recorded
+
+    async def _snapshot(self, session: Session, user_id: str, last_hash: bytes) -> None:
+        """Keep a snapshot; one that cannot be written now is skipped (the next threshold
+        takes one), never a reason to fail what is already on record."""
+        snapshot = mapping.take_snapshot(session, last_hash)
+        try:
+            await self.store.save_snapshot(await self.keyring.seal_snapshot(user_id, snapshot))
+        except Exception as e:
+            if not transient(e):
+                raise
+            log.warning("snapshot skipped: the database is away", session_id=str(session.id))

@@ -1,0 +1,1 @@
+"""Building a process from settings: the composition root, serving, supervision, logs."""

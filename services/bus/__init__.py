@@ -1,1 +1,0 @@
-"""NATS JetStream: inbound messages, the event relay, live output, the producer client."""

@@ -1,1 +1,0 @@
-"""Embedded PostgreSQL and NATS servers that turnlog runs for itself."""

@@ -1,1 +1,0 @@
-"""Running handlers on the event log: live sessions, turns, delivery, hooks."""

@@ -1,1 +1,0 @@
-"""The event log on PostgreSQL (asyncpg): append, read, follow, snapshots."""
