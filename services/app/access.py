@@ -10,9 +10,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from turnlog.domain import values
-from turnlog.domain.errors import DomainError
-from turnlog.services.settings import ConfigError
+from turnlog.services.settings import api_keys
 
 
 class QueryFailure(Exception):
@@ -53,21 +51,9 @@ class Principal:
 
 
 def parse_keys(text: str) -> dict[str, Principal]:
-    keys: dict[str, Principal] = {}
-    for entry in filter(None, (e.strip() for e in text.split(","))):
-        key, _, scope = entry.partition(":")
-        if len(key) < 16:
-            raise ConfigError(f"TURNLOG_API_KEYS: key {key[:4]}... is shorter than 16 characters")
-        if scope in ("admin", "read"):
-            keys[key] = Principal(scope)
-        elif scope.startswith("read:user=") and len(scope) > len("read:user="):
-            keys[key] = Principal("user", _user(scope.removeprefix("read:user="), key))
-        else:
-            raise ConfigError(
-                f"TURNLOG_API_KEYS: scope {scope!r} of key {key[:4]}... is not admin, read"
-                " or read:user=<id>"
-            )
-    return keys
+    """The principal of each key in ``text`` (``TURNLOG_API_KEYS``); ConfigError for a
+    malformed entry."""
+    return {k.key: Principal(k.scope, k.user_id) for k in api_keys(text)}
 
 
 class Keys:
@@ -83,10 +69,3 @@ class Keys:
                 if hmac.compare_digest(key.encode(), presented.encode()):
                     return principal
         raise unauthorized()
-
-
-def _user(user_id: str, key: str) -> str:
-    try:
-        return values.user_id(user_id, "the user id")
-    except DomainError as e:
-        raise ConfigError(f"TURNLOG_API_KEYS: key {key[:4]}...: {e}") from None

@@ -25,10 +25,11 @@ from turnlog.domain.errors import (
     TooLarge,
 )
 from turnlog.domain.session import Session
-from turnlog.services.adapters.http.textpolicy import body_problem, head_problem
+from turnlog.services.adapters.http.textpolicy import head_problem
 from turnlog.services.adapters.nats.ingress import Rejected, decode
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.projector.writes import storable_payload
+from turnlog.services.app.text import body_problem
 
 ODD = [
     "\u202eright-to-left\u202c",  # RTL override

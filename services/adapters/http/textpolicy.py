@@ -14,13 +14,13 @@ import msgspec
 
 from turnlog.domain import values
 from turnlog.domain.errors import DomainError
+from turnlog.services.app.text import Problem, body_problem
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Problem = tuple[str, str]  # code, message
 
 CHECKED_HEADERS = (b"x-turnlog-user",)
 MAX_CHECKED_BODY = 4 << 20
@@ -67,25 +67,6 @@ def head_problem(scope: Scope) -> Problem | None:
             problem = _text(value, f"header {header.decode('latin-1')}")
             if problem is not None:
                 return problem
-    return None
-
-
-def body_problem(body: bytes) -> Problem | None:
-    """What in a JSON body breaks the policy; None also for a body that is not JSON at
-    all (the route refuses that itself)."""
-    try:
-        decoded = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        problem = values.raw_text_problem(body)
-        return None if problem is None else ("invalid_text", f"the body holds {problem}")
-    except RecursionError:
-        return "too_deep", "the body nests too deeply to decode"
-    except msgspec.ValidationError:
-        return None
-    try:
-        values.json_value(decoded, "body")
-    except DomainError as e:
-        return (e.code or "invalid_request"), str(e)
     return None
 
 

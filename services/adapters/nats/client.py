@@ -33,7 +33,7 @@ from turnlog.domain.errors import DomainError
 from turnlog.services.adapters.nats import connection, files
 from turnlog.services.adapters.nats.streams import ensure_streams
 from turnlog.services.adapters.nats.subjects import Subjects
-from turnlog.services.settings import ConfigError, NatsSecurity
+from turnlog.services.settings import ConfigError, NatsSecurity, check
 
 EventHandler = Callable[[bus.EventEnvelope | bus.Live], Awaitable[None] | None]
 _envelope = msgspec.json.Decoder(bus.EventEnvelope)
@@ -406,7 +406,7 @@ def _security(
     paths = (credentials, nkey_seed, tls_ca, tls_cert, tls_key)
     security = NatsSecurity(*(Path(p).expanduser() if p else None for p in paths))
     try:
-        connection.check(security, _KEYWORDS)
+        check(security, _KEYWORDS)
     except ConfigError as e:
         raise ClientError(str(e)) from None
     return security

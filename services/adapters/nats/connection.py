@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import ssl
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,13 +11,9 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.errors import AuthorizationError
 
-from turnlog.services.settings import NATS_FILES, ConfigError, NatsSecurity
+from turnlog.services.settings import NatsSecurity
 
 log = structlog.get_logger("turnlog.nats")
-
-_JWT = b"-----BEGIN NATS USER JWT-----"
-_SEED = b"-----BEGIN USER NKEY SEED-----"
-
 
 class Refused(Exception):
     """Raised when NATS refuses the credentials, or the TLS handshake fails, as turnlog
@@ -30,55 +23,6 @@ class Refused(Exception):
 class InsecureConnection(Exception):
     """Raised when TLS was asked for (a ``tls://`` URL or TLS files) but the server did
     not require it: nats-py would then have talked to it in clear."""
-
-
-def check(security: NatsSecurity, names: Mapping[str, str] = NATS_FILES) -> None:
-    """Refuse files that cannot be used, naming each by ``names`` (the variable or keyword
-    that set it): when settings are read and when a client connects."""
-    contents = {key: _read(path, names[key]) for key, path in _files(security).items()}
-    if security.creds and security.nkey:
-        raise ConfigError(f"set {names['creds']} or {names['nkey']}, not both")
-    if "creds" in contents and not (_JWT in contents["creds"] and _SEED in contents["creds"]):
-        raise ConfigError(
-            f"{names['creds']}: {security.creds} is not a NATS credentials file"
-            " (a user JWT and its NKey seed)"
-        )
-    if "nkey" in contents and not contents["nkey"].strip().startswith(b"SU"):
-        raise ConfigError(f"{names['nkey']}: {security.nkey} holds no NKey user seed (SU...)")
-    if (security.creds or security.nkey) and importlib.util.find_spec("nkeys") is None:
-        name = names["creds" if security.creds else "nkey"]
-        raise ConfigError(f"{name} needs the nkeys package: pip install 'nats-py[nkeys]'")
-    if (security.tls_cert is None) != (security.tls_key is None):
-        raise ConfigError(f"{names['tls_cert']} and {names['tls_key']} go together")
-    _check_tls(security, names)
-
-
-def _files(security: NatsSecurity) -> dict[str, Path]:
-    paths = {key: getattr(security, key) for key in NATS_FILES}
-    return {key: path for key, path in paths.items() if path is not None}
-
-
-def _read(path: Path, name: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{name}: cannot read {path}: {e.strerror or e}") from None
-
-
-def _check_tls(security: NatsSecurity, names: Mapping[str, str]) -> None:
-    try:
-        context = ssl.create_default_context(cafile=security.tls_ca)
-    except (ssl.SSLError, OSError) as e:
-        name = names["tls_ca"]
-        raise ConfigError(f"{name}: {security.tls_ca} is no CA certificate: {e}") from None
-    if security.tls_cert is not None and security.tls_key is not None:
-        try:
-            context.load_cert_chain(security.tls_cert, security.tls_key)
-        except (ssl.SSLError, OSError) as e:
-            raise ConfigError(
-                f"{names['tls_cert']} / {names['tls_key']}: {security.tls_cert} and"
-                f" {security.tls_key} are no certificate and key of one another: {e}"
-            ) from None
 
 
 def tls_context(security: NatsSecurity) -> ssl.SSLContext | None:

@@ -20,10 +20,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from turnlog.contracts import query as q
-from turnlog.services.adapters.http.textpolicy import body_problem
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.queries import QueryService
 from turnlog.services.app.access import Keys, Principal, QueryFailure, invalid, not_found
+from turnlog.services.app.text import body_problem
 
 log = structlog.get_logger("turnlog.query.bus")
 
