@@ -58,9 +58,9 @@ from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app import mapping
 from turnlog.services.app.log import hashing
 from turnlog.services.app.log.records import NewEvent
-from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.repository import SessionRepository
 from turnlog.services.bootstrap import aio
+from turnlog.services.bootstrap.wiring import Wiring
 from turnlog.services.settings import Settings
 
 RESULTS = Path(__file__).with_name("results")
@@ -191,7 +191,7 @@ async def bench_turnlog(url: str, seconds: float, concurrency: list[int]) -> lis
     async with scratch_database(url) as db:
         size = pool_size(concurrency)
         store = await EventStore.connect(db, min_size=size, max_size=size)
-        host = SessionHost(turns_bench.app, SessionRepository(store))
+        host = Wiring.postgres(store).host(turns_bench.app)
         await turns_bench.run(host, 4, 0.5)  # warm up
         for sessions in concurrency:
             started = time.perf_counter()

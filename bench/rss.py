@@ -24,10 +24,9 @@ import turnlog
 from bench.common import machine, scratch_database, server_url
 from bench.turns import app
 from turnlog.services.adapters.postgres.eventstore import EventStore
-from turnlog.services.app.sessions.host import SessionHost
-from turnlog.services.app.sessions.repository import SessionRepository
 from turnlog.services.app.sessions.turn import Inbound
 from turnlog.services.bootstrap import aio
+from turnlog.services.bootstrap.wiring import Wiring
 
 CONCURRENCY = 100
 
@@ -55,7 +54,7 @@ async def measure(sessions: int) -> dict[str, float]:
     with server_url() as url:
         async with scratch_database(url) as db:
             store = await EventStore.connect(db, min_size=20, max_size=20)
-            host = SessionHost(app, SessionRepository(store), max_live=sessions + CONCURRENCY)
+            host = Wiring.postgres(store).host(app, max_live=sessions + CONCURRENCY)
 
             async def turns(count: int) -> None:
                 ids = iter(range(count))

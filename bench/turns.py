@@ -24,9 +24,9 @@ from bench.common import (
 )
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app.sessions.host import SessionHost
-from turnlog.services.app.sessions.repository import SessionRepository
 from turnlog.services.app.sessions.turn import Inbound
 from turnlog.services.bootstrap import aio
+from turnlog.services.bootstrap.wiring import Wiring
 
 app = turnlog.App("bench")
 
@@ -63,7 +63,7 @@ async def main(seconds: float, concurrency: list[int]) -> None:
         async with scratch_database(url) as db:
             pool_size = min(max(concurrency) + 2, 40)
             store = await EventStore.connect(db, min_size=pool_size, max_size=pool_size)
-            host = SessionHost(app, SessionRepository(store))
+            host = Wiring.postgres(store).host(app)
             await run(host, 4, 0.5)  # warm up
             for sessions in concurrency:
                 turns, latencies = await run(host, sessions, seconds)

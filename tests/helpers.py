@@ -9,10 +9,9 @@ import msgspec
 
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app.log.records import NewEvent
-from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import NoDelivery
-from turnlog.services.app.sessions.repository import SessionRepository
 from turnlog.services.app.sessions.turn import Inbound
+from turnlog.services.bootstrap.wiring import Wiring
 from turnlog.services.sdk.app import App
 from turnlog.services.sdk.types import SessionChannel, UserInfo
 
@@ -54,7 +53,7 @@ async def converse(
     store: EventStore, app: App, texts: list[str], user: UserInfo = ALICE
 ) -> uuid.UUID:
     """One session of ``app`` in which ``user`` sends ``texts``, a turn each; its id."""
-    host = SessionHost(app, SessionRepository(store), NoDelivery())
+    host = Wiring.postgres(store).host(app, NoDelivery())
     sid = None
     try:
         for text in texts:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from turnlog.domain.errors import QueryError
 from turnlog.services.adapters.nats.client import Client, ClientError, ClientSession, Round
-from turnlog.services.adapters.postgres.documents import DuplicateKey
+from turnlog.services.app.collections import DuplicateKey
+from turnlog.services.app.tasks.values import TaskStatus, UnknownTask
 from turnlog.services.sdk.app import App, AppError
 from turnlog.services.sdk.collections import Collection, CollectionError
 from turnlog.services.sdk.context import current_session
@@ -16,7 +17,7 @@ from turnlog.services.sdk.request import RequestContext
 from turnlog.services.sdk.scheduled import NoReplyTarget, ScheduledSession
 from turnlog.services.sdk.session import Session, StreamReply
 from turnlog.services.sdk.task_session import TaskRun, TaskSession, current_task
-from turnlog.services.sdk.tasks import TaskDef, TaskHandle, TaskStatus, UnknownTask
+from turnlog.services.sdk.tasks import TaskDef, TaskHandle
 from turnlog.services.sdk.types import (
     Attachment,
     Block,

@@ -13,28 +13,22 @@ so runtimes can refresh what their handlers see; ``watch`` subscribes to it.
 
 from __future__ import annotations
 
-import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import structlog
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
-from turnlog.contracts import bus
 from turnlog.contracts.events import INTEGRATION_PAYLOADS, EventPayload
 from turnlog.domain import values
 from turnlog.domain.errors import DomainError
 from turnlog.domain.integrations import Connection, Fact, IntegrationError, UserIntegrations
-from turnlog.services.adapters.nats.subjects import Subjects
-from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app.log.codec import EventCodec
 from turnlog.services.app.log.errors import ConcurrencyConflict
 from turnlog.services.app.log.records import NewEvent, RecordedEvent
+from turnlog.services.app.ports import EventLog, NoNotices, Notices
 from turnlog.services.app.sealing import KeyRing
 from turnlog.services.sdk.types import UserInfo
 
@@ -45,9 +39,7 @@ _ERASED = {"_erased": True}
 _ATTEMPTS = 5
 _codec = EventCodec(INTEGRATION_PAYLOADS)
 _encode = msgspec.json.Encoder().encode
-_changed = msgspec.json.Decoder(bus.IntegrationChanged)
 
-Changed = Callable[[str, str, bool], Awaitable[None] | None]
 """``callback(user_id, type, connected)`` for ``watch``."""
 
 
@@ -62,21 +54,15 @@ def erased(connection: Connection) -> bool:
 
 
 class Integrations:
-    """Connect, disconnect and read users' integrations on ``store``. With ``nc``, each
-    change on record is announced on ``subjects.integrations(user_id)``."""
+    """Connect, disconnect and read users' integrations on ``store``; each change on
+    record is announced through ``notices`` (to runtimes elsewhere)."""
 
     def __init__(
-        self,
-        store: EventStore,
-        keyring: KeyRing | None = None,
-        *,
-        nc: NATS | None = None,
-        subjects: Subjects | None = None,
+        self, store: EventLog, keyring: KeyRing | None = None, *, notices: Notices | None = None
     ) -> None:
         self.store = store
-        self.keyring = keyring or KeyRing(store)
-        self.nc = nc
-        self.subjects = subjects or Subjects()
+        self.keyring = keyring or store.keyring
+        self.notices = notices or NoNotices()
 
     async def connect(
         self,
@@ -165,9 +151,9 @@ class Integrations:
             expected, pending = record.collect()
             new = [_new(p, at, actor, correlation_id) for p in pending]
             try:
-                async with self.store.pool.acquire() as conn, conn.transaction():
+                async with self.store.transaction() as conn:
                     events = await self.keyring.seal(user_id, new, holding=conn)
-                    await self.store.append(stream, expected, events, connection=conn)  # type: ignore[arg-type]
+                    await self.store.append(stream, expected, events, connection=conn)
             except ConcurrencyConflict:
                 if attempt == _ATTEMPTS - 1:
                     raise
@@ -177,45 +163,7 @@ class Integrations:
         raise AssertionError("unreachable")
 
     async def _announce(self, user_id: str, type: str, *, connected: bool) -> None:
-        if self.nc is None:
-            return
-        notice = bus.IntegrationChanged(user_id=user_id, type=type, connected=connected)
-        try:
-            await self.nc.publish(self.subjects.integrations(user_id), _encode(notice))
-            await self.nc.flush(timeout=5)
-        except Exception as e:  # on record all the same; runtimes learn at their next read
-            log.warning(
-                "could not announce an integration change",
-                user_id=user_id,
-                type=type,
-                error=str(e) or e.__class__.__name__,
-            )
-
-
-async def watch(nc: NATS, subjects: Subjects, callback: Changed) -> Subscription:
-    """Call ``callback(user_id, type, connected)`` (sync or async) for every integration
-    change announced under ``subjects``' prefix; the subscription is returned, to be
-    unsubscribed. A notice that does not decode is logged and skipped."""
-
-    async def on_notice(msg: Msg) -> None:
-        try:
-            notice = _changed.decode(msg.data)
-        except msgspec.DecodeError as e:
-            log.warning("an integration notice did not decode", subject=msg.subject, error=str(e))
-            return
-        try:
-            result = callback(notice.user_id, notice.type, notice.connected)
-            if inspect.isawaitable(result):
-                await result
-        except Exception as e:
-            log.error(
-                "integration notice callback failed",
-                user_id=notice.user_id,
-                type=notice.type,
-                exc_info=e,
-            )
-
-    return await nc.subscribe(subjects.integrations_all(), cb=on_notice)
+        await self.notices.integration_changed(user_id, type, connected)
 
 
 def _fact(record: RecordedEvent) -> Fact:

@@ -52,7 +52,7 @@ async def state_as_of(
         if row["version"] is None:
             raise StoreError(f"session {session_id} did not exist yet at {at.isoformat()}")
         to_version = row["version"] if to_version is None else min(to_version, row["version"])
-    keyring = KeyRing(store)
+    keyring = store.keyring
     start = await _kept_state(store, keyring, sid, to_version)
     after = start.version if start is not None else 0
     records = await store.read_stream(sid, after_version=after, to_version=to_version)

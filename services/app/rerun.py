@@ -29,16 +29,17 @@ from turnlog.contracts import events as wire
 from turnlog.contracts.query import RerunDivergence, RerunReport
 from turnlog.domain.session import Session as SessionAggregate
 from turnlog.services.app import mapping
+from turnlog.services.app.context import Runtime
 from turnlog.services.app.log.codec import EventCodec
 from turnlog.services.app.log.errors import StoreError
 from turnlog.services.app.log.records import NewEvent, RecordedEvent
 from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.ports import Files
 from turnlog.services.app.sessions.live import LiveSession
 from turnlog.services.app.sessions.outbound import NoDelivery
 from turnlog.services.app.sessions.turn import Inbound, Slot, run_turn
-from turnlog.services.sdk.app import App
-from turnlog.services.sdk.session import Session
-from turnlog.services.sdk.types import Attachment, SessionChannel, UserInfo
+from turnlog.services.app.spec import AppSpec as App
+from turnlog.services.app.values import Attachment, SessionChannel, UserInfo
 
 _decode = msgspec.json.decode
 _TURN_ENDS = (wire.TurnCompleted.TYPE, wire.TurnInterrupted.TYPE)
@@ -129,11 +130,13 @@ async def rerun_session(
     app: App,
     progress: Callable[[int, int | None], None] | None = None,
     documents: Sequence[RecordedEvent] = (),
+    files: Files | None = None,
 ) -> RerunReport:
     """Re-run every completed turn of the session whose events are ``records`` (in
     version order, payloads readable) with ``app``'s message handler; stop at the first
     difference. ``documents`` are the collection writes its turns made (by correlation):
-    a re-run that makes none where the record has some has diverged."""
+    a re-run that makes none where the record has some has diverged. ``files``: the file
+    store the turns' files are fetched from again."""
     if not records:
         raise StoreError("no events to re-run")
     handler = app.message_handler
@@ -158,8 +161,9 @@ async def rerun_session(
             skipped += 1  # cut off by a crash (or still open): nothing complete to compare
         else:
             divergence = await _rerun_turn(
-                app, handler, copy.deepcopy(state), records[start : end + 1], documents
-            )
+                app, handler, copy.deepcopy(state), records[start : end + 1], documents,
+                Runtime(app.name, files=files),
+            )  # fmt: skip
             done += 1
             if divergence is not None:
                 result, found = divergence
@@ -207,6 +211,7 @@ async def _rerun_turn(
     state: SessionAggregate,
     recorded: Sequence[RecordedEvent],
     documents: Sequence[RecordedEvent],
+    runtime: Runtime,
 ) -> tuple[str, RerunDivergence] | None:
     codec = mapping.session_codec()
     message = codec.decode(recorded[0].type, recorded[0].schema_version, recorded[0].payload)
@@ -223,7 +228,7 @@ async def _rerun_turn(
     collector = _Collector()
     replaying = _Recorded(effects, _prompts(codec, recorded))
     live = LiveSession(state, collector, NoDelivery(), replaying=replaying)
-    session = Session(live, copy.deepcopy(state.data), collections=app.collections)
+    session = app.facades.session(live, copy.deepcopy(state.data), {}, runtime)
     session.integrations = _Unrecorded(replaying)
     slot = Slot(live, session)
     inbound = Inbound(
@@ -237,7 +242,7 @@ async def _rerun_turn(
             for a in message.attachments
         ),
         sent_at=message.sent_at,
-    )
+    ).with_files(runtime.files)
     outside: list[str] = []
     stopped: Stopped | None = None
     with _sealed(outside):

@@ -12,38 +12,17 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-import asyncpg
 import msgspec
-from asyncpg.pool import PoolConnectionProxy
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app import sealed
 from turnlog.services.app.log.records import NewEvent, RecordedEvent, Snapshot
+from turnlog.services.app.ports import KeyStore
 from turnlog.services.app.sealed import PERSONAL, SECRET, SNAPSHOT_FIELDS, KeyId, SealError
 
-Conn = asyncpg.Connection | PoolConnectionProxy
 KEY_BYTES = 32
-_LATEST = (
-    "SELECT generation, key FROM turnlog_user_keys WHERE user_id = $1"
-    " ORDER BY generation DESC LIMIT 1"
-)
-_CREATE = (
-    "INSERT INTO turnlog_user_keys (user_id, generation, key) VALUES ($1, $2, $3)"
-    " ON CONFLICT DO NOTHING"
-)
-_KEYS = (
-    "SELECT k.user_id, k.generation, k.key FROM turnlog_user_keys k"
-    " JOIN unnest($1::text[], $2::integer[]) AS w(u, g) ON k.user_id = w.u AND k.generation = w.g"
-)
-_LIVE = (
-    "SELECT key IS NOT NULL FROM turnlog_user_keys WHERE user_id = $1 AND generation = $2 FOR SHARE"
-)
-_ERASE = (
-    "UPDATE turnlog_user_keys SET key = NULL, erased_at = now()"
-    " WHERE user_id = $1 AND key IS NOT NULL RETURNING generation"
-)
 _object = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _encode = msgspec.json.Encoder().encode
 
@@ -61,7 +40,7 @@ class KeyMissing(SealError):
 
 
 class KeyRing:
-    """The users' keys in PostgreSQL: made on first use (32 random bytes), destroyed by
+    """The users' keys (in a KeyStore): made on first use (32 random bytes), destroyed by
     ``erase``. Keys used to seal are cached for ``recheck_after`` seconds, so a process
     learns of an erasure made elsewhere within that time (meanwhile it seals with the
     destroyed key: what it writes reads as erased, never in clear). Keys used to unseal
@@ -69,13 +48,9 @@ class KeyRing:
     """
 
     def __init__(
-        self,
-        source: EventStore | asyncpg.Pool,
-        *,
-        recheck_after: float = 30.0,
-        cache_size: int = 100_000,
+        self, keys: KeyStore, *, recheck_after: float = 30.0, cache_size: int = 100_000
     ) -> None:
-        self.pool: asyncpg.Pool = source.pool if isinstance(source, EventStore) else source
+        self.store = keys
         self.recheck_after = recheck_after
         self.cache_size = cache_size
         self._sealing: OrderedDict[str, tuple[int, AESGCM, float]] = OrderedDict()
@@ -84,7 +59,7 @@ class KeyRing:
     # -- sealing ------------------------------------------------------------------------
 
     async def seal(
-        self, user_id: str, events: Sequence[NewEvent], *, holding: Conn | None = None
+        self, user_id: str, events: Sequence[NewEvent], *, holding: Any = None
     ) -> list[NewEvent]:
         """``events`` with their personal fields sealed with ``user_id``'s current key.
         ``holding``: a connection in the transaction that will append them; the key is
@@ -94,7 +69,7 @@ class KeyRing:
             return list(events)
         generation, key = await self.current_key(user_id)
         for _ in range(5):
-            if holding is None or await holding.fetchval(_LIVE, user_id, generation):
+            if holding is None or await self.store.live(holding, user_id, generation):
                 break
             self._forget(user_id, generation)  # erased since: seal with the next key
             generation, key = await self.current_key(user_id)
@@ -125,13 +100,13 @@ class KeyRing:
             self._sealing.move_to_end(user_id)
             return cached[0], cached[1]
         for _ in range(5):
-            row = await self.pool.fetchrow(_LATEST, user_id)
+            row = await self.store.latest(user_id)
             if row is not None and row[1] is not None:
-                key = cached[1] if cached and cached[0] == row[0] else AESGCM(bytes(row[1]))
+                key = cached[1] if cached and cached[0] == row[0] else AESGCM(row[1])
                 self._remember(user_id, row[0], key, now)
                 return row[0], key
             generation = row[0] + 1 if row is not None else 1
-            await self.pool.execute(_CREATE, user_id, generation, os.urandom(KEY_BYTES))
+            await self.store.create(user_id, generation, os.urandom(KEY_BYTES))
         raise SealError(f"could not make a key for user {user_id!r} (erased while making it)")
 
     def _remember(self, user_id: str, generation: int, key: AESGCM, at: float) -> None:
@@ -185,11 +160,10 @@ class KeyRing:
             else:
                 ask.append(key_id)
         if ask:
-            rows = await self.pool.fetch(_KEYS, [u for u, _ in ask], [g for _, g in ask])
-            for user_id, generation, key in rows:
+            for user_id, generation, key in await self.store.find(ask):
                 if key is None:
                     self._forget(user_id, generation)
-                out[(user_id, generation)] = AESGCM(bytes(key)) if key is not None else None
+                out[(user_id, generation)] = AESGCM(key) if key is not None else None
             for key_id in ask:
                 if key_id not in out:
                     raise KeyMissing(*key_id)
@@ -203,9 +177,9 @@ class KeyRing:
 
     # -- erasing ------------------------------------------------------------------------
 
-    async def erase(self, conn: Conn, user_id: str) -> list[int]:
-        """Destroy ``user_id``'s keys (in the caller's transaction); their generations."""
-        generations = sorted(r[0] for r in await conn.fetch(_ERASE, user_id))
+    async def erase(self, holding: Any, user_id: str) -> list[int]:
+        """Destroy ``user_id``'s keys (in ``holding``'s transaction); their generations."""
+        generations = await self.store.destroy(holding, user_id)
         for generation in generations:
             self._forget(user_id, generation)
         return generations

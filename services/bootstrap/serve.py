@@ -15,31 +15,33 @@ from nats.aio.subscription import Subscription
 
 from turnlog.contracts import query as q
 from turnlog.projections.catalog import PROJECTIONS
-from turnlog.services.adapters.nats import connection, files
+from turnlog.services.adapters.nats import connection
 from turnlog.services.adapters.nats.client import Client
 from turnlog.services.adapters.nats.delivery import BusDelivery
+from turnlog.services.adapters.nats.files import FileStore
 from turnlog.services.adapters.nats.ingress import Ingress, ensure_runtime_consumer
-from turnlog.services.adapters.nats.integrations import IntegrationResponder
+from turnlog.services.adapters.nats.integrations import (
+    Changed,
+    IntegrationResponder,
+    NatsNotices,
+    watch,
+)
 from turnlog.services.adapters.nats.prompts import PromptListener
 from turnlog.services.adapters.nats.relay import Relay
 from turnlog.services.adapters.nats.router import Router, register
 from turnlog.services.adapters.nats.streams import ensure_streams
 from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.nats.task_worker import TaskWorker
 from turnlog.services.adapters.nats.tasks import TaskQueue
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.adapters.postgres.projector.writes import ensure
-from turnlog.services.app.integrations import Changed, Integrations, watch
 from turnlog.services.app.log.errors import StoreError
-from turnlog.services.app.schedules.scheduler import Scheduler
 from turnlog.services.app.sessions.host import SessionHost
-from turnlog.services.app.sessions.repository import SessionRepository
-from turnlog.services.app.tasks.log import TaskLog
 from turnlog.services.app.tasks.poster import SessionPoster
-from turnlog.services.app.tasks.service import TaskService
-from turnlog.services.app.tasks.worker import TaskWorker
 from turnlog.services.bootstrap.health import Beacon, health
 from turnlog.services.bootstrap.supervision import Supervisor
+from turnlog.services.bootstrap.wiring import Wiring
 from turnlog.services.sdk.app import App
 from turnlog.services.settings import NatsSecurity, Settings
 
@@ -80,91 +82,129 @@ async def serve(
     handle_signals: bool = True,
 ) -> None:
     """Run ``parts`` until SIGINT/SIGTERM (or cancellation); stop cleanly, finishing
-    turns in progress."""
-    app = parts.app
-    store = await EventStore.connect(database_url, min_size=2, max_size=20)
-    projector_store: EventStore | None = None
-    nc: NATS | None = None
-    host: SessionHost | None = None
-    prompts: PromptListener | None = None
-    watching: Subscription | None = None
-    scheduler: Scheduler | None = None
-    integrations: Integrations | None = None
-    responder: IntegrationResponder | None = None
-    supervisor = Supervisor()
-    jobs: dict[str, Start] = {"beacon": Beacon(store.pool, supervisor, _what(parts)).run}
-    try:
-        if app is not None or parts.relay or parts.api:
+    turns in progress. Everything started is stopped in the reverse order."""
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(log.info, "stopped")
+        store = await EventStore.connect(database_url, min_size=2, max_size=20)
+        stack.push_async_callback(store.close)
+        supervisor = Supervisor()
+        jobs: dict[str, Start] = {"beacon": Beacon(store.pool, supervisor, _what(parts)).run}
+        nc: NATS | None = None
+        if parts.app is not None or parts.relay or parts.api:
             nc = await connect_nats(nats_url, settings.nats_security)
+            stack.push_async_callback(_drained, nc)
         subjects = Subjects(settings.subject_prefix)
-        if nc is not None and (app is not None or parts.api):
-            integrations = Integrations(store, nc=nc, subjects=subjects)
-            responder = IntegrationResponder(nc, integrations)
-            await responder.start()
-        if nc is not None and (app is not None or parts.relay):
-            js = nc.jetstream()
-            await ensure_streams(js, subjects, settings.streams)
-        if app is not None and nc is not None:
-            files.use(files.FileStore(js, subjects.bucket_files, settings.max_file_bytes))
-            delivery = BusDelivery(nc, subjects, app.name)
-            host = SessionHost(
-                app,
-                SessionRepository(store, snapshot_every=settings.snapshot_every),
-                delivery,
-                max_live=settings.max_live_sessions,
-                idle_timeout=settings.session_idle_timeout or None,
-                credentials=integrations.for_user if integrations is not None else None,
-            )
-            await host.start()
-            prompts = PromptListener(nc, subjects, app.name, host.prompts)
-            await prompts.start()
-            watching = await watch(nc, subjects, _integration_changed(host))
-            scheduler = Scheduler(app, store, integrations=integrations)
-            await scheduler.start()
-            jobs["ingress"] = Ingress(
-                host,
-                js,
-                subjects,
-                delivery,
-                max_bytes=settings.max_inbound_bytes,
-                ack_wait=settings.ack_wait,
-            ).run
-            await ensure_runtime_consumer(js, subjects, app.name, settings.ack_wait)
-            await register(js, subjects, app.name)
-            jobs["router"] = Router(js, subjects).run
-            jobs |= _task_jobs(settings, store, nc, subjects, host)
-        if parts.relay and nc is not None:
-            jobs["relay"] = Relay(store, js, subjects).run
+        wiring = _wiring(settings, store, nc, subjects)
+        if nc is not None:
+            jobs |= await _bus_jobs(stack, wiring, store, nc, subjects, parts)
         if parts.projector:
             # its own pool: the follower holds a connection, and catch-up must not
             # starve the runtime's appends
             projector_store = await EventStore.connect(database_url, min_size=1, max_size=8)
+            stack.push_async_callback(projector_store.close)
             jobs["projector"] = Projector(projector_store, list(PROJECTIONS.values())).run
         if parts.api and nc is not None:
-            assert integrations is not None  # made above for the API
-            jobs |= await _api_jobs(settings, store, nc, integrations, supervisor, app)
+            jobs |= await _api_jobs(wiring, store, nc, supervisor, parts.app)
         await _run_until_stopped(supervisor, jobs, ready, handle_signals, parts)
-    finally:
-        if responder is not None:
-            await responder.stop()
-        if prompts is not None:
-            await prompts.stop()
-        if watching is not None:
-            with contextlib.suppress(Exception):
-                await watching.unsubscribe()
-        if scheduler is not None:
-            await scheduler.stop()
-        if host is not None:
-            await host.stop()
-            files.use(None)
-            host.app.serve_tasks(None)
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                await nc.drain()
-        if projector_store is not None:
-            await projector_store.close()
-        await store.close()
-        log.info("stopped")
+
+
+def _wiring(settings: Settings, store: EventStore, nc: NATS | None, subjects: Subjects) -> Wiring:
+    """The process's ports: PostgreSQL for the log, documents and claims; with a NATS
+    connection, its object store for files, its task queue and its integration notices."""
+    if nc is None:
+        return Wiring.postgres(store, settings=settings)
+    return Wiring.postgres(
+        store,
+        settings=settings,
+        files=FileStore(nc.jetstream(), subjects.bucket_files, settings.max_file_bytes),
+        queue=TaskQueue(nc, subjects),
+        notices=NatsNotices(nc, subjects),
+    )
+
+
+async def _drained(nc: NATS) -> None:
+    with contextlib.suppress(Exception):
+        await nc.drain()
+
+
+async def _bus_jobs(
+    stack: contextlib.AsyncExitStack,
+    wiring: Wiring,
+    store: EventStore,
+    nc: NATS,
+    subjects: Subjects,
+    parts: Parts,
+) -> dict[str, Start]:
+    """What runs on the bus: the integration commands' responder (for a runtime or the
+    API), the streams, the runtime of ``parts.app`` and the relay."""
+    jobs: dict[str, Start] = {}
+    if parts.app is not None or parts.api:
+        responder = IntegrationResponder(nc, wiring.integrations, subjects)
+        await responder.start()
+        stack.push_async_callback(responder.stop)
+    if parts.app is None and not parts.relay:
+        return jobs
+    js = nc.jetstream()
+    await ensure_streams(js, subjects, wiring.settings.streams)
+    if parts.app is not None:
+        jobs |= await _runtime_jobs(stack, wiring, nc, subjects, parts.app)
+    if parts.relay:
+        jobs["relay"] = Relay(store, js, subjects).run
+    return jobs
+
+
+async def _runtime_jobs(
+    stack: contextlib.AsyncExitStack, wiring: Wiring, nc: NATS, subjects: Subjects, app: App
+) -> dict[str, Start]:
+    """The runtime of ``app``: its sessions fed by the ingress (while this process holds
+    the app's claim), its prompts, schedules and tasks, and its outbound router."""
+    settings, js = wiring.settings, nc.jetstream()
+    delivery = BusDelivery(nc, subjects, app.name)
+    host = wiring.host(
+        app,
+        delivery,
+        max_live=settings.max_live_sessions,
+        idle_timeout=settings.session_idle_timeout or None,
+    )
+    await host.start()
+    stack.push_async_callback(host.stop)
+    scheduler = wiring.scheduler(app)
+    await scheduler.start()
+    stack.push_async_callback(scheduler.stop)
+    watching = await watch(nc, subjects, _integration_changed(host))
+    stack.push_async_callback(_unsubscribed, watching)
+    prompts = PromptListener(nc, subjects, app.name, host.prompts)
+    await prompts.start()
+    stack.push_async_callback(prompts.stop)
+    ingress = Ingress(
+        host,
+        js,
+        subjects,
+        delivery,
+        wiring.claims,
+        max_bytes=settings.max_inbound_bytes,
+        ack_wait=settings.ack_wait,
+    )
+    await ensure_runtime_consumer(js, subjects, app.name, settings.ack_wait)
+    await register(js, subjects, app.name)
+    jobs: dict[str, Start] = {"ingress": ingress.run, "router": Router(js, subjects).run}
+    queue = wiring.queue  # the bus's task queue, made by _wiring
+    if app.tasks and isinstance(queue, TaskQueue):
+        worker = TaskWorker(
+            app,
+            wiring.tasks,
+            queue,
+            SessionPoster(host),
+            runtime=wiring.runtime(app),
+            ack_wait=settings.ack_wait,
+        )
+        jobs["tasks"] = worker.run
+    return jobs
+
+
+async def _unsubscribed(subscription: Subscription) -> None:
+    with contextlib.suppress(Exception):
+        await subscription.unsubscribe()
 
 
 def _integration_changed(host: SessionHost) -> Changed:
@@ -180,12 +220,7 @@ def _integration_changed(host: SessionHost) -> Changed:
 
 
 async def _api_jobs(
-    settings: Settings,
-    store: EventStore,
-    nc: NATS,
-    integrations: Integrations,
-    supervisor: Supervisor,
-    app: App | None = None,
+    wiring: Wiring, store: EventStore, nc: NATS, supervisor: Supervisor, app: App | None = None
 ) -> dict[str, Start]:
     """The query API over HTTP and NATS; over HTTP also the integrations routes and
     ``app``'s data and endpoint handlers, when this process runs the app."""
@@ -199,43 +234,31 @@ async def _api_jobs(
     from turnlog.services.adapters.postgres.queries import QueryService
     from turnlog.services.app.access import Keys, parse_keys
 
-    await ensure(store.pool, PROJECTIONS.values())
+    settings, pool = wiring.settings, store.pool
+    await ensure(pool, PROJECTIONS.values())
     keys = Keys(parse_keys(settings.api_keys))
     if not settings.api_keys:
         log.warning("no API keys configured: the query API refuses every request")
-    service = QueryService(store.pool)
-    subjects = Subjects(settings.subject_prefix)
-    producer = Client(nc, subjects, settings.max_file_bytes)
+    service = QueryService(pool)
+    producer = Client(nc, Subjects(settings.subject_prefix), settings.max_file_bytes)
+    integrations = wiring.integrations
     routes: list[ControllerRouterHandler] = [
         integration_routes(integrations, keys),
         upload_routes(producer.files, producer, service, keys),
     ]
     if app is not None:
-        routes += app_routes(app, keys, store.pool, integrations.for_caller)
+        runtime = wiring.runtime(app)
+        routes += app_routes(app, keys, pool, integrations.for_caller, runtime=runtime)
     log.info("query API", url=f"http://{settings.http_host}:{settings.http_port}")
 
     async def healthz() -> q.Health:
-        return await health(store.pool, supervisor)
+        return await health(pool, supervisor)
 
     served = http_app(service, keys, routes, healthz)
     return {
         "http": lambda: serve_http(served, settings.http_host, settings.http_port),
         "queries": QueryResponder(nc, settings.subject_prefix, service, keys).run,
     }
-
-
-def _task_jobs(
-    settings: Settings, store: EventStore, nc: NATS, subjects: Subjects, host: SessionHost
-) -> dict[str, Start]:
-    """The app's tasks: submitted, read and cancelled through the log and the task
-    queue; run here (on a worker of the queue's) when the app declares any."""
-    app = host.app
-    tasks, queue = TaskLog(store, host.repo.keyring), TaskQueue(nc, subjects)
-    app.serve_tasks(TaskService(app.name, tasks, queue))
-    if not app.tasks:
-        return {}
-    worker = TaskWorker(app, tasks, queue, SessionPoster(host), ack_wait=settings.ack_wait)
-    return {"tasks": worker.run}
 
 
 async def _run_until_stopped(

@@ -11,7 +11,6 @@ import msgspec
 
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.verify import verify
-from turnlog.services.app.sealing import KeyRing
 from turnlog.services.cli.progress import progress_bar
 
 _encode = msgspec.json.Encoder().encode
@@ -20,7 +19,7 @@ _encode = msgspec.json.Encoder().encode
 async def print_events(database_url: str, session_id: UUID | str, *, as_json: bool) -> int:
     store = await EventStore.connect(database_url, min_size=1, max_size=2)
     try:
-        records = await KeyRing(store).unseal(await store.read_stream(str(session_id)))
+        records = await store.keyring.unseal(await store.read_stream(str(session_id)))
     finally:
         await store.close()
     if not records:

@@ -14,6 +14,7 @@ from turnlog.services.bootstrap import aio
 from turnlog.services.settings import Settings
 
 if TYPE_CHECKING:
+    from turnlog.services.adapters.nats.integrations import NatsNotices
     from turnlog.services.app.integrations import Integrations
 
 T = TypeVar("T")
@@ -147,7 +148,8 @@ def _with_integrations(
                 except StoreError as e:
                     print(f"turnlog: not announced to running apps: {e}", file=sys.stderr)
             subjects = Subjects(settings.subject_prefix)
-            return await run(Integrations(store, nc=nc, subjects=subjects))
+            notices = NatsNotices(nc, subjects) if nc is not None else None
+            return await run(Integrations(store, notices=notices))
         finally:
             if nc is not None:
                 await nc.drain()

@@ -318,11 +318,10 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rerun(args: argparse.Namespace, settings: Settings) -> int:
-    from turnlog.services.adapters.nats import files
+    from turnlog.services.adapters.nats.files import FileStore
     from turnlog.services.adapters.nats.subjects import Subjects
     from turnlog.services.adapters.postgres.eventstore import EventStore
     from turnlog.services.app.rerun import render_report, rerun_session
-    from turnlog.services.app.sealing import KeyRing
     from turnlog.services.bootstrap.serve import connect_nats
     from turnlog.services.cli.progress import progress_bar
     from turnlog.services.sdk.loader import load_app
@@ -333,10 +332,10 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
         # Files the turns received are read from the file store, over a connection made
         # before the re-run starts refusing new ones.
         nc = await connect_nats(nats_url, settings.nats_security, wait=False)
-        files.use(files.FileStore(nc.jetstream(), Subjects(settings.subject_prefix).bucket_files))
+        files = FileStore(nc.jetstream(), Subjects(settings.subject_prefix).bucket_files)
         store = await EventStore.connect(url, min_size=1, max_size=2)
         try:
-            keyring = KeyRing(store)
+            keyring = store.keyring
             records = await keyring.unseal(await store.read_stream(str(args.session_id)))
             turns = [r.correlation_id for r in records if r.type == "session.message_received"]
             documents = await keyring.unseal(
@@ -348,9 +347,8 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
             raise StoreError(f"no events for session {args.session_id}")
         try:
             with progress_bar("re-run", unit="turns") as progress:
-                report = await rerun_session(records, app, progress, documents)
+                report = await rerun_session(records, app, progress, documents, files)
         finally:
-            files.use(None)
             await nc.close()
         render_report(report, as_json=args.json)
         return 0 if report.result == "identical" else 1

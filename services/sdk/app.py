@@ -6,18 +6,17 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from turnlog.domain.errors import DomainError
-from turnlog.services.adapters.postgres.documents import CollectionStore
-from turnlog.services.sdk.collections import Collection, CollectionError, _Binding
+from turnlog.services.app.spec import AppError
+from turnlog.services.sdk.collections import Collection, CollectionError
+from turnlog.services.sdk.facades import Facades
 from turnlog.services.sdk.routes import RouteError, Routes
 from turnlog.services.sdk.schedules import Cron, Schedule, ScheduleDeclarationError
-from turnlog.services.sdk.tasks import TaskBackend, TaskBinding, TaskDeclarationError, TaskDef
+from turnlog.services.sdk.tasks import TaskDeclarationError, TaskDef
 from turnlog.services.sdk.types import UserInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-class AppError(Exception):
-    """Raised when an app is declared wrongly (two message handlers, a bad name, ...)."""
+__all__ = ["App", "AppError"]
 
 
 class App:
@@ -34,11 +33,9 @@ class App:
         self.exit_hooks: list[Callable[..., Any]] = []
         self.shutdown_hooks: list[Callable[..., Any]] = []
         self.collections: dict[str, Collection] = {}
-        self._collection_binding = _Binding()
         self.routes = Routes()
         self.schedules: dict[str, Schedule] = {}
         self.tasks: dict[str, TaskDef] = {}
-        self._task_binding = TaskBinding()
 
     def collection(
         self, name: str, scope: str = "app", indexes: Sequence[str | Sequence[str]] = ()
@@ -54,15 +51,16 @@ class App:
                 )
             return existing
         try:
-            collection = Collection(self.name, name, scope, indexes, self._collection_binding)
+            collection = Collection(self.name, name, scope, indexes)
         except (CollectionError, DomainError) as e:
             raise AppError(str(e)) from None
         self.collections[name] = collection
         return collection
 
-    def serve_collections(self, store: CollectionStore) -> None:
-        """Called by the runtime: collections read and write through ``store``."""
-        self._collection_binding.store = store
+    @property
+    def facades(self) -> Facades:
+        """How this app's code is handed its sessions (what the runtime calls)."""
+        return Facades(self)
 
     def message(self) -> Callable[[F], F]:
         """Register the handler called as ``handler(session, msg)`` for every message."""
@@ -138,9 +136,7 @@ class App:
 
         def register(fn: Callable[..., Any]) -> TaskDef:
             try:
-                task = TaskDef(
-                    self.name, fn, self._task_binding, name=name, retries=retries, timeout=timeout
-                )
+                task = TaskDef(self.name, fn, name=name, retries=retries, timeout=timeout)
             except TaskDeclarationError as e:
                 raise AppError(str(e)) from None
             if task.name in self.tasks:
@@ -149,10 +145,6 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
-
-    def serve_tasks(self, backend: TaskBackend | None) -> None:
-        """Called by the runtime: tasks are submitted, read and cancelled through it."""
-        self._task_binding.backend = backend
 
     def data(self, name: str, access: str = "public") -> Callable[[F], F]:
         """Serve the handler at ``GET /data/<name>``: ``access="public"`` for anyone,

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from turnlog.contracts.events import SCOPES
 from turnlog.domain.documents import validate_path
-from turnlog.services.adapters.postgres.documents import CollectionStore, Place
+from turnlog.services.app import context
+from turnlog.services.app.collections import Documents, Place
+from turnlog.services.app.context import Runtime
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.sdk.context import current_caller
 
@@ -32,6 +34,8 @@ class CollectionError(Exception):
 class Caller(Protocol):
     """Whom a collection resolves its scope for: a handler's ``Session``, or the
     ``RequestContext`` of a data or endpoint handler."""
+
+    _runtime: Runtime
 
     @property
     def user(self) -> UserInfo | None: ...
@@ -50,6 +54,7 @@ class HasCollections:
     them, and no re-run unless it says otherwise (a ``Session`` in a re-run does)."""
 
     _collections: dict[str, Collection]
+    _runtime: Runtime
 
     @property
     def db(self) -> Database:
@@ -70,7 +75,6 @@ class Collection:
         name: str,
         scope: str,
         indexes: Sequence[str | Sequence[str]],
-        binding: _Binding,
         session: Caller | None = None,
     ) -> None:
         if scope not in SCOPES:
@@ -82,14 +86,11 @@ class Collection:
         for fields in self.indexes:
             for field in fields:
                 validate_path(field)
-        self._binding = binding
         self._session = session
 
     def bind(self, session: Caller) -> Collection:
         """This collection as seen from ``session`` (or a request)."""
-        return Collection(
-            self.app_name, self.name, self.scope, self.indexes, self._binding, session
-        )
+        return Collection(self.app_name, self.name, self.scope, self.indexes, session)
 
     async def insert_one(self, document: dict[str, Any]) -> str:
         """Insert ``document``; returns its ``_id`` (made when it has none)."""
@@ -144,42 +145,27 @@ class Collection:
     def _caller(self) -> Caller | None:
         return self._session if self._session is not None else current_caller()
 
-    async def _resolve(self) -> tuple[CollectionStore, Place, Metadata]:
+    async def _resolve(self) -> tuple[Documents, Place, Metadata]:
         session = self._caller()
         replaying = session._replaying() if session is not None else None
         if replaying is not None:
             raise replaying.refuse(f"collection {self.name!r} (session.db)")
-        store = self._binding.store
-        if store is None:
-            raise CollectionError(
-                f"collection {self.name!r} is only usable while turnlog serves app "
-                f"{self.app_name!r}"
-            )
-        await self._binding.ready(self)
         if session is None and self.scope != "app":
             raise CollectionError(
                 f"collection {self.name!r} is {self.scope}-scoped: use it in a handler "
                 "(session.db), a data or endpoint handler, or where current_session() is set"
             )
+        runtime = session._runtime if session is not None else context.runtime.get()
+        store = runtime.documents if runtime is not None else None
+        if store is None:
+            raise CollectionError(
+                f"collection {self.name!r} is only usable while turnlog serves app "
+                f"{self.app_name!r}"
+            )
+        await store.prepare(self.app_name, self.name, self.indexes)
         owner = session._owner(self.scope, self.name) if session is not None else ""
         meta = session._meta() if session is not None else Metadata(actor=f"app:{self.app_name}")
         return store, Place(self.app_name, self.name, self.scope, owner), meta
-
-
-class _Binding:
-    """The store an app's collections use once the app is served (shared by them all)."""
-
-    def __init__(self) -> None:
-        self.store: CollectionStore | None = None
-        self._indexed: set[str] = set()
-
-    async def ready(self, collection: Collection) -> None:
-        assert self.store is not None
-        await self.store.setup()
-        if collection.name not in self._indexed:
-            for fields in collection.indexes:
-                await self.store.create_index(collection.app_name, collection.name, fields)
-            self._indexed.add(collection.name)
 
 
 class Database:

@@ -3,8 +3,9 @@ reachable from any code it calls."""
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias, cast
+
+from turnlog.services.app import context
 
 if TYPE_CHECKING:
     from turnlog.services.sdk.request import RequestContext
@@ -12,26 +13,23 @@ if TYPE_CHECKING:
     from turnlog.services.sdk.session import Session
     from turnlog.services.sdk.task_session import TaskSession
 
-_current: ContextVar[Session | ScheduledSession | TaskSession | None] = ContextVar(
-    "turnlog_current_session", default=None
-)
-_request: ContextVar[RequestContext | None] = ContextVar("turnlog_current_request", default=None)
+    Caller: TypeAlias = Session | ScheduledSession | TaskSession
 
 
-def current_session() -> Session | ScheduledSession | TaskSession | None:
+def current_session() -> Caller | None:
     """The Session of the handler running now (a ScheduledSession in a scheduled
     handler: its owner's identity, no one to reply to; a TaskSession in a background
     task), or None outside any handler."""
-    return _current.get()
+    return cast("Caller | None", context.caller.get())
 
 
 def current_request() -> RequestContext | None:
     """The RequestContext of the data or endpoint handler running now, or None."""
-    return _request.get()
+    return cast("RequestContext | None", context.request.get())
 
 
-def current_caller() -> Session | ScheduledSession | TaskSession | RequestContext | None:
+def current_caller() -> Caller | RequestContext | None:
     """Whom code running now acts for: the handler's session, else the request of the
     data or endpoint handler, else nobody (None)."""
-    session = _current.get()
-    return session if session is not None else _request.get()
+    session = current_session()
+    return session if session is not None else current_request()

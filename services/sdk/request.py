@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from turnlog.services.app.context import Runtime
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.sdk.collections import Collection, CollectionError, HasCollections
 from turnlog.services.sdk.types import UserInfo
@@ -37,7 +38,9 @@ class RequestContext(HasCollections):
         request: Any = None,
         integrations: Mapping[str, Any] = NO_INTEGRATIONS,
         collections: dict[str, Collection] | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
+        self._runtime = runtime or Runtime(app_name)
         self.app_name = app_name
         self.user = user
         self.authenticated = user is not None

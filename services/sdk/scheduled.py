@@ -7,6 +7,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from turnlog.services.app.context import Runtime
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.sdk.collections import Collection, HasCollections
 from turnlog.services.sdk.types import Message, SessionChannel, UserInfo
@@ -43,7 +44,9 @@ class ScheduledSession(HasCollections):
         meta: Metadata,
         collections: dict[str, Collection] | None = None,
         integrations: Mapping[str, Any] | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
+        self._runtime = runtime or Runtime(meta.actor.removeprefix("app:") if meta.actor else "")
         self.id = stream_id
         self.schedule = schedule
         self.tick = tick

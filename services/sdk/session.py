@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
+from turnlog.services.app.context import Runtime
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.sessions.live import LiveSession, RecordedEffects
 from turnlog.services.app.sessions.outbound import BlockView, Chunk, Notification, Reply
@@ -49,9 +50,11 @@ class Session(HasCollections):
         data: dict[str, Any],
         integrations: Mapping[str, Any] | None = None,
         collections: dict[str, Collection] | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self._live = live
         self._collections = collections or {}
+        self._runtime = runtime or Runtime(live.aggregate.app)
         agg = live.aggregate
         self.id = str(agg.id)
         self.user = UserInfo(id=agg.user.id, email=agg.user.email, org_id=agg.user.org_id)
@@ -252,8 +255,9 @@ class Session(HasCollections):
         file, agg = answer.file, self._live.aggregate
         self._live.apply(lambda at: agg.receive_prompt(prompt.id, at=at, file=file))
         upload = FileUpload(
-            name=file.name, content_type=file.content_type, url=file.url, size=file.size
-        )
+            name=file.name, content_type=file.content_type, url=file.url, size=file.size,
+            store=self._runtime.files,
+        )  # fmt: skip
         await self.show(_status(block, "received", file=file.name, size=file.size))
         if download_to is not None:
             upload = replace(upload, path=await upload.download(download_to))

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
+from turnlog.services.app import context
+from turnlog.services.app.context import Runtime
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.sessions.outbound import BlockView, Notification, Reply
 from turnlog.services.sdk.collections import Collection, HasCollections
@@ -56,7 +57,9 @@ class TaskSession(HasCollections):
         poster: Poster,
         collections: dict[str, Collection] | None = None,
         integrations: Mapping[str, Any] | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
+        self._runtime = runtime or Runtime("")
         self.task_id, self.task_name = task_id, name
         self.session_id = session_id
         self.id = session_id or f"task:{task_id}"
@@ -134,12 +137,9 @@ class TaskRun:
         return f"TaskRun({self.id!r}, {self.name!r}, attempt={self.attempt})"
 
 
-_current_task: ContextVar[TaskRun | None] = ContextVar("turnlog_current_task", default=None)
-
-
 def current_task() -> TaskRun | None:
     """The task attempt running now, or None outside a task."""
-    return _current_task.get()
+    return cast("TaskRun | None", context.task.get())
 
 
 def _text(value: Any) -> str:

@@ -10,90 +10,24 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
+from turnlog.services.app import context
 from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.tasks.values import (
+    Origin,
+    TaskBackend,
+    TasksNotServed,
+    TaskStatus,
+)
 from turnlog.services.sdk.context import current_caller
 from turnlog.services.sdk.session import Session
 from turnlog.services.sdk.task_session import TaskSession
-from turnlog.services.sdk.types import UserInfo
-
-FINISHED = ("completed", "failed", "cancelled")
 
 
 class TaskDeclarationError(Exception):
     """Raised when a task is declared wrongly: a bad name, retries or timeout, or a
     function that is not ``async def``."""
-
-
-class TasksNotServed(RuntimeError):
-    """Raised when a task is submitted, or a handle asked about, while turnlog does not
-    serve the app (no runtime is running it)."""
-
-
-class UnknownTask(LookupError):
-    """Raised when a handle names a task that is not on record."""
-
-    def __init__(self, task_id: str) -> None:
-        self.task_id = task_id
-        super().__init__(f"no task {task_id!r} on record")
-
-
-@dataclass(frozen=True)
-class TaskStatus:
-    """A task as its record says now."""
-
-    task_id: str
-    name: str
-    status: str  # submitted, running, retrying, completed, failed, cancelled
-    attempts: int
-    retries: int
-    session_id: str | None
-    progress: float | None
-    progress_message: str
-    result: Any
-    error_type: str | None
-    error_message: str | None
-    submitted_at: datetime
-    updated_at: datetime
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Who submits a task: the session it answers to (None: none), its user, and the
-    ids its submission is recorded with."""
-
-    session_id: str | None
-    user: UserInfo | None
-    meta: Metadata
-
-
-class TaskBackend(Protocol):
-    """What the runtime gives an app's tasks: the record and the queue."""
-
-    async def submit(self, task: TaskDef, kwargs: dict[str, Any], origin: Origin) -> str: ...
-
-    async def status(self, task_id: str) -> TaskStatus: ...
-
-    async def cancel(self, task_id: str, reason: str, meta: Metadata) -> bool: ...
-
-
-class TaskBinding:
-    """The backend an app's tasks use once the app is served (shared by them all)."""
-
-    def __init__(self) -> None:
-        self.backend: TaskBackend | None = None
-
-    def get(self, app_name: str) -> TaskBackend:
-        if self.backend is None:
-            raise TasksNotServed(f"tasks of app {app_name!r} run only while turnlog serves it")
-        return self.backend
 
 
 class TaskDef:
@@ -103,13 +37,12 @@ class TaskDef:
         self,
         app_name: str,
         fn: Callable[..., Any],
-        binding: TaskBinding,
         *,
         name: str | None = None,
         retries: int = 0,
         timeout: float = 0.0,
     ) -> None:
-        self.app_name, self.fn, self._binding = app_name, fn, binding
+        self.app_name, self.fn = app_name, fn
         self.name = name or fn.__name__
         if not self.name or any(c in self.name for c in " .*>:") or not self.name.isprintable():
             raise TaskDeclarationError(f"a task name is one word without dots: {self.name!r}")
@@ -125,12 +58,12 @@ class TaskDef:
         """Record the task as submitted and queue it; ``session`` (the current one by
         default) is where it replies and whose user it acts for."""
         origin = _origin(self.app_name, session)
-        task_id = await self._binding.get(self.app_name).submit(self, kwargs, origin)
-        return TaskHandle(task_id, self.name, self._binding, self.app_name)
+        task_id = await _backend(self.app_name, session).submit(self, kwargs, origin)
+        return TaskHandle(task_id, self.name, self.app_name)
 
     def handle(self, task_id: str) -> TaskHandle:
         """The handle of a task of this kind submitted earlier, by its id."""
-        return TaskHandle(task_id, self.name, self._binding, self.app_name)
+        return TaskHandle(task_id, self.name, self.app_name)
 
     async def __call__(self, session: Any, **kwargs: Any) -> Any:
         """Run the function here and now (not queued, nothing recorded)."""
@@ -143,18 +76,17 @@ class TaskDef:
 class TaskHandle:
     """A submitted task: its id, its status on record, and a way to cancel it."""
 
-    def __init__(self, task_id: str, name: str, binding: TaskBinding, app_name: str) -> None:
-        self.task_id, self.name = task_id, name
-        self._binding, self._app_name = binding, app_name
+    def __init__(self, task_id: str, name: str, app_name: str) -> None:
+        self.task_id, self.name, self._app_name = task_id, name, app_name
 
     async def status(self) -> TaskStatus:
-        return await self._binding.get(self._app_name).status(self.task_id)
+        return await _backend(self._app_name).status(self.task_id)
 
     async def cancel(self, reason: str = "cancelled") -> bool:
         """Record the task cancelled and stop it if it runs; False if it had finished."""
         caller = current_caller()
         meta = caller._meta() if caller is not None else Metadata(actor=f"app:{self._app_name}")
-        return await self._binding.get(self._app_name).cancel(self.task_id, reason, meta)
+        return await _backend(self._app_name).cancel(self.task_id, reason, meta)
 
     def __repr__(self) -> str:
         return f"TaskHandle({self.task_id!r}, {self.name!r})"
@@ -174,3 +106,13 @@ def _origin(app_name: str, session: Any) -> Origin:
         session_id = caller.session_id
     meta: Metadata = caller._meta()
     return Origin(session_id, caller.user, meta)
+
+
+def _backend(app_name: str, session: Any = None) -> TaskBackend:
+    """The tasks of ``app_name`` as the runtime serving it gives them: the runtime of
+    ``session`` (or of the current caller), else the one running this code."""
+    caller = session if session is not None else current_caller()
+    runtime = caller._runtime if caller is not None else context.runtime.get()
+    if runtime is None or runtime.tasks is None:
+        raise TasksNotServed(f"tasks of app {app_name!r} run only while turnlog serves it")
+    return runtime.tasks

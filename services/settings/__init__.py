@@ -103,5 +103,3 @@ class Settings:
 def _api_keys(text: str) -> str:
     api_keys(text)  # refuse a malformed entry at start, not at the first request
     return text
-
-

@@ -30,9 +30,8 @@ from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.adapters.postgres.queries import QueryService
 from turnlog.services.app.access import Keys, parse_keys
-from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import NoDelivery
-from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
 BOB = turnlog.UserInfo(id="bob")
@@ -117,8 +116,8 @@ async def stop(task: asyncio.Task[Any]) -> None:
 async def world(store: EventStore) -> AsyncIterator[World]:
     projector = Projector(store, list(PROJECTIONS.values()))
     projecting = asyncio.create_task(projector.run())
-    demo = SessionHost(demo_app(), SessionRepository(store), NoDelivery())
-    other = SessionHost(other_app(), SessionRepository(store), NoDelivery())
+    demo = Wiring.postgres(store).host(demo_app(), NoDelivery())
+    other = Wiring.postgres(store).host(other_app(), NoDelivery())
     serving: asyncio.Task[None] | None = None
     try:
         async with asyncio.timeout(10):

@@ -33,7 +33,7 @@ from turnlog.services.adapters.postgres.queries import QueryService
 from turnlog.services.app.access import Keys, parse_keys
 from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import NoDelivery
-from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
 ALBERT = turnlog.UserInfo(id="albert", org_id="acme")
@@ -171,13 +171,14 @@ async def web(store: EventStore) -> AsyncIterator[Web]:
     projector = Projector(store, list(PROJECTIONS.values()))
     projecting = asyncio.create_task(projector.run())
     app = web_app()
-    host = SessionHost(app, SessionRepository(store), NoDelivery())
+    wiring = Wiring.postgres(store)
+    host = wiring.host(app, NoDelivery())
     serving: asyncio.Task[None] | None = None
     try:
         async with asyncio.timeout(10):
             await projector.ready.wait()
         keys = Keys(parse_keys(KEYS))
-        routes = app_routes(app, keys, store.pool)
+        routes = app_routes(app, keys, store.pool, runtime=wiring.runtime(app))
         ready, port = asyncio.Event(), free_port()
         served = http_app(QueryService(store.pool), keys, routes)
         serving = asyncio.create_task(serve_http(served, "127.0.0.1", port, ready))

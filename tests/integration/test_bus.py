@@ -18,7 +18,6 @@ from turnlog.contracts.events import UserRef
 from turnlog.services.adapters.embedded.endpoints import Endpoints
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.eventstore import EventStore
-from turnlog.services.app.sealing import KeyRing
 from turnlog.services.sdk.loader import load_app
 
 NOTES = Path(__file__).resolve().parents[2] / "examples" / "notes.py"
@@ -53,7 +52,7 @@ async def test_a_producer_sends_three_messages_and_gets_the_replies(
         ]
         assert bus.LiveReply(session_id=session.id, text=replies[-1]) in seen
         assert any(isinstance(e, bus.EventEnvelope) for e in seen)
-        first = (await KeyRing(store).unseal(await store.read_stream(session.id)))[0]
+        first = (await store.keyring.unseal(await store.read_stream(session.id)))[0]
         assert first.type == "session.started" and b'"email":"u1@example.com"' in first.payload
     finally:
         await client.close()

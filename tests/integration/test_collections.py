@@ -16,10 +16,9 @@ from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.adapters.postgres.documents import DuplicateKey
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.rebuild import rebuild
-from turnlog.services.app.sealing import KeyRing
 from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import Collector
-from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 from turnlog.services.sdk.collections import CollectionError
 
 ALICE = turnlog.UserInfo(id="alice", org_id="acme")
@@ -51,7 +50,7 @@ def scripted_app() -> tuple[turnlog.App, Script]:
 @pytest.fixture
 async def host(store: EventStore) -> AsyncIterator[tuple[SessionHost, Script]]:
     app, script = scripted_app()
-    host = SessionHost(app, SessionRepository(store), Collector())
+    host = Wiring.postgres(store).host(app, Collector())
     yield host, script
     await host.stop()
 
@@ -110,7 +109,7 @@ async def test_every_write_is_an_event_with_actor_and_correlation(
     assert {r["correlation_id"] for r in rows} == {message_id}
     assert rows[1]["payload"].startswith(b'{"_sealed":{"user":"alice","key":1,')
     stream = await store.read_stream(rows[1]["stream_id"])
-    updated = msgspec.json.decode((await KeyRing(store).unseal(stream))[1].payload)
+    updated = msgspec.json.decode((await store.keyring.unseal(stream))[1].payload)
     assert updated["document"] == {"_id": "n1", "n": 3, "log": ["x"]}
     assert updated["changes"] == {"$inc": {"n": 2}, "$push": {"log": "x"}}
 

@@ -10,10 +10,8 @@ from typing import Any
 import turnlog
 from tests.helpers import inbound
 from turnlog.services.adapters.postgres.eventstore import EventStore
-from turnlog.services.app.sealing import KeyRing
-from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import NoDelivery
-from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 
 
 async def test_effects_clock_and_ids_are_recorded_in_call_order(store: EventStore) -> None:
@@ -31,7 +29,7 @@ async def test_effects_clock_and_ids_are_recorded_in_call_order(store: EventStor
         seen["id"] = session.uuid()
         await session.reply(seen["answer"]["text"])
 
-    host = SessionHost(app, SessionRepository(store), NoDelivery())
+    host = Wiring.postgres(store).host(app, NoDelivery())
     try:
         result = await host.handle(inbound("hi", turnlog.UserInfo(id="u1")))
     finally:
@@ -39,7 +37,7 @@ async def test_effects_clock_and_ids_are_recorded_in_call_order(store: EventStor
     assert result.outcome == "ok"
     effects = [
         json.loads(r.payload)
-        for r in await KeyRing(store).unseal(await store.read_stream(str(result.session_id)))
+        for r in await store.keyring.unseal(await store.read_stream(str(result.session_id)))
         if r.type == "session.effect_recorded"
     ]
     assert effects == [
@@ -59,7 +57,7 @@ async def test_a_result_that_is_not_plain_json_fails_the_turn_clearly(store: Eve
     async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
         await session.effect("clock", lambda: datetime.now(UTC))
 
-    host = SessionHost(app, SessionRepository(store), NoDelivery())
+    host = Wiring.postgres(store).host(app, NoDelivery())
     try:
         result = await host.handle(inbound("hi", turnlog.UserInfo(id="u1")))
     finally:

@@ -41,10 +41,10 @@ from turnlog.services.adapters.postgres.transfer import export, import_
 from turnlog.services.app.access import Principal
 from turnlog.services.app.log.records import NewEvent
 from turnlog.services.app.replay import state_as_of
-from turnlog.services.app.sealing import KeyMissing, KeyRing
-from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sealing import KeyMissing
 from turnlog.services.app.sessions.outbound import NoDelivery
 from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com")
 BOB = turnlog.UserInfo(id="bob")
@@ -73,7 +73,7 @@ def notes_app() -> turnlog.App:
 
 async def converse(store: EventStore) -> dict[str, uuid.UUID]:
     """A session each for alice and bob, with their secret said in it."""
-    host = SessionHost(notes_app(), SessionRepository(store), NoDelivery())
+    host = Wiring.postgres(store).host(notes_app(), NoDelivery())
     sessions = {}
     try:
         for user in (ALICE, BOB):
@@ -269,7 +269,7 @@ async def test_a_user_who_writes_after_erasure_gets_a_new_key(store: EventStore)
     sessions = await converse(store)
     report = await erase_user(store, "alice", reason="asked", actor="operator:test")
     assert report.key_generations == [1] and report.events_sealed > 0
-    host = SessionHost(notes_app(), SessionRepository(store), NoDelivery())
+    host = Wiring.postgres(store).host(notes_app(), NoDelivery())
     try:
         old = await host.handle(inbound("back again", ALICE, sessions["alice"]))
         new = await host.handle(inbound("a fresh start", ALICE))
@@ -293,16 +293,17 @@ async def test_a_user_who_writes_after_erasure_gets_a_new_key(store: EventStore)
 
 
 async def test_a_runtime_that_still_holds_the_old_key_never_writes_anything_readable_with_it(
-    store: EventStore,
+    store: EventStore, database_url: str
 ) -> None:
     """A runtime keeps its cached key for a while after an erasure made elsewhere: what
     it seals with it reads as erased; documents it writes are checked against the keys
     table in their own transaction, so they take the new key, and never carry the erased
     content forward from the collection view."""
-    host = SessionHost(notes_app(), SessionRepository(store), NoDelivery())
+    host = Wiring.postgres(store).host(notes_app(), NoDelivery())
+    elsewhere = await EventStore.connect(database_url, min_size=1, max_size=2)  # another process
     try:
         first = await host.handle(inbound("before", ALICE))
-        await erase_user(store, "alice", actor="operator:test")
+        await erase_user(elsewhere, "alice", actor="operator:test")
         board = await store.pool.fetchval(
             "SELECT doc FROM turnlog_documents WHERE doc_id = 'b-alice'"
         )
@@ -310,6 +311,7 @@ async def test_a_runtime_that_still_holds_the_old_key_never_writes_anything_read
         after = await host.handle(inbound("after", ALICE, first.session_id))
     finally:
         await host.stop()
+        await elsewhere.close()
     assert after.outcome == "ok"
     state = await state_as_of(store, first.session_id)
     # the message came in under the stale key; the document write found it destroyed, and
@@ -328,8 +330,7 @@ async def test_a_runtime_that_still_holds_the_old_key_never_writes_anything_read
 
 
 async def test_snapshots_of_an_erased_user_are_gone_and_never_read(store: EventStore) -> None:
-    repo = SessionRepository(store, snapshot_every=2)
-    host = SessionHost(notes_app(), repo, NoDelivery())
+    host = Wiring.postgres(store).host(notes_app(), NoDelivery(), snapshot_every=2)
     try:
         result = await host.handle(inbound("snap me", ALICE))
     finally:
@@ -374,7 +375,7 @@ async def test_a_log_moved_without_its_keys_is_refused_loudly(
     await import_(other, io.BytesIO(await _export(store)))
     records = await other.read_stream(str(sessions["bob"]))
     with pytest.raises(KeyMissing, match="moved without its keys"):
-        await KeyRing(other).unseal(records)
+        await other.keyring.unseal(records)
 
 
 async def _export(store: EventStore) -> bytes:

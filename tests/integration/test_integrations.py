@@ -27,14 +27,15 @@ from turnlog.contracts import bus
 from turnlog.domain.integrations import IntegrationError
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.nats.integrations import NatsNotices, watch
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.erasure import erase_user
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.check import check as check_projections
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.app import sealed
-from turnlog.services.app.integrations import Integrations, integrations_stream, watch
-from turnlog.services.app.schedules.scheduler import Scheduler
+from turnlog.services.app.integrations import Integrations, integrations_stream
+from turnlog.services.bootstrap.wiring import Wiring
 
 TOKEN = "ghp_Integr4tionT0kenNeverInClear"
 ADMIN = "admin-key-0123456789"
@@ -121,7 +122,7 @@ async def test_a_change_is_announced_without_the_credentials(
         raw = await nc.subscribe(subjects.integrations_all())
         seen: list[tuple[str, str, bool]] = []
         watching = await watch(nc, subjects, lambda *change: seen.append(change))
-        service = Integrations(store, nc=nc, subjects=subjects)
+        service = Integrations(store, notices=NatsNotices(nc, subjects))
         await service.connect("a.b@example.com", "github", {"token": TOKEN}, actor="user:ab")
         msg = await raw.next_msg(timeout=5)
         assert msg.subject == subjects.integrations("a.b@example.com")
@@ -153,7 +154,7 @@ async def test_a_scheduled_handler_sees_its_owners_integrations(store: EventStor
         assert session is not None
         seen.append(dict(session.integrations))
 
-    scheduler = Scheduler(app, store, worker="w1")
+    scheduler = Wiring.postgres(store).scheduler(app, worker="w1")
     await scheduler.start()
     try:
         await until(lambda: _true(bool(seen)), timeout=10)

@@ -31,9 +31,8 @@ from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.adapters.postgres.queries import QueryService
 from turnlog.services.app.access import Keys, parse_keys
-from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import NoDelivery
-from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_owners_log.sql"
 ECHO = Path(__file__).resolve().parents[1] / "apps" / "echo.py"
@@ -78,7 +77,7 @@ async def test_documents_written_by_the_previous_version_keep_their_owners(
     await store.pool.execute(FIXTURE.read_text())
     projector = Projector(store, list(PROJECTIONS.values()))
     running = asyncio.create_task(projector.run())
-    host = SessionHost(teams_app(), SessionRepository(store), NoDelivery())
+    host = Wiring.postgres(store).host(teams_app(), NoDelivery())
     try:
         await projector.caught_up()
         seen = {}
@@ -91,7 +90,7 @@ async def test_documents_written_by_the_previous_version_keep_their_owners(
             seen[user.id] = msgspec.json.decode(result.reply)
         service = QueryService(store.pool)
         keys = Keys(parse_keys(f"{ADMIN}:admin,{BOB_KEY}:read:user=bob"))
-        routes = app_routes(host.app, keys, store.pool)
+        routes = app_routes(host.app, keys, store.pool, runtime=host.runtime)
         transport = httpx.ASGITransport(app=http_app(service, keys, routes))  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
             bob = await http.post(
@@ -146,7 +145,8 @@ async def test_a_user_id_that_looks_like_an_owner_key_is_refused_at_every_entry(
 
     # data and endpoint handlers: an admin key acting for such a user
     keys = Keys(parse_keys(f"{ADMIN}:admin"))
-    routes = app_routes(teams_app(), keys, store.pool)
+    teams = teams_app()
+    routes = app_routes(teams, keys, store.pool, runtime=Wiring.postgres(store).runtime(teams))
     transport = httpx.ASGITransport(app=http_app(QueryService(store.pool), keys, routes))  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
         acting = await http.get(

@@ -20,7 +20,7 @@ from turnlog.services.adapters.postgres.projector.rebuild import rebuild
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import NoDelivery
-from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
 BOB = turnlog.UserInfo(id="bob")
@@ -57,7 +57,7 @@ def demo_app() -> turnlog.App:
 
 @pytest.fixture
 async def host(store: EventStore) -> AsyncIterator[SessionHost]:
-    host = SessionHost(demo_app(), SessionRepository(store), NoDelivery())
+    host = Wiring.postgres(store).host(demo_app(), NoDelivery())
     yield host
     await host.stop()
 

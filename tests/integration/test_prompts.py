@@ -21,10 +21,8 @@ from turnlog.contracts import bus
 from turnlog.services.adapters.embedded.endpoints import Endpoints
 from turnlog.services.adapters.nats.client import ClientError, ClientSession, Round
 from turnlog.services.adapters.postgres.eventstore import EventStore
-from turnlog.services.app.sealing import KeyRing
-from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import NoDelivery
-from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 from turnlog.services.sdk.loader import load_app
 
 
@@ -66,7 +64,7 @@ def prompting_app(inbox: Path) -> turnlog.App:
 
 
 async def plain_events(store: EventStore, session_id: str) -> list[tuple[str, dict[str, Any]]]:
-    records = await KeyRing(store).unseal(await store.read_stream(session_id))
+    records = await store.keyring.unseal(await store.read_stream(session_id))
     return [(r.type, json.loads(r.payload)) for r in records]
 
 
@@ -255,7 +253,7 @@ async def test_a_prompt_cut_off_by_a_stop_is_recorded_as_interrupted(
     app = prompting_app(tmp_path)
     user = turnlog.UserInfo(id="u1")
     sid = uuid.uuid4()
-    host = SessionHost(app, SessionRepository(store), NoDelivery())
+    host = Wiring.postgres(store).host(app, NoDelivery())
     turn = asyncio.create_task(host.handle(inbound("csv 60", user, sid)))
     async with asyncio.timeout(20):
         while "session.prompted" not in [t for t, _ in await plain_events(store, str(sid))]:  # noqa: ASYNC110
@@ -265,7 +263,7 @@ async def test_a_prompt_cut_off_by_a_stop_is_recorded_as_interrupted(
     with pytest.raises(asyncio.CancelledError):
         await turn
 
-    after = SessionHost(app, SessionRepository(store), NoDelivery())
+    after = Wiring.postgres(store).host(app, NoDelivery())
     try:
         result = await after.handle(inbound("hello", user, sid))
     finally:

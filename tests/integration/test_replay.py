@@ -22,10 +22,8 @@ from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.adapters.postgres.projector.writes import decode
 from turnlog.services.app.log.errors import StoreError
 from turnlog.services.app.replay import state_as_of
-from turnlog.services.app.sealing import KeyRing
-from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import NoDelivery
-from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 
 ALICE = turnlog.UserInfo(id="alice")
 
@@ -144,7 +142,7 @@ async def test_a_long_replay_keeps_its_state_and_later_replays_start_from_it(
     assert [r["version"] for r in kept] == [first]
     assert b"#6 m5" not in kept[0]["state"]  # sealed like the events it comes from
 
-    host = SessionHost(counting_app(), SessionRepository(store), NoDelivery())
+    host = Wiring.postgres(store).host(counting_app(), NoDelivery())
     try:
         for text in ("later", "drop"):
             await host.handle(helpers.inbound(text, ALICE, sid))
@@ -153,7 +151,7 @@ async def test_a_long_replay_keeps_its_state_and_later_replays_start_from_it(
 
     async def from_scratch(to_version: int) -> object:
         records = await store.read_stream(str(sid), to_version=to_version)
-        return msgspec.to_builtins(fold(str(sid), decode(await KeyRing(store).unseal(records))))
+        return msgspec.to_builtins(fold(str(sid), decode(await store.keyring.unseal(records))))
 
     latest = await state_as_of(store, sid)  # from the kept state: 12 events folded, not kept
     assert latest.version == first + 12 and "last" not in latest.data

@@ -22,10 +22,9 @@ from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app.log.errors import StoreError
 from turnlog.services.app.log.records import RecordedEvent
 from turnlog.services.app.rerun import rerun_session
-from turnlog.services.app.sealing import KeyRing
-from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import NoDelivery
 from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 from turnlog.services.sdk.loader import load_app
 
 ALICE = turnlog.UserInfo(id="alice")
@@ -71,14 +70,14 @@ CONVERSATION = ["will it rain?", "stream", "bye", "fail", "and tomorrow?"]
 
 async def recorded(store: EventStore, sid: uuid.UUID) -> list[RecordedEvent]:
     """The session's events with their personal fields unsealed."""
-    return await KeyRing(store).unseal(await store.read_stream(str(sid)))
+    return await store.keyring.unseal(await store.read_stream(str(sid)))
 
 
 async def rerun(store: EventStore, sid: uuid.UUID, app: turnlog.App) -> RerunReport:
     records = await recorded(store, sid)
     turns = [r.correlation_id for r in records if r.type == "session.message_received"]
     documents = await store.read_documents_written_by([t for t in turns if t])
-    return await rerun_session(records, app, documents=await KeyRing(store).unseal(documents))
+    return await rerun_session(records, app, documents=await store.keyring.unseal(documents))
 
 
 @pytest.fixture
@@ -294,7 +293,7 @@ async def test_what_cannot_be_rerun_is_said_and_cut_off_turns_are_skipped(
     agg = await repo.load(sid)
     agg.receive_message(message_id=uuid.uuid4().hex, text="lost", at=datetime.now(UTC))
     await repo.save(agg)
-    host = SessionHost(plain, repo, NoDelivery())
+    host = Wiring.postgres(store).host(plain, NoDelivery())
     try:
         await host.handle(inbound("after", ALICE, sid))
     finally:

@@ -13,18 +13,17 @@ import pytest
 import turnlog
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app.log.records import RecordedEvent
-from turnlog.services.app.sealing import KeyRing
 from turnlog.services.app.sessions.host import SessionEnded, SessionHost, SessionOfAnotherApp
 from turnlog.services.app.sessions.outbound import BlockView, Chunk, Collector, Notification, Reply
-from turnlog.services.app.sessions.repository import SessionRepository
 from turnlog.services.app.sessions.turn import Inbound, TurnResult
+from turnlog.services.bootstrap.wiring import Wiring
 
 ALICE = turnlog.UserInfo(id="alice", email="alice@example.com", org_id="acme")
 
 
 async def read_plain(store: EventStore, session_id: uuid.UUID) -> list[RecordedEvent]:
     """A session's events with their personal fields unsealed."""
-    return await KeyRing(store).unseal(await store.read_stream(str(session_id)))
+    return await store.keyring.unseal(await store.read_stream(str(session_id)))
 
 
 def inbound(text: str, session_id: uuid.UUID | None = None, mid: str | None = None) -> Inbound:
@@ -51,7 +50,7 @@ async def make_host(store: EventStore, delivered: Collector) -> AsyncIterator[An
     hosts: list[SessionHost] = []
 
     def make(app: turnlog.App, **options: Any) -> SessionHost:
-        host = SessionHost(app, SessionRepository(store), delivered, **options)
+        host = Wiring.postgres(store).host(app, delivered, **options)
         hosts.append(host)
         return host
 
@@ -137,7 +136,7 @@ async def test_a_reply_goes_out_on_record_while_the_handler_keeps_working(
         await session.reply("working on it")
         await asyncio.wait_for(release.wait(), timeout=10)
 
-    host = SessionHost(app, SessionRepository(store), CheckingDelivery())
+    host = Wiring.postgres(store).host(app, CheckingDelivery())
     result = await host.handle(inbound("go"))
     await host.stop()
     assert result.outcome == "ok" and seen_on_record == [True]
@@ -409,14 +408,14 @@ async def test_sessions_survive_a_restart(store: EventStore, database_url: str) 
         else:
             await session.reply(f"{session.data.get('notes')} after {len(session.history)}")
 
-    first = SessionHost(app, SessionRepository(store, snapshot_every=4))
+    first = Wiring.postgres(store).host(app, snapshot_every=4)
     one = await first.handle(inbound("remember a"))
     await first.handle(inbound("remember b", one.session_id))
     await first.stop()
 
     other_store = await EventStore.connect(database_url)
     try:
-        second = SessionHost(app, SessionRepository(other_store, snapshot_every=4))
+        second = Wiring.postgres(other_store).host(app, snapshot_every=4)
         result = await second.handle(inbound("notes", one.session_id))
         assert result.replies == ("['a', 'b'] after 4",)
         await second.stop()
@@ -439,7 +438,7 @@ async def test_a_turn_cut_off_by_a_crash_is_recorded_as_interrupted(
             await gate.wait()  # the process "dies" here
         await session.reply("alive")
 
-    doomed = SessionHost(app, SessionRepository(store))
+    doomed = Wiring.postgres(store).host(app)
     sid = uuid.uuid4()
     task = asyncio.create_task(doomed.handle(inbound("hang", sid, mid="m-hang")))
     await asyncio.wait_for(reached.wait(), timeout=10)
@@ -447,7 +446,7 @@ async def test_a_turn_cut_off_by_a_crash_is_recorded_as_interrupted(
 
     other = await EventStore.connect(database_url)
     try:
-        fresh = SessionHost(app, SessionRepository(other))
+        fresh = Wiring.postgres(other).host(app)
         result = await fresh.handle(inbound("hello", sid))
         assert result.replies == ("alive",)
         records = await other.read_stream(str(sid))

@@ -20,13 +20,12 @@ import pytest
 
 import turnlog
 from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.postgres.claims import PostgresClaims
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.schedules.log import ScheduleLog
 from turnlog.services.app.schedules.scheduler import Scheduler
-from turnlog.services.app.sessions.host import SessionHost
-from turnlog.services.app.sessions.outbound import Collector
-from turnlog.services.app.sessions.repository import SessionRepository
+from turnlog.services.bootstrap.wiring import Wiring
 
 TICKER = Path(__file__).resolve().parents[1] / "apps" / "ticker.py"
 EVERY_SECOND = "* * * * * *"
@@ -63,7 +62,7 @@ async def workers(
     async def start(app: turnlog.App, stop_grace: float = 5.0) -> list[Scheduler]:
         for name in ("w1", "w2"):
             store = await EventStore.connect(database_url, min_size=1, max_size=5)
-            scheduler = Scheduler(app, store, worker=name, stop_grace=stop_grace)
+            scheduler = Wiring.postgres(store).scheduler(app, worker=name, stop_grace=stop_grace)
             await scheduler.start()
             started.append((scheduler, store))
         return [s for s, _ in started]
@@ -222,14 +221,12 @@ async def test_current_session_is_a_synthetic_session_of_the_owner_with_no_reply
         await session.db.team.insert_one({"report": session.tick.isoformat()})
         await session.reply("nobody hears this")
 
-    host = SessionHost(app, SessionRepository(store), Collector())  # serves collections
-    scheduler = Scheduler(app, store, worker="w1")
+    scheduler = Wiring.postgres(store).scheduler(app, worker="w1")
     await scheduler.start()
     try:
         await until(lambda: _completed(store, "schedule:owned:report", 1))
     finally:
         await scheduler.stop()
-        await host.stop()
     session = seen[0]
     assert isinstance(session, turnlog.ScheduledSession)
     assert session.user.id == "org:acme" and session.user.owner_id == "org:acme"
@@ -261,7 +258,7 @@ async def test_a_failing_handler_is_recorded_failed_and_the_next_tick_still_runs
         if calls == 1:
             raise ValueError("the first run fails")
 
-    scheduler = Scheduler(app, store, worker="w1")
+    scheduler = Wiring.postgres(store).scheduler(app, worker="w1")
     await scheduler.start()
     try:
         await until(lambda: _completed(store, "schedule:flaky:sometimes", 2))
@@ -287,12 +284,12 @@ async def test_a_run_left_open_by_a_dead_worker_is_recorded_interrupted_then_tic
         ran.set()
 
     # a worker that died mid-run: its run is on record as fired, and its lease is gone
-    stream = ScheduleLog(store, app.schedules["job"])
+    stream = ScheduleLog(store, app.schedules["job"], PostgresClaims(store.pool))
     record = await stream.load()
     record.fire(app.schedules["job"].cron.latest_at_or_before(datetime.now(UTC)), "dead-worker")
     await stream.save(record, Metadata(actor="app:orphan"))
 
-    scheduler = Scheduler(app, store, worker="w1")
+    scheduler = Wiring.postgres(store).scheduler(app, worker="w1")
     await scheduler.start()
     try:
         await asyncio.wait_for(ran.wait(), timeout=10)
@@ -319,7 +316,7 @@ async def test_stopping_a_worker_cancels_a_run_past_the_grace_period_on_record(
         started.set()
         await asyncio.sleep(60)
 
-    scheduler = Scheduler(app, store, worker="w1", stop_grace=0.2)
+    scheduler = Wiring.postgres(store).scheduler(app, worker="w1", stop_grace=0.2)
     await scheduler.start()
     await asyncio.wait_for(started.wait(), timeout=10)
     await scheduler.stop()

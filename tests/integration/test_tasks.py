@@ -24,23 +24,21 @@ from turnlog.contracts import bus
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.adapters.embedded.endpoints import Endpoints
 from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.adapters.nats.task_worker import TaskWorker
 from turnlog.services.adapters.nats.tasks import TaskQueue, stream_name
 from turnlog.services.adapters.postgres.erasure import erase_user
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.check import check as check_projections
 from turnlog.services.adapters.postgres.projector.runner import Projector
+from turnlog.services.app import context
 from turnlog.services.app.log.errors import ConcurrencyConflict
 from turnlog.services.app.log.records import RecordedEvent
 from turnlog.services.app.mapping import Metadata
-from turnlog.services.app.sealing import KeyRing
 from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import NoDelivery
-from turnlog.services.app.sessions.repository import SessionRepository
 from turnlog.services.app.sessions.turn import TurnResult
-from turnlog.services.app.tasks.log import TaskLog
 from turnlog.services.app.tasks.poster import SessionPoster
-from turnlog.services.app.tasks.service import TaskService
-from turnlog.services.app.tasks.worker import TaskWorker
+from turnlog.services.bootstrap.wiring import Wiring
 
 Event = tuple[str, dict[str, Any], str | None, str | None]  # type, payload, correlation, actor
 
@@ -55,7 +53,7 @@ async def drop_task_stream(servers: Endpoints, prefix: str) -> AsyncIterator[Non
 
 
 async def events_of(store: EventStore, stream_id: str) -> list[Event]:
-    records: list[RecordedEvent] = await KeyRing(store).unseal(await store.read_stream(stream_id))
+    records: list[RecordedEvent] = await store.keyring.unseal(await store.read_stream(stream_id))
     return [(r.type, json.loads(r.payload), r.correlation_id, r.actor) for r in records]
 
 
@@ -373,10 +371,13 @@ async def test_two_workers_share_the_queue_and_each_task_runs_once(
         for name in ("w1", "w2"):  # two processes' worth: own pool, NATS connection, host
             pool = await EventStore.connect(database_url, min_size=1, max_size=5)
             nc = await nats.connect(servers.nats_url)
-            host = SessionHost(app, SessionRepository(pool), NoDelivery())
-            tasks, queue = TaskLog(pool), TaskQueue(nc, subjects)
-            app.serve_tasks(TaskService(app.name, tasks, queue))
-            worker = TaskWorker(app, tasks, queue, SessionPoster(host), worker=name, concurrency=2)
+            queue = TaskQueue(nc, subjects)
+            wiring = Wiring.postgres(pool, queue=queue)
+            host = wiring.host(app, NoDelivery())
+            poster = SessionPoster(host)
+            worker = TaskWorker(
+                app, wiring.tasks, queue, poster, runtime=host.runtime, worker=name, concurrency=2
+            )
             started.append((asyncio.create_task(worker.run()), host, pool, nc))
         first = started[0][1]  # the session's turns run here; tasks on either worker
         sid = None
@@ -402,7 +403,6 @@ async def test_two_workers_share_the_queue_and_each_task_runs_once(
             await host.stop()
             await nc.close()
             await pool.close()
-        app.serve_tasks(None)
     workers: Counter[str] = Counter()
     for task_id in task_ids:
         events = await events_of(store, f"task:{task_id}")
@@ -448,12 +448,14 @@ async def test_attempts_cut_off_by_a_stopping_or_dead_worker_are_recorded_and_ru
         return "done"
 
     nc = await nats.connect(servers.nats_url)
-    tasks, queue = TaskLog(store), TaskQueue(nc, Subjects(prefix))
-    app.serve_tasks(TaskService(app.name, tasks, queue))
+    queue = TaskQueue(nc, Subjects(prefix))
+    wiring = Wiring.postgres(store, queue=queue)
+    tasks, runtime = wiring.tasks, wiring.runtime(app)
+    serving = context.runtime.set(runtime)  # the test submits as the app's code would
 
     def worker(name: str) -> asyncio.Task[None]:
         return asyncio.create_task(
-            TaskWorker(app, tasks, queue, None, worker=name, stop_grace=0.1).run()
+            TaskWorker(app, tasks, queue, None, runtime=runtime, worker=name, stop_grace=0.1).run()
         )
 
     try:
@@ -477,7 +479,7 @@ async def test_attempts_cut_off_by_a_stopping_or_dead_worker_are_recorded_and_ru
             second.cancel()
             await asyncio.gather(second, return_exceptions=True)
     finally:
-        app.serve_tasks(None)
+        context.runtime.reset(serving)
         await nc.close()
     runs = {}
     for handle in (stopped, lost):

@@ -26,9 +26,10 @@ from turnlog.contracts import query as q
 from turnlog.domain import values
 from turnlog.domain.errors import DomainError, InvalidText, TooDeep
 from turnlog.services.adapters.http.api import bearer
+from turnlog.services.app import context
 from turnlog.services.app.access import Keys, QueryFailure, forbidden, unauthorized
+from turnlog.services.app.context import Runtime
 from turnlog.services.sdk.app import App
-from turnlog.services.sdk.context import _request
 from turnlog.services.sdk.request import NO_INTEGRATIONS, AuthenticationRequired, RequestContext
 from turnlog.services.sdk.routes import NO_BODY, ParameterError, Route
 from turnlog.services.sdk.types import UserInfo
@@ -50,11 +51,18 @@ async def no_integrations(user: UserInfo | None) -> Mapping[str, Any]:
 
 
 def app_routes(
-    app: App, keys: Keys, pool: asyncpg.Pool, integrations: Integrations = no_integrations
+    app: App,
+    keys: Keys,
+    pool: asyncpg.Pool,
+    integrations: Integrations = no_integrations,
+    runtime: Runtime | None = None,
 ) -> list[HTTPRouteHandler]:
     """Route handlers for ``app``'s data handlers (``GET /data/{name}``) and endpoints
-    (each at its path), to mount on the query API's Litestar app."""
-    served = _Served(app, _Callers(keys, pool, app.name), integrations)
+    (each at its path), to mount on the query API's Litestar app; ``runtime``: what the
+    handlers reach through turnlog (collections, tasks, files)."""
+    served = _Served(
+        app, _Callers(keys, pool, app.name), integrations, runtime or Runtime(app.name)
+    )
     handlers = [served.data_handler()] if app.routes.data else []
     by_path: dict[str, list[Route]] = {}
     for r in app.routes.endpoints.values():
@@ -103,8 +111,11 @@ class _Callers:
 
 
 class _Served:
-    def __init__(self, app: App, callers: _Callers, integrations: Integrations) -> None:
+    def __init__(
+        self, app: App, callers: _Callers, integrations: Integrations, runtime: Runtime
+    ) -> None:
         self.app, self.callers, self.integrations = app, callers, integrations
+        self.runtime = runtime
 
     def data_handler(self) -> HTTPRouteHandler:
         async def data(request: Request[Any, Any, Any]) -> Response[Any]:
@@ -162,6 +173,7 @@ class _Served:
                 request=request,
                 integrations=await self.integrations(user),
                 collections=self.app.collections,
+                runtime=self.runtime,
             )
             path = {n: str(request.path_params[n]) for n in r.path_params}
             kwargs = r.bind(ctx, path, request.query_params.dict(), await _body(request))
@@ -173,7 +185,8 @@ class _Served:
         return await self._call(r, kwargs, ctx)
 
     async def _call(self, r: Route, kwargs: dict[str, Any], ctx: RequestContext) -> Response[Any]:
-        token = _request.set(ctx)
+        token = context.request.set(ctx)
+        served = context.runtime.set(self.runtime)
         try:
             result = await r.call(kwargs)
             if result is None:
@@ -195,7 +208,8 @@ class _Served:
             )
             return _error(500, "internal", "internal error")
         finally:
-            _request.reset(token)
+            context.runtime.reset(served)
+            context.request.reset(token)
 
 
 async def _body(request: Request[Any, Any, Any]) -> Any:

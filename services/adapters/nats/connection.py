@@ -15,6 +15,7 @@ from turnlog.services.settings import NatsSecurity
 
 log = structlog.get_logger("turnlog.nats")
 
+
 class Refused(Exception):
     """Raised when NATS refuses the credentials, or the TLS handshake fails, as turnlog
     first connects: trying again would not help."""

@@ -20,13 +20,12 @@ from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from turnlog.contracts.events import AttachmentRef
+from turnlog.services.app.values import FileError
+
+__all__ = ["SCHEME", "FileError", "FileStore"]
 
 SCHEME = "nats-object"
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
-
-
-class FileError(Exception):
-    """A file that cannot be stored or fetched: too large, missing, unreadable."""
 
 
 class FileStore:
@@ -47,6 +46,10 @@ class FileStore:
                         self.bucket, ObjectStoreConfig(description="turnlog files")
                     )
             return self._store
+
+    def ours(self, url: str) -> bool:
+        """Whether ``url`` is a file of this kind of store (its bucket is checked when read)."""
+        return urlsplit(url).scheme == SCHEME
 
     def check_size(self, name: str, size: int) -> None:
         if size > self.max_bytes:
@@ -124,25 +127,6 @@ class FileStore:
         if parts.scheme != SCHEME or parts.netloc != self.bucket:
             raise FileError(f"{url} is not a file of bucket {self.bucket!r}")
         return unquote(parts.path.lstrip("/"))
-
-
-# The file store of this process, for ``Attachment.download`` inside handlers: set by the
-# runtime when it starts, cleared when it stops.
-_current: FileStore | None = None
-
-
-def use(store: FileStore | None) -> None:
-    global _current
-    _current = store
-
-
-def current() -> FileStore:
-    if _current is None:
-        raise FileError(
-            "no file store in this process: files are fetched inside turnlog's runtime"
-            " (turnlog run / serve runtime / chat)"
-        )
-    return _current
 
 
 def _guess(name: str) -> str:

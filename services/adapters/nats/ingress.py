@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 import msgspec
 import nats.js.errors
 import structlog
-from asyncpg.pool import PoolConnectionProxy
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -30,6 +29,7 @@ from turnlog.services.adapters.nats.delivery import BusDelivery
 from turnlog.services.adapters.nats.prompts import forward
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.app.log.errors import transient
+from turnlog.services.app.ports import Claim, Claims
 from turnlog.services.app.sessions.host import SessionEnded, SessionHost, SessionOfAnotherApp
 from turnlog.services.app.sessions.repository import SessionNotFound
 from turnlog.services.app.sessions.turn import Inbound
@@ -169,6 +169,7 @@ class Ingress:
         js: JetStreamContext,
         subjects: Subjects,
         delivery: BusDelivery,
+        claims: Claims,
         *,
         max_bytes: int = 256 * 1024,
         ack_wait: float = 30.0,
@@ -177,58 +178,55 @@ class Ingress:
         self.js = js
         self.subjects = subjects
         self.delivery = delivery
+        self.claims = claims
         self.app = host.app.name
         self.max_bytes = max_bytes
         self.ack_wait = max(ack_wait, 1.0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[int, tuple[Msg, float]] = {}  # id -> (message, arrival)
-        self._claim_conn: PoolConnectionProxy | None = None
+        self._held: Claim | None = None
 
     async def run(self) -> None:
         """Consume the app's inbound messages while this process is the app's active
         runtime: one runtime per app and prefix consumes at a time, so a session's turns
         never run in two processes at once. Others (serving the same app for its tasks
         and schedules, or as a standby) wait, and the first to notice takes over when the
-        active one stops or dies: the claim is a PostgreSQL advisory lock held by a
-        connection of its own, which is closed (lock and all) when this stops consuming."""
-        pool = self.host.repo.store.pool
+        active one stops or dies: the claim (in PostgreSQL, an advisory lock held by a
+        connection of its own) goes with its holder."""
         while True:
-            self._claim_conn = await pool.acquire()
+            self._held = await self._claim()
             try:
-                await self._claim(self._claim_conn)
-                done = await self._consume_while_claimed(self._claim_conn)
+                done = await self._consume_while_claimed()
             finally:
-                await self._let_go(self._claim_conn)
+                await self._let_go()
             if done:
                 return
             await asyncio.sleep(STANDBY_POLL)
 
-    async def _let_go(self, conn: PoolConnectionProxy | None) -> None:
-        """Close ``conn``: its session, and so the lock, ends with it (a connection the
-        pool took back already, having lost it, is left be)."""
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            conn.terminate()
-            await self.host.repo.store.pool.release(conn)
+    async def _let_go(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(Exception):  # one lost with its connection is gone
+                await held.release()
 
     def _lock_key(self) -> tuple[int, int]:
         name = f"{self.subjects.prefix}:{self.app}".encode()
         return _INGRESS_LOCK, zlib.crc32(name) - 2**31
 
-    async def _claim(self, conn: PoolConnectionProxy) -> None:
+    async def _claim(self) -> Claim:
         said = False
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *self._lock_key()):
+        while (claim := await self.claims.try_claim(self._lock_key())) is None:
             if not said:
                 log.info("another runtime consumes this app's messages; standing by", app=self.app)
                 said = True
             await asyncio.sleep(STANDBY_POLL)
+        return claim
 
-    async def _consume_while_claimed(self, claim: PoolConnectionProxy) -> bool:
+    async def _consume_while_claimed(self) -> bool:
         """Consume until stopped (True), or until the claim is lost or the consumer stays
         bound to a runtime that lost its claim (False: stand by again)."""
         consuming = asyncio.create_task(self._consume())
-        watching = asyncio.create_task(self._watch(claim))
+        watching = asyncio.create_task(self._watch())
         try:
             await asyncio.wait([consuming, watching], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -247,7 +245,7 @@ class Ingress:
             raise results[0]
         return True
 
-    async def _watch(self, claim: PoolConnectionProxy) -> None:
+    async def _watch(self) -> None:
         """Returns when the claim is lost to another runtime. A claim lost with its
         connection (a database restart) is taken again on a new one while this goes on
         consuming: no runtime can take it while the database is away, and one that takes
@@ -255,37 +253,22 @@ class Ingress:
         (it stands by again), so a session's turns never run in two places."""
         while True:
             await asyncio.sleep(CLAIM_CHECK)
-            try:
-                await claim.fetchval("SELECT 1")
+            if self._held is not None and await self._held.alive():
                 continue
-            except Exception as e:
-                log.warning(
-                    "the claim's database connection is gone; claiming again",
-                    app=self.app,
-                    error=str(e) or type(e).__name__,
-                )
-            renewed = await self._reclaim(claim)
-            if renewed is None:
+            log.warning("the claim's database connection is gone; claiming again", app=self.app)
+            await self._let_go()
+            self._held = await self._reclaim()
+            if self._held is None:
                 return
-            claim = self._claim_conn = renewed
             log.info("claimed this app's messages again", app=self.app)
 
-    async def _reclaim(self, lost: PoolConnectionProxy) -> PoolConnectionProxy | None:
-        """The claim on a new connection, once the database answers; None if another
-        runtime holds it by then."""
-        self._claim_conn = None
-        await self._let_go(lost)
-        pool = self.host.repo.store.pool
+    async def _reclaim(self) -> Claim | None:
+        """The claim again, once the database answers; None if another runtime holds it
+        by then."""
         while True:
-            conn: PoolConnectionProxy | None = None
             try:
-                conn = await pool.acquire()
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *self._lock_key()):
-                    return conn
-                await self._let_go(conn)
-                return None
+                return await self.claims.try_claim(self._lock_key())
             except Exception as e:
-                await self._let_go(conn)
                 if not transient(e):
                     raise
             await asyncio.sleep(STANDBY_POLL / 2)

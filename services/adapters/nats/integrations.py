@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import structlog
@@ -18,6 +20,7 @@ from nats.aio.subscription import Subscription
 from turnlog.contracts import bus
 from turnlog.contracts.query import ErrorBody
 from turnlog.domain.integrations import IntegrationError
+from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.app.integrations import Integrations
 
 log = structlog.get_logger("turnlog.integrations.bus")
@@ -35,10 +38,12 @@ class IntegrationResponder:
     """Answers integration commands between ``start()`` and ``stop()``; at ``stop()``
     answers in progress get up to ``grace`` seconds."""
 
-    def __init__(self, nc: NATS, integrations: Integrations, *, grace: float = 5.0) -> None:
+    def __init__(
+        self, nc: NATS, integrations: Integrations, subjects: Subjects, *, grace: float = 5.0
+    ) -> None:
         self.nc = nc
         self.integrations = integrations
-        self.subject = integrations.subjects.integration_commands
+        self.subject = subjects.integration_commands
         self.grace = grace
         self._sub: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -102,3 +107,54 @@ class IntegrationResponder:
             )
             return _error("internal", "internal error")
         return _encode(bus.IntegrationAnswer(ok=True, changed=changed))
+
+
+class NatsNotices:
+    """Integration changes announced on core NATS ``<prefix>.integrations.<user>`` (never
+    the credentials), for runtimes elsewhere to refresh what their handlers see."""
+
+    def __init__(self, nc: NATS, subjects: Subjects) -> None:
+        self.nc, self.subjects = nc, subjects
+
+    async def integration_changed(self, user_id: str, type: str, connected: bool) -> None:
+        notice = bus.IntegrationChanged(user_id=user_id, type=type, connected=connected)
+        try:
+            await self.nc.publish(self.subjects.integrations(user_id), _encode(notice))
+            await self.nc.flush(timeout=5)
+        except Exception as e:  # on record all the same; runtimes learn at their next read
+            log.warning(
+                "could not announce an integration change",
+                user_id=user_id,
+                type=type,
+                error=str(e) or e.__class__.__name__,
+            )
+
+
+Changed = Callable[[str, str, bool], Awaitable[None] | None]
+_changed = msgspec.json.Decoder(bus.IntegrationChanged)
+
+
+async def watch(nc: NATS, subjects: Subjects, callback: Changed) -> Subscription:
+    """Call ``callback(user_id, type, connected)`` (sync or async) for every integration
+    change announced under ``subjects``' prefix; the subscription is returned, to be
+    unsubscribed. A notice that does not decode is logged and skipped."""
+
+    async def on_notice(msg: Msg) -> None:
+        try:
+            notice = _changed.decode(msg.data)
+        except msgspec.DecodeError as e:
+            log.warning("an integration notice did not decode", subject=msg.subject, error=str(e))
+            return
+        try:
+            result = callback(notice.user_id, notice.type, notice.connected)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as e:
+            log.error(
+                "integration notice callback failed",
+                user_id=notice.user_id,
+                type=notice.type,
+                exc_info=e,
+            )
+
+    return await nc.subscribe(subjects.integrations_all(), cb=on_notice)

@@ -22,7 +22,6 @@ from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.follow import GlobalReader, follow
 from turnlog.services.app.log.records import RecordedEvent
-from turnlog.services.app.sealing import KeyRing
 
 log = structlog.get_logger("turnlog.relay")
 
@@ -65,7 +64,7 @@ class Relay:
         save_interval: float = 0.2,
     ) -> None:
         self.store = store
-        self.keyring = KeyRing(store)
+        self.keyring = store.keyring
         self.js = js
         self.subjects = subjects
         self.name = name

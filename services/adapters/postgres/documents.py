@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +34,7 @@ from turnlog.services.adapters.postgres.projector.writes import (
     hold,
     quote,
 )
-from turnlog.services.app.log.errors import StoreError
+from turnlog.services.app.collections import DuplicateKey, Place
 from turnlog.services.app.mapping import Metadata, document_codec, document_from_row, to_new_event
 from turnlog.services.app.sealing import KeyRing
 
@@ -44,33 +43,24 @@ _view = Collections()
 _decode_doc = msgspec.json.Decoder(dict[str, Any])
 
 
-class DuplicateKey(StoreError):
-    """Raised when a document is inserted with an ``_id`` its scope already holds."""
-
-    def __init__(self, collection: str, doc_id: str) -> None:
-        self.collection, self.doc_id = collection, doc_id
-        super().__init__(f"collection {collection!r} already has a document with _id {doc_id!r}")
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where documents live: one scope of one collection of one app."""
-
-    app: str
-    collection: str
-    scope: str
-    owner: str
-
-
 class CollectionStore:
     def __init__(self, store: EventStore, keyring: KeyRing | None = None) -> None:
         self.store = store
-        self.keyring = keyring or KeyRing(store)
+        self.keyring = keyring or store.keyring
         self.schema = ""
+        self._prepared: set[tuple[str, str]] = set()
 
     async def setup(self) -> None:
         if not self.schema:
             self.schema = await ensure(self.store.pool, [_view])
+
+    async def prepare(self, app: str, collection: str, indexes: Sequence[Sequence[str]]) -> None:
+        """The view, and ``collection``'s indexes, made once per process."""
+        await self.setup()
+        if (app, collection) not in self._prepared:
+            for fields in indexes:
+                await self.create_index(app, collection, fields)
+            self._prepared.add((app, collection))
 
     # -- writes -------------------------------------------------------------------------
 

@@ -109,7 +109,7 @@ async def erase(
 ) -> Erasure:
     """``erase_user``, with where the data was: erasing a user already erased changes
     nothing in the log, and finds it all the same."""
-    keyring = KeyRing(store)
+    keyring = store.keyring
     async with store.pool.acquire() as conn, conn.transaction():
         await hold(conn, _view.name)  # before the keys, as document writers take them
         keys = await conn.fetch(_KEYS, user_id)  # locks them: erasures of a user queue up

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
+from turnlog.services.adapters.postgres.keys import PostgresKeys
 from turnlog.services.adapters.postgres.migrations import migrate
 from turnlog.services.app.log import hashing
 from turnlog.services.app.log.errors import (
@@ -25,6 +27,7 @@ from turnlog.services.app.log.errors import (
     transient,
 )
 from turnlog.services.app.log.records import NewEvent, RecordedEvent, Snapshot
+from turnlog.services.app.sealing import KeyRing
 
 log = structlog.get_logger("turnlog.store")
 T = TypeVar("T")
@@ -186,6 +189,7 @@ class EventStore:
         """``retry_for``: seconds an append waits for the database to come back (a
         restart, a failover) before its error is raised."""
         self.pool = pool
+        self.keyring = KeyRing(PostgresKeys(pool))  # one per log, so one cache of keys
         self.retry_for = retry_for
         self._outage_since: float | None = None
         self.batch_limit = batch_limit
@@ -620,6 +624,12 @@ class EventStore:
         )
 
     # -- wake-ups -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PoolConnectionProxy]:
+        """A connection in a transaction, for appends and key checks that commit as one."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
 
     def local_waker(self) -> asyncio.Event:
         """An event set whenever this store commits an append (for in-process followers)."""

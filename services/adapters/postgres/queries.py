@@ -16,6 +16,7 @@ from turnlog.projections.catalog import PROJECTIONS
 from turnlog.projections.collections_sql import compile_filter
 from turnlog.projections.state import fold
 from turnlog.services.adapters.postgres.eventstore import COLUMNS, to_record
+from turnlog.services.adapters.postgres.keys import PostgresKeys
 from turnlog.services.adapters.postgres.projector import failures
 from turnlog.services.adapters.postgres.projector.writes import decode
 from turnlog.services.app.access import Principal, forbidden, invalid, not_found
@@ -71,7 +72,7 @@ def _time(text: str | None, name: str) -> datetime | None:
 class QueryService:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.keyring = KeyRing(pool)
+        self.keyring = KeyRing(PostgresKeys(pool))
 
     async def list_sessions(
         self,

@@ -14,20 +14,20 @@ import os
 import socket
 import time
 from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
+from typing import Any
 
 import structlog
 
-from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app import context
+from turnlog.services.app.context import Runtime
 from turnlog.services.app.integrations import Integrations
 from turnlog.services.app.log.errors import ConcurrencyConflict
 from turnlog.services.app.mapping import Metadata
-from turnlog.services.app.schedules.log import Lease, ScheduleLog
+from turnlog.services.app.ports import Claim, Claims, EventLog
+from turnlog.services.app.schedules.log import ScheduleLog
 from turnlog.services.app.sessions.turn import call_hook
-from turnlog.services.sdk.app import App
-from turnlog.services.sdk.context import _current
-from turnlog.services.sdk.scheduled import ScheduledSession
-from turnlog.services.sdk.schedules import Schedule
+from turnlog.services.app.spec import AppSpec
+from turnlog.services.app.spec import ScheduleSpec as Schedule
 
 log = structlog.get_logger("turnlog.schedules")
 
@@ -56,14 +56,17 @@ class Scheduler:
 
     def __init__(
         self,
-        app: App,
-        store: EventStore,
+        app: AppSpec,
+        store: EventLog,
+        claims: Claims,
         *,
+        runtime: Runtime | None = None,
         worker: str | None = None,
         stop_grace: float = STOP_GRACE,
         integrations: Integrations | None = None,
     ) -> None:
-        self.app, self.store = app, store
+        self.app, self.store, self.claims = app, store, claims
+        self.runtime = runtime or Runtime(app.name)
         self.integrations = integrations or Integrations(store)
         self.worker = worker or default_worker()
         self.stop_grace = stop_grace
@@ -127,7 +130,7 @@ class Scheduler:
     async def _claim(self, schedule: Schedule, tick: datetime, give_up_at: datetime) -> None:
         """Record ``tick`` as fired (and start the run) or skipped, unless another worker
         recorded it first."""
-        stream = ScheduleLog(self.store, schedule)
+        stream = ScheduleLog(self.store, schedule, self.claims)
         meta = _meta(schedule, tick)
         give_up_at = min(give_up_at, utcnow() + timedelta(seconds=MAX_CLAIM_SECONDS))
         while True:
@@ -170,25 +173,29 @@ class Scheduler:
     # -- runs ---------------------------------------------------------------------------
 
     def _start_run(
-        self, schedule: Schedule, tick: datetime, stream: ScheduleLog, lease: Lease
+        self, schedule: Schedule, tick: datetime, stream: ScheduleLog, lease: Claim
     ) -> None:
         task = asyncio.create_task(self._run(schedule, tick, stream, lease))
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
 
     async def _run(
-        self, schedule: Schedule, tick: datetime, stream: ScheduleLog, lease: Lease
+        self, schedule: Schedule, tick: datetime, stream: ScheduleLog, lease: Claim
     ) -> None:
         meta = _meta(schedule, tick)
-        session = ScheduledSession(
-            stream_id=schedule.stream_id,
-            schedule=schedule.name,
-            tick=tick,
-            user=schedule.owner,
-            meta=meta,
-            collections=self.app.collections,
-        )
-        token = _current.set(session)
+        token = context.runtime.set(self.runtime)
+        failed: Exception | None = None
+        found: dict[str, Any] = {}
+        try:
+            # the owner's, read when the run starts (a failure fails the run)
+            found = await self.integrations.for_user(schedule.owner.id)
+        except Exception as e:
+            failed = e
+        session = self.app.facades.scheduled(
+            stream_id=schedule.stream_id, schedule=schedule.name, tick=tick,
+            user=schedule.owner, meta=meta, integrations=found, runtime=self.runtime,
+        )  # fmt: skip
+        caller = context.caller.set(session)
         started = time.monotonic()
         error: BaseException | None = None
         try:
@@ -196,9 +203,8 @@ class Scheduler:
                 schedule=schedule.stream_id, correlation_id=meta.correlation_id
             ):
                 try:
-                    # the owner's, read when the run starts (a failure fails the run)
-                    found = await self.integrations.for_user(session.user.id)
-                    session.integrations = MappingProxyType(found)
+                    if failed is not None:
+                        raise failed
                     await call_hook(schedule.handler, session)
                 except asyncio.CancelledError:
                     # only stop() cancels a run: record it, then end normally
@@ -214,7 +220,8 @@ class Scheduler:
                 duration_ms = (time.monotonic() - started) * 1000
                 await self._complete(stream, tick, meta, duration_ms, error)
         finally:
-            _current.reset(token)
+            context.caller.reset(caller)
+            context.runtime.reset(token)
             await lease.release()
 
     async def _complete(

@@ -8,7 +8,7 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import MappingProxyType
 from typing import Any
 from uuid import UUID
@@ -18,7 +18,8 @@ import structlog
 
 from turnlog.contracts.events import ChannelRef, UserRef
 from turnlog.domain.session import Session as SessionAggregate
-from turnlog.services.adapters.postgres.documents import CollectionStore
+from turnlog.services.app import context
+from turnlog.services.app.context import Runtime
 from turnlog.services.app.log.errors import DuplicateMessage, StoreError
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.sessions.live import Credentials, LiveSession, utcnow
@@ -26,9 +27,7 @@ from turnlog.services.app.sessions.outbound import Delivery, NoDelivery
 from turnlog.services.app.sessions.prompts import Prompts
 from turnlog.services.app.sessions.repository import SessionNotFound, SessionRepository
 from turnlog.services.app.sessions.turn import Inbound, Slot, TurnResult, call_hook, run_turn
-from turnlog.services.sdk.app import App, AppError
-from turnlog.services.sdk.context import _current
-from turnlog.services.sdk.session import Session
+from turnlog.services.app.spec import AppError, AppSpec
 
 log = structlog.get_logger("turnlog.runtime")
 _copy = msgspec.json.Decoder()
@@ -71,20 +70,23 @@ class SessionHost:
 
     def __init__(
         self,
-        app: App,
+        app: AppSpec,
         repo: SessionRepository,
         delivery: Delivery | None = None,
         *,
+        runtime: Runtime | None = None,
         max_live: int = 10_000,
         idle_timeout: float | None = None,
         credentials: Credentials | None = None,
     ) -> None:
-        """``credentials`` gives a user's connected integrations (none without it)."""
+        """``credentials`` gives a user's connected integrations (none without it);
+        ``runtime`` what the app's code reaches through turnlog (its collections, tasks
+        and files)."""
         if app.message_handler is None:
             raise AppError(f"app {app.name!r} has no @app.message() handler")
         self.app = app
         self.repo = repo
-        app.serve_collections(CollectionStore(repo.store, repo.keyring))
+        self.runtime = runtime or Runtime(app.name)
         self.delivery = delivery or NoDelivery()
         self.max_live = max_live
         self.idle_timeout = idle_timeout
@@ -99,8 +101,9 @@ class SessionHost:
     async def start(self) -> None:
         """Run the boot hooks (once), and start closing idle sessions if configured."""
         if not self._booted:
-            for hook in self.app.boot_hooks:
-                await call_hook(hook)
+            with self.serving():
+                for hook in self.app.boot_hooks:
+                    await call_hook(hook)
             self._booted = True
         if self.idle_timeout and self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_idle())
@@ -116,8 +119,9 @@ class SessionHost:
         for entry in list(self._entries.values()):
             async with entry.lock:
                 pass
-        for hook in self.app.shutdown_hooks:
-            await call_hook(hook)
+        with self.serving():
+            for hook in self.app.shutdown_hooks:
+                await call_hook(hook)
 
     # -- turns --------------------------------------------------------------------------
 
@@ -134,10 +138,14 @@ class SessionHost:
                     raise SessionEnded(session_id)
                 handler = self.app.message_handler
                 assert handler is not None
-                with structlog.contextvars.bound_contextvars(
-                    session_id=str(session_id), correlation_id=inbound.message_id
+                with (
+                    structlog.contextvars.bound_contextvars(
+                        session_id=str(session_id), correlation_id=inbound.message_id
+                    ),
+                    self.serving(),
                 ):
                     try:
+                        inbound = inbound.with_files(self.runtime.files)
                         result = await run_turn(self.app.name, handler, slot, inbound)
                     except DuplicateMessage:
                         entry.slot = None  # holds the refused message; reload next time
@@ -303,7 +311,8 @@ class SessionHost:
         )
         data = _copy.decode(_encode(agg.data))
         integrations = await live.credentials(agg.user.id)
-        return Slot(live, Session(live, data, integrations, collections=self.app.collections))
+        session = self.app.facades.session(live, data, integrations, self.runtime)
+        return Slot(live, session)
 
     async def refresh_integrations(self, user_id: str) -> int:
         """Give live sessions of ``user_id`` their integrations as they are now (after a
@@ -321,7 +330,8 @@ class SessionHost:
         return len(slots)
 
     async def _run_hooks(self, hooks: list[Callable[..., Any]], slot: Slot) -> None:
-        token = _current.set(slot.session)
+        token = context.caller.set(slot.session)
+        runtime = context.runtime.set(self.runtime)
         try:
             for hook in hooks:
                 try:
@@ -336,7 +346,17 @@ class SessionHost:
                         exc_info=(type(e), e, e.__traceback__),
                     )
         finally:
-            _current.reset(token)
+            context.runtime.reset(runtime)
+            context.caller.reset(token)
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """While the app's own code runs: what it reaches through turnlog is this host's."""
+        token = context.runtime.set(self.runtime)
+        try:
+            yield
+        finally:
+            context.runtime.reset(token)
 
     # -- the cache ----------------------------------------------------------------------
 

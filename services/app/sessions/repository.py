@@ -7,12 +7,12 @@ from uuid import UUID
 import structlog
 
 from turnlog.domain.session import Session
-from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app import mapping
 from turnlog.services.app.log.codec import EventCodec
 from turnlog.services.app.log.errors import StoreError, transient
 from turnlog.services.app.log.records import RecordedEvent
 from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.ports import EventLog
 from turnlog.services.app.sealing import KeyRing
 
 log = structlog.get_logger("turnlog.repository")
@@ -33,7 +33,7 @@ class SessionRepository:
 
     def __init__(
         self,
-        store: EventStore,
+        store: EventLog,
         codec: EventCodec | None = None,
         snapshot_every: int = 200,
         keyring: KeyRing | None = None,
@@ -41,7 +41,7 @@ class SessionRepository:
         self.store = store
         self.codec = codec or mapping.session_codec()
         self.snapshot_every = snapshot_every
-        self.keyring = keyring or KeyRing(store)
+        self.keyring = keyring or store.keyring
 
     async def load(self, session_id: UUID, *, use_snapshot: bool = True) -> Session:
         """The session as recorded; waits out a database restart (up to the store's

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,12 +15,12 @@ import structlog
 
 from turnlog.contracts.events import AttachmentRef
 from turnlog.domain.errors import DomainError
+from turnlog.services.app import context
 from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.ports import Files
 from turnlog.services.app.sessions.live import LiveSession, utcnow
 from turnlog.services.app.sessions.outbound import Reply
-from turnlog.services.sdk.context import _current
-from turnlog.services.sdk.session import Session
-from turnlog.services.sdk.types import Attachment, Message, SessionChannel, UserInfo
+from turnlog.services.app.values import Attachment, Message, SessionChannel, UserInfo
 
 log = structlog.get_logger("turnlog.runtime")
 _encode = msgspec.json.Encoder().encode
@@ -38,6 +38,12 @@ class Inbound:
     attachments: tuple[Attachment, ...] = ()
     sent_at: float | None = None
 
+    def with_files(self, store: Files | None) -> Inbound:
+        """This message with its attachments fetched from ``store``."""
+        if store is None or not self.attachments:
+            return self
+        return replace(self, attachments=tuple(replace(a, store=store) for a in self.attachments))
+
 
 @dataclass(frozen=True)
 class TurnResult:
@@ -54,9 +60,10 @@ class TurnResult:
 
 
 class Slot:
-    """A live session with its handler-facing Session and the last recorded data."""
+    """A live session with its handler-facing Session (the app's facade, with ``data``)
+    and the last recorded data."""
 
-    def __init__(self, live: LiveSession, session: Session) -> None:
+    def __init__(self, live: LiveSession, session: Any) -> None:
         self.live = live
         self.session = session
         self.recorded: dict[str, bytes] = {k: _encode(v) for k, v in live.aggregate.data.items()}
@@ -150,7 +157,7 @@ async def run_turn(
 async def _run_handler(
     handler: Callable[..., Any], slot: Slot, message: Message
 ) -> BaseException | None:
-    token = _current.set(slot.session)
+    token = context.caller.set(slot.session)
     error: BaseException | None = None
     try:
         result = handler(slot.session, message)
@@ -159,7 +166,7 @@ async def _run_handler(
     except Exception as e:
         error = e
     finally:
-        _current.reset(token)
+        context.caller.reset(token)
     return error
 
 

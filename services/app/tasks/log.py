@@ -12,12 +12,12 @@ from eventsourcing.domain import Aggregate, CanMutateAggregate
 
 from turnlog.contracts import events as ev
 from turnlog.domain.task import Task
-from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app.log.codec import EventCodec
 from turnlog.services.app.log.records import NewEvent, RecordedEvent
 from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.ports import EventLog
 from turnlog.services.app.sealing import KeyRing
-from turnlog.services.sdk.tasks import TaskStatus, UnknownTask
+from turnlog.services.app.tasks.values import TaskStatus, UnknownTask
 
 PAIRS: tuple[tuple[type[Aggregate.Event], type[ev.EventPayload]], ...] = (
     (Task.Submitted, ev.TaskSubmitted),
@@ -77,9 +77,9 @@ class TaskLog:
     """Tasks as aggregates on their streams; ``ConcurrencyConflict`` when something was
     recorded on a task since it was loaded."""
 
-    def __init__(self, store: EventStore, keyring: KeyRing | None = None) -> None:
+    def __init__(self, store: EventLog, keyring: KeyRing | None = None) -> None:
         self.store = store
-        self.keyring = keyring or KeyRing(store)
+        self.keyring = keyring or store.keyring
 
     async def load(self, task_id: str) -> Task:
         uid = task_uuid(task_id)

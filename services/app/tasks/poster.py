@@ -17,7 +17,8 @@ from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.sessions.host import SessionHost, TurnOpenElsewhere
 from turnlog.services.app.sessions.live import LiveSession
 from turnlog.services.app.sessions.outbound import BlockView, Notification, Reply
-from turnlog.services.sdk.task_session import Effect
+
+Effect = Reply | Notification | BlockView
 
 log = structlog.get_logger("turnlog.tasks")
 

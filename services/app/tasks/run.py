@@ -18,14 +18,14 @@ import structlog
 
 from turnlog.domain.errors import DomainError
 from turnlog.domain.task import COMPLETED, RUNNING, Task, TaskError
+from turnlog.services.app import context
+from turnlog.services.app.context import Runtime
 from turnlog.services.app.log.errors import ConcurrencyConflict
 from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.spec import AppSpec
 from turnlog.services.app.tasks.log import TaskLog
 from turnlog.services.app.tasks.poster import CardFollower, SessionPoster
-from turnlog.services.sdk.app import App
-from turnlog.services.sdk.context import _current
-from turnlog.services.sdk.task_session import TaskRun, TaskSession, _current_task
-from turnlog.services.sdk.types import UserInfo
+from turnlog.services.app.values import UserInfo
 
 log = structlog.get_logger("turnlog.tasks")
 
@@ -61,9 +61,16 @@ class TaskRunner:
     (it was cut off by a stopping worker, with attempts left)."""
 
     def __init__(
-        self, app: App, tasks: TaskLog, poster: SessionPoster | None, worker: str, task_id: str
+        self,
+        app: AppSpec,
+        tasks: TaskLog,
+        poster: SessionPoster | None,
+        worker: str,
+        task_id: str,
+        runtime: Runtime | None = None,
     ) -> None:
         self.app, self.tasks, self.poster = app, tasks, poster
+        self.runtime = runtime or Runtime(app.name)
         self.worker, self.task_id = worker, task_id
         self.cancelled: str | None = None  # why, once a cancellation was announced
         self.stopping = False
@@ -130,9 +137,12 @@ class TaskRunner:
             session = await self._session(task)
         except Exception as e:  # the user's integrations could not be read
             return e
-        run = TaskRun(self.task_id, task.name, attempt, lambda p, m: self._progress(p, m, meta))
+        run = self.app.facades.task_run(
+            self.task_id, task.name, attempt, lambda p, m: self._progress(p, m, meta)
+        )
         started = time.monotonic()
-        self._attempt = asyncio.create_task(_call(definition.fn, session, run, task.kwargs))
+        call = _call(definition.fn, session, run, self.runtime, task.kwargs)
+        self._attempt = asyncio.create_task(call)
         if self.cancelled is not None or self.stopping:
             self._attempt.cancel()  # came while the attempt was being recorded
         try:
@@ -205,12 +215,12 @@ class TaskRunner:
         if self._card is not None:
             self._card.follow(card_fields(task))
 
-    async def _session(self, task: Task) -> TaskSession:
+    async def _session(self, task: Task) -> Any:
         user = task.user
         integrations: Mapping[str, Any] = {}
         if user is not None and self.poster is not None:
             integrations = await self.poster.integrations(user.id)
-        return TaskSession(
+        return self.app.facades.task_session(
             task_id=self.task_id,
             name=task.name,
             session_id=task.session_id,
@@ -218,8 +228,8 @@ class TaskRunner:
             if user is not None
             else UserInfo(id=f"app:{self.app.name}"),
             poster=self.poster or _NoPoster(),
-            collections=self.app.collections,
             integrations=integrations,
+            runtime=self.runtime,
         )
 
 
@@ -236,15 +246,16 @@ class _NoPoster:
 
 
 async def _call(
-    fn: Callable[..., Awaitable[Any]], session: TaskSession, run: TaskRun, kwargs: dict[str, Any]
-) -> Any:
-    session_token = _current.set(session)
-    task_token = _current_task.set(run)
+    fn: Callable[..., Awaitable[Any]], session: Any, run: Any, runtime: Runtime,
+    kwargs: dict[str, Any],
+) -> Any:  # fmt: skip
+    tokens = (context.caller.set(session), context.task.set(run), context.runtime.set(runtime))
     try:
         return await fn(session, **kwargs)
     finally:
-        _current_task.reset(task_token)
-        _current.reset(session_token)
+        context.runtime.reset(tokens[2])
+        context.task.reset(tokens[1])
+        context.caller.reset(tokens[0])
 
 
 def _lost(task: Task) -> None:

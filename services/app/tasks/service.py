@@ -11,11 +11,12 @@ import structlog
 
 from turnlog.contracts.events import UserRef
 from turnlog.domain.task import Task
-from turnlog.services.adapters.nats.tasks import TaskQueue
 from turnlog.services.app.log.errors import ConcurrencyConflict, StoreError
 from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.ports import TaskQueue
+from turnlog.services.app.spec import TaskSpec
 from turnlog.services.app.tasks.log import TaskLog, status_of
-from turnlog.services.sdk.tasks import Origin, TaskDef, TaskStatus
+from turnlog.services.app.tasks.values import Origin, TaskStatus
 
 log = structlog.get_logger("turnlog.tasks")
 
@@ -30,12 +31,12 @@ def utcnow() -> datetime:
 
 
 class TaskService:
-    """The tasks of one app: recorded on their streams, queued on NATS."""
+    """The tasks of one app: recorded on their streams, queued for workers."""
 
     def __init__(self, app_name: str, log: TaskLog, queue: TaskQueue) -> None:
         self.app_name, self.log, self.queue = app_name, log, queue
 
-    async def submit(self, task: TaskDef, kwargs: dict[str, Any], origin: Origin) -> str:
+    async def submit(self, task: TaskSpec, kwargs: dict[str, Any], origin: Origin) -> str:
         user = origin.user
         record = Task.submit(
             uuid.uuid4(),

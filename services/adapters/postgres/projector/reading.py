@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import asyncpg
+
 from turnlog.contracts.events import UserErased
 from turnlog.projections.base import Erasing, Event, Projection, Write
 from turnlog.services.adapters.postgres.eventstore import COLUMNS, to_record
@@ -38,7 +40,7 @@ class Batch:
     poison: tuple[Event, Exception] | None = None
 
 
-async def read(keyring: KeyRing, records: Sequence[RecordedEvent]) -> Batch:
+async def read(pool: asyncpg.Pool, keyring: KeyRing, records: Sequence[RecordedEvent]) -> Batch:
     try:
         batch = Batch(decode(await keyring.unseal(records)))
     except Exception as error:
@@ -47,7 +49,7 @@ async def read(keyring: KeyRing, records: Sequence[RecordedEvent]) -> Batch:
         batch = await _read_one_by_one(keyring, records)
     for e in batch.events:
         if isinstance(e.payload, UserErased):
-            rows = await keyring.pool.fetch(_ERASED_STREAMS, needle(e.payload.user_id), e.position)
+            rows = await pool.fetch(_ERASED_STREAMS, needle(e.payload.user_id), e.position)
             batch.erasures[e.position] = decode(await keyring.unseal([to_record(r) for r in rows]))
     return batch
 

@@ -25,7 +25,6 @@ from turnlog.services.adapters.postgres.projector.writes import (
     hold,
     quote,
 )
-from turnlog.services.app.sealing import KeyRing
 
 Progress = Callable[[int, int], None]  # (position reached, last position when started)
 
@@ -87,7 +86,7 @@ async def build(
     is written, and each projection writes on a connection of its own, so PostgreSQL
     works on them side by side."""
     conns = [await pool.acquire() for _ in projections]
-    keyring = KeyRing(pool)
+    keyring = reader.store.keyring
     try:
         pending = asyncio.create_task(reader.read())
         while True:
@@ -104,7 +103,7 @@ async def build(
             if not done:
                 pending = asyncio.create_task(reader.read())
             if records:
-                batch = await read(keyring, records)
+                batch = await read(pool, keyring, records)
                 await asyncio.gather(
                     *(
                         _write(c, p, batch, scratch_schema(p, purpose))
@@ -136,7 +135,7 @@ async def _catch_up(
     target: int,
 ) -> None:
     """Apply the log from the reader's position to its current end."""
-    keyring = KeyRing(reader.store)
+    keyring = reader.store.keyring
     while True:
         records = await reader.read()
         if not records:
@@ -144,7 +143,7 @@ async def _catch_up(
                 return
             await asyncio.sleep(0.01)
             continue
-        batch = await read(keyring, records)
+        batch = await read(reader.store.pool, keyring, records)
         async with conn.transaction():
             for p in projections:
                 await execute(conn, writes_for(p, batch.events, batch), scratch_schema(p))

@@ -29,7 +29,6 @@ from turnlog.services.adapters.postgres.projector.reading import Batch, read, wr
 from turnlog.services.adapters.postgres.projector.writes import ensure, execute, hold
 from turnlog.services.app.log.errors import transient
 from turnlog.services.app.log.records import RecordedEvent
-from turnlog.services.app.sealing import KeyRing
 
 log = structlog.get_logger("turnlog.projector")
 
@@ -49,7 +48,7 @@ class Projector:
         retry_poll: float = 2.0,
     ) -> None:
         self.store = store
-        self.keyring = KeyRing(store)
+        self.keyring = store.keyring
         self.projections = list(projections)
         self.batch_size = batch_size
         self.retry_poll = retry_poll
@@ -84,7 +83,7 @@ class Projector:
 
     async def _step(self, reader: GlobalReader, records: list[RecordedEvent]) -> None:
         after, self._cursor = reader.batch_after, records[-1].position
-        batch = await read(self.keyring, records)
+        batch = await read(self.store.pool, self.keyring, records)
         active = [p for p in self.projections if p.name not in self.failed]
         results = await asyncio.gather(*(self._apply(p, batch, after) for p in active))
         if batch.poison is not None:

@@ -18,11 +18,12 @@ from nats.aio.msg import Msg
 
 from turnlog.contracts.tasks import TaskCancelNotice
 from turnlog.services.adapters.nats.tasks import TaskQueue, queued_decoder
+from turnlog.services.app.context import Runtime
+from turnlog.services.app.spec import AppSpec
 from turnlog.services.app.tasks.log import TaskLog
 from turnlog.services.app.tasks.poster import SessionPoster
 from turnlog.services.app.tasks.run import TaskRunner
-from turnlog.services.sdk.app import App
-from turnlog.services.sdk.tasks import UnknownTask
+from turnlog.services.app.tasks.values import UnknownTask
 
 log = structlog.get_logger("turnlog.tasks")
 
@@ -44,17 +45,19 @@ class TaskWorker:
 
     def __init__(
         self,
-        app: App,
+        app: AppSpec,
         tasks: TaskLog,
         queue: TaskQueue,
         poster: SessionPoster | None,
         *,
+        runtime: Runtime | None = None,
         worker: str | None = None,
         concurrency: int = CONCURRENCY,
         ack_wait: float = 30.0,
         stop_grace: float = STOP_GRACE,
     ) -> None:
         self.app, self.tasks, self.queue, self.poster = app, tasks, queue, poster
+        self.runtime = runtime or Runtime(app.name)
         self.worker = worker or default_worker()
         self.ack_wait = max(ack_wait, 1.0)
         self.stop_grace = stop_grace
@@ -110,7 +113,7 @@ class TaskWorker:
             return
         if task_id in self._runners:
             return  # delivered again while it runs here: its first delivery is acked
-        runner = TaskRunner(self.app, self.tasks, self.poster, self.worker, task_id)
+        runner = TaskRunner(self.app, self.tasks, self.poster, self.worker, task_id, self.runtime)
         self._runners[task_id] = runner
         self._working[id(msg)] = msg
         try:
