@@ -14,7 +14,6 @@ from turnlog.services.bootstrap import aio
 from turnlog.services.settings import Settings
 
 if TYPE_CHECKING:
-    from turnlog.services.adapters.nats.integrations import NatsNotices
     from turnlog.services.app.integrations import Integrations
 
 T = TypeVar("T")
@@ -132,6 +131,7 @@ def _with_integrations(
     """``run(Integrations)`` on the configured servers; with ``announce``, changes are
     announced on NATS (when it can be reached). None when the input was refused."""
     from turnlog.domain.integrations import IntegrationError
+    from turnlog.services.adapters.nats.integrations import NatsNotices
     from turnlog.services.adapters.nats.subjects import Subjects
     from turnlog.services.adapters.postgres.eventstore import EventStore
     from turnlog.services.app.integrations import Integrations
