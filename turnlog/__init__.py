@@ -7,8 +7,9 @@ in a session as immutable events.
 from __future__ import annotations
 
 from turnlog.domain.errors import QueryError
-from turnlog.services.adapters.nats.client import Client, ClientError, ClientSession, Round
+from turnlog.services.adapters.nats.client import Client, ClientError, ClientSession
 from turnlog.services.app.collections import DuplicateKey
+from turnlog.services.app.rounds import Round
 from turnlog.services.app.tasks.values import TaskStatus, UnknownTask
 from turnlog.services.sdk.app import App, AppError
 from turnlog.services.sdk.collections import Collection, CollectionError

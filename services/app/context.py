@@ -9,6 +9,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from turnlog.services.app.ports import Clock, system_clock
+
 if TYPE_CHECKING:
     from turnlog.services.app.collections import Documents
     from turnlog.services.app.ports import Files
@@ -18,12 +20,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Runtime:
     """What an app's code reaches through turnlog while it is served: its collections'
-    documents, its tasks, the file store (None: not served here)."""
+    documents, its tasks, the file store (None: not served here), and the clock its
+    records are stamped with."""
 
     app: str
     documents: Documents | None = None
     tasks: TaskBackend | None = None
     files: Files | None = None
+    clock: Clock = system_clock
 
 
 caller: ContextVar[Any] = ContextVar("turnlog_current_session", default=None)

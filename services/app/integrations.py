@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -28,7 +28,7 @@ from turnlog.domain.integrations import Connection, Fact, IntegrationError, User
 from turnlog.services.app.log.codec import EventCodec
 from turnlog.services.app.log.errors import ConcurrencyConflict
 from turnlog.services.app.log.records import NewEvent, RecordedEvent
-from turnlog.services.app.ports import EventLog, NoNotices, Notices
+from turnlog.services.app.ports import Clock, EventLog, NoNotices, Notices, system_clock
 from turnlog.services.app.sealing import KeyRing
 from turnlog.services.sdk.types import UserInfo
 
@@ -58,9 +58,15 @@ class Integrations:
     record is announced through ``notices`` (to runtimes elsewhere)."""
 
     def __init__(
-        self, store: EventLog, keyring: KeyRing | None = None, *, notices: Notices | None = None
+        self,
+        store: EventLog,
+        keyring: KeyRing | None = None,
+        *,
+        notices: Notices | None = None,
+        clock: Clock = system_clock,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.keyring = keyring or store.keyring
         self.notices = notices or NoNotices()
 
@@ -145,7 +151,7 @@ class Integrations:
         stream = integrations_stream(user_id)
         for attempt in range(_ATTEMPTS):
             record = await self._load(user_id, secrets=False)
-            at = datetime.now(UTC)
+            at = self.clock()
             if not change(record, at):
                 return False
             expected, pending = record.collect()

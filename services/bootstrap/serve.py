@@ -21,7 +21,6 @@ from turnlog.services.adapters.nats.delivery import BusDelivery
 from turnlog.services.adapters.nats.files import FileStore
 from turnlog.services.adapters.nats.ingress import Ingress, ensure_runtime_consumer
 from turnlog.services.adapters.nats.integrations import (
-    Changed,
     IntegrationResponder,
     NatsNotices,
     watch,
@@ -37,7 +36,6 @@ from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.adapters.postgres.projector.writes import ensure
 from turnlog.services.app.log.errors import StoreError
-from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.tasks.poster import SessionPoster
 from turnlog.services.bootstrap.health import Beacon, health
 from turnlog.services.bootstrap.supervision import Supervisor
@@ -171,7 +169,7 @@ async def _runtime_jobs(
     scheduler = wiring.scheduler(app)
     await scheduler.start()
     stack.push_async_callback(scheduler.stop)
-    watching = await watch(nc, subjects, _integration_changed(host))
+    watching = await watch(nc, subjects, host.integration_changed)
     stack.push_async_callback(_unsubscribed, watching)
     prompts = PromptListener(nc, subjects, app.name, host.prompts)
     await prompts.start()
@@ -205,18 +203,6 @@ async def _runtime_jobs(
 async def _unsubscribed(subscription: Subscription) -> None:
     with contextlib.suppress(Exception):
         await subscription.unsubscribe()
-
-
-def _integration_changed(host: SessionHost) -> Changed:
-    """What a runtime does when a user's integrations change: its live sessions of that
-    user see them as they are now, and prompts waiting for that one to connect go on."""
-
-    async def changed(user_id: str, type: str, connected: bool) -> None:
-        if connected:  # first: a refresh that fails must not leave a prompt waiting
-            host.prompts.integration_connected(user_id, type)
-        await host.refresh_integrations(user_id)
-
-    return changed
 
 
 async def _api_jobs(

@@ -10,13 +10,27 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from turnlog.services.adapters.memory.claims import MemoryClaims
+from turnlog.services.adapters.memory.documents import MemoryDocuments
+from turnlog.services.adapters.memory.files import MemoryFiles
+from turnlog.services.adapters.memory.log import MemoryLog
+from turnlog.services.adapters.memory.tasks import MemoryTaskQueue
 from turnlog.services.adapters.postgres.claims import PostgresClaims
 from turnlog.services.adapters.postgres.documents import CollectionStore
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app.collections import Documents
 from turnlog.services.app.context import Runtime
 from turnlog.services.app.integrations import Integrations
-from turnlog.services.app.ports import Claims, EventLog, Files, NoNotices, Notices, TaskQueue
+from turnlog.services.app.ports import (
+    Claims,
+    Clock,
+    EventLog,
+    Files,
+    NoNotices,
+    Notices,
+    TaskQueue,
+    system_clock,
+)
 from turnlog.services.app.schedules.scheduler import Scheduler
 from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import Delivery
@@ -38,6 +52,7 @@ class Wiring:
     files: Files | None = None
     queue: TaskQueue | None = None
     notices: Notices = field(default_factory=NoNotices)
+    clock: Clock = system_clock
     _runtimes: dict[str, Runtime] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
@@ -48,9 +63,24 @@ class Wiring:
             log=store, documents=CollectionStore(store), claims=PostgresClaims(store.pool), **given
         )
 
+    @classmethod
+    def memory(cls, clock: Clock = system_clock, **given: Any) -> Wiring:
+        """Everything in this process's memory (tests; ``turnlog.testing``): the log,
+        keys, documents, claims, files and task queue; ``given`` sets the rest."""
+        log = MemoryLog()
+        return cls(
+            log=log,
+            documents=MemoryDocuments(log, clock),
+            claims=MemoryClaims(),
+            files=given.pop("files", None) or MemoryFiles(),
+            queue=given.pop("queue", None) or MemoryTaskQueue(),
+            clock=clock,
+            **given,
+        )
+
     @cached_property
     def integrations(self) -> Integrations:
-        return Integrations(self.log, notices=self.notices)
+        return Integrations(self.log, notices=self.notices, clock=self.clock)
 
     @cached_property
     def tasks(self) -> TaskLog:
@@ -61,8 +91,14 @@ class Wiring:
         made = self._runtimes.get(app.name)
         if made is None:
             queue = self.queue
-            tasks = TaskService(app.name, self.tasks, queue) if queue is not None else None
-            made = Runtime(app.name, documents=self.documents, tasks=tasks, files=self.files)
+            tasks = TaskService(app.name, self.tasks, queue, self.clock) if queue else None
+            made = Runtime(
+                app.name,
+                documents=self.documents,
+                tasks=tasks,
+                files=self.files,
+                clock=self.clock,
+            )
             self._runtimes[app.name] = made
         return made
 

@@ -21,7 +21,8 @@ from uuid import UUID
 import msgspec
 
 from turnlog.contracts import bus
-from turnlog.services.adapters.nats.client import Client, ClientError, ClientSession, Round
+from turnlog.services.adapters.nats.client import Client, ClientError, ClientSession
+from turnlog.services.app.rounds import Round
 from turnlog.services.bootstrap.serve import Parts, serve
 from turnlog.services.sdk.app import App
 from turnlog.services.settings import Settings

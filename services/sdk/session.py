@@ -9,7 +9,7 @@ import inspect
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
@@ -145,7 +145,7 @@ class Session(HasCollections):
         if replaying is not None:
             moment = datetime.fromisoformat(replaying.take("now"))
         else:
-            moment = datetime.now(UTC)
+            moment = self._live.clock()
         self._record_effect("now", moment.isoformat(timespec="microseconds"))
         return moment
 

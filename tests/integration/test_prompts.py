@@ -19,8 +19,9 @@ from tests.helpers import inbound
 from tests.integration.conftest import Start
 from turnlog.contracts import bus
 from turnlog.services.adapters.embedded.endpoints import Endpoints
-from turnlog.services.adapters.nats.client import ClientError, ClientSession, Round
+from turnlog.services.adapters.nats.client import ClientError, ClientSession
 from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.rounds import Round
 from turnlog.services.app.sessions.outbound import NoDelivery
 from turnlog.services.bootstrap.wiring import Wiring
 from turnlog.services.sdk.loader import load_app

@@ -16,7 +16,6 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from turnlog.domain.errors import DomainError
 from turnlog.services.adapters.nats import connection, files
 from turnlog.services.adapters.nats.streams import ensure_streams
 from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.app.rounds import Round
 from turnlog.services.settings import ConfigError, NatsSecurity, check
 
 EventHandler = Callable[[bus.EventEnvelope | bus.Live], Awaitable[None] | None]
@@ -44,24 +44,6 @@ _encode = msgspec.json.Encoder().encode
 
 class ClientError(Exception):
     """Raised when the runtime does not answer in time or refuses a request."""
-
-
-@dataclass
-class Round:
-    """One message and everything recorded for it: the events of its turn, in order."""
-
-    message_id: str
-    session_id: str
-    events: list[bus.EventEnvelope] = field(default_factory=list)
-    outcome: str = ""
-
-    @property
-    def reply(self) -> str:
-        """The full text of the turn's replies (joined with blank lines)."""
-        texts = [
-            str(e.payload.get("text", "")) for e in self.events if e.type == "session.reply_sent"
-        ]
-        return "\n\n".join(texts)
 
 
 class Client:

@@ -20,6 +20,7 @@ from asyncpg.pool import PoolConnectionProxy
 from turnlog.services.adapters.postgres.keys import PostgresKeys
 from turnlog.services.adapters.postgres.migrations import migrate
 from turnlog.services.app.log import hashing
+from turnlog.services.app.log.chain import Chained
 from turnlog.services.app.log.errors import (
     ConcurrencyConflict,
     DuplicateMessage,
@@ -83,62 +84,6 @@ def _document(rows: list[_Row]) -> str:
 def _fail(request: _Request, error: BaseException) -> None:
     if not request.future.done():
         request.future.set_exception(error)
-
-
-class _Prepared:
-    """Events of one append with their hash chain computed from ``prev``."""
-
-    __slots__ = ("events", "expected", "hashes", "prev", "stream_id")
-
-    def __init__(
-        self, stream_id: str, expected: int, events: Sequence[NewEvent], prev: bytes
-    ) -> None:
-        self.stream_id, self.expected, self.events, self.prev = stream_id, expected, events, prev
-        self.hashes: list[bytes] = []
-        canonical, chain, version = hashing.canonical, hashing.chain, expected
-        for e in events:
-            version += 1
-            body = canonical(
-                stream_id,
-                version,
-                e.type,
-                e.schema_version,
-                e.recorded_at,
-                e.correlation_id,
-                e.causation_id,
-                e.actor,
-                e.payload,
-            )
-            prev = chain(prev, body)
-            self.hashes.append(prev)
-
-    @property
-    def prev_hashes(self) -> list[bytes]:
-        return [self.prev, *self.hashes[:-1]]
-
-    def records(self, positions: Sequence[int]) -> list[RecordedEvent]:
-        stream_id, version, prev = self.stream_id, self.expected, self.prev
-        records = []
-        for position, e, digest in zip(positions, self.events, self.hashes, strict=True):
-            version += 1
-            records.append(
-                RecordedEvent(
-                    position=position,
-                    stream_id=stream_id,
-                    version=version,
-                    type=e.type,
-                    schema_version=e.schema_version,
-                    payload=e.payload,
-                    recorded_at=e.recorded_at,
-                    correlation_id=e.correlation_id,
-                    causation_id=e.causation_id,
-                    actor=e.actor,
-                    prev_hash=prev,
-                    hash=digest,
-                )
-            )
-            prev = digest
-        return records
 
 
 def _columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
@@ -311,7 +256,7 @@ class EventStore:
         )
         if len(rows) != len(events):
             return []
-        prepared = _Prepared(stream_id, expected, events, rows[0][3])
+        prepared = Chained(stream_id, expected, events, rows[0][3])
         if prepared.hashes != [r[2] for r in rows]:
             return []
         self._remember_tip(stream_id, expected + len(events), prepared.hashes[-1])
@@ -370,7 +315,7 @@ class EventStore:
         remember: bool = True,
     ) -> list[RecordedEvent]:
         prev = await self._tip_hash(db, stream_id, expected_version)
-        batch = _Prepared(stream_id, expected_version, events, prev)
+        batch = Chained(stream_id, expected_version, events, prev)
         try:
             positions = await db.fetchval(
                 _APPEND,
@@ -419,7 +364,7 @@ class EventStore:
     async def _flush(self, batch: list[_Request]) -> None:
         try:
             await self._refresh_tips(batch)
-            prepared: list[tuple[_Request, _Prepared]] = []
+            prepared: list[tuple[_Request, Chained]] = []
             for request in batch:
                 tip = self._tips.get(request.stream_id)
                 if request.expected == 0:
@@ -435,7 +380,7 @@ class EventStore:
                     )
                     continue
                 prepared.append(
-                    (request, _Prepared(request.stream_id, request.expected, request.events, prev))
+                    (request, Chained(request.stream_id, request.expected, request.events, prev))
                 )
             if prepared:
                 await self._append_prepared(prepared)
@@ -445,7 +390,7 @@ class EventStore:
             # each gets its own outcome.
             await asyncio.gather(*(self._retry_alone(r) for r in batch if not r.future.done()))
 
-    async def _append_prepared(self, prepared: list[tuple[_Request, _Prepared]]) -> None:
+    async def _append_prepared(self, prepared: list[tuple[_Request, Chained]]) -> None:
         rows: list[_Row] = []
         payloads: list[bytes] = []
         hashes: list[bytes] = []

@@ -9,7 +9,6 @@ run on record as open whose lease is free was cut off.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 
 import structlog
 
@@ -18,7 +17,7 @@ from turnlog.domain.schedule import ScheduleRecord
 from turnlog.services.app.log.codec import EventCodec
 from turnlog.services.app.log.records import NewEvent
 from turnlog.services.app.mapping import Metadata
-from turnlog.services.app.ports import Claim, Claims, EventLog
+from turnlog.services.app.ports import Claim, Claims, Clock, EventLog, system_clock
 from turnlog.services.app.spec import ScheduleSpec as Schedule
 
 log = structlog.get_logger("turnlog.schedules")
@@ -32,8 +31,10 @@ class ScheduleLog:
     """One schedule's record: folded from its stream, appended at the version it was
     folded at (``ConcurrencyConflict`` when another worker recorded something first)."""
 
-    def __init__(self, store: EventLog, schedule: Schedule, claims: Claims) -> None:
-        self.store, self.schedule, self.claims = store, schedule, claims
+    def __init__(
+        self, store: EventLog, schedule: Schedule, claims: Claims, clock: Clock = system_clock
+    ) -> None:
+        self.store, self.schedule, self.claims, self.clock = store, schedule, claims, clock
         digest = hashlib.sha256(schedule.stream_id.encode()).digest()
         self._key = int.from_bytes(digest[:4], "big", signed=True)
 
@@ -47,7 +48,7 @@ class ScheduleLog:
 
     async def save(self, record: ScheduleRecord, meta: Metadata) -> None:
         expected, pending = record.collect()
-        at = datetime.now(UTC)
+        at = self.clock()
         events = [
             NewEvent(
                 type=p.TYPE,

@@ -13,7 +13,7 @@ import asyncio
 import os
 import socket
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -39,10 +39,6 @@ STOP_GRACE = 10.0
 class RunCancelled(Exception):
     """The error type recorded when a scheduled run is cancelled because its worker
     stopped and the run outlasted the grace period."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_worker() -> str:
@@ -93,6 +89,21 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*runs, return_exceptions=True)
 
+    async def run_due(self, since: datetime, until: datetime) -> list[str]:
+        """Fire each schedule's latest tick in ``(since, until]`` (as the loop does after
+        a late wake) and wait for the runs to end: for a clock someone else moves (tests).
+        The runs fired, as ``<schedule stream>@<tick>``."""
+        fired = []
+        for schedule in self.app.schedules.values():
+            tick = schedule.cron.latest_at_or_before(until)
+            if tick > since:
+                started = len(self._runs)
+                await self._claim(schedule, tick, give_up_at=until)
+                if len(self._runs) > started:
+                    fired.append(_meta(schedule, tick).correlation_id or "")
+        await asyncio.gather(*self._runs, return_exceptions=True)
+        return fired
+
     def running(self) -> int:
         """How many scheduled handlers this worker is running now."""
         return len(self._runs)
@@ -100,10 +111,10 @@ class Scheduler:
     # -- ticks --------------------------------------------------------------------------
 
     async def _loop(self, schedule: Schedule) -> None:
-        tick = schedule.cron.next_after(utcnow())
+        tick = schedule.cron.next_after(self.runtime.clock())
         while await self._wait_until(tick):
             # after a late wake (a blocked loop), only the latest due tick is tried
-            due = max(tick, schedule.cron.latest_at_or_before(utcnow()))
+            due = max(tick, schedule.cron.latest_at_or_before(self.runtime.clock()))
             tick = schedule.cron.next_after(due)
             try:
                 await self._claim(schedule, due, give_up_at=tick)
@@ -118,7 +129,7 @@ class Scheduler:
 
     async def _wait_until(self, moment: datetime) -> bool:
         """False if the scheduler is stopping before ``moment``."""
-        while (delay := (moment - utcnow()).total_seconds()) > 0:
+        while (delay := (moment - self.runtime.clock()).total_seconds()) > 0:
             try:
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
@@ -130,9 +141,9 @@ class Scheduler:
     async def _claim(self, schedule: Schedule, tick: datetime, give_up_at: datetime) -> None:
         """Record ``tick`` as fired (and start the run) or skipped, unless another worker
         recorded it first."""
-        stream = ScheduleLog(self.store, schedule, self.claims)
+        stream = ScheduleLog(self.store, schedule, self.claims, self.runtime.clock)
         meta = _meta(schedule, tick)
-        give_up_at = min(give_up_at, utcnow() + timedelta(seconds=MAX_CLAIM_SECONDS))
+        give_up_at = min(give_up_at, self.runtime.clock() + timedelta(seconds=MAX_CLAIM_SECONDS))
         while True:
             lease = await stream.lease()
             try:
@@ -141,7 +152,7 @@ class Scheduler:
                     return  # another worker has it
                 if lease is None and record.running is None:
                     # another worker holds the lease to record a tick: look again
-                    if utcnow() >= give_up_at or self._stopping.is_set():
+                    if self.runtime.clock() >= give_up_at or self._stopping.is_set():
                         log.warning("tick left to others", schedule=schedule.stream_id)
                         return
                     await asyncio.sleep(CLAIM_RETRY)

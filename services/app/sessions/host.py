@@ -22,7 +22,7 @@ from turnlog.services.app import context
 from turnlog.services.app.context import Runtime
 from turnlog.services.app.log.errors import DuplicateMessage, StoreError
 from turnlog.services.app.mapping import Metadata
-from turnlog.services.app.sessions.live import Credentials, LiveSession, utcnow
+from turnlog.services.app.sessions.live import Credentials, LiveSession
 from turnlog.services.app.sessions.outbound import Delivery, NoDelivery
 from turnlog.services.app.sessions.prompts import Prompts
 from turnlog.services.app.sessions.repository import SessionNotFound, SessionRepository
@@ -177,7 +177,7 @@ class SessionHost:
                 actor=f"app:{self.app.name}", correlation_id=f"close:{reason}"
             )
             await self._run_hooks(self.app.exit_hooks, slot)
-            agg.end(reason, at=utcnow())
+            agg.end(reason, at=self.runtime.clock())
             await slot.live.settle()
             log.info("session ended", session_id=str(session_id), reason=reason)
             return True
@@ -201,7 +201,7 @@ class SessionHost:
                 for key, value in variables.items():
                     if slot.recorded.get(key) == _encoded_or_none(value):
                         continue
-                    agg.set_data(key, value, at=utcnow())
+                    agg.set_data(key, value, at=self.runtime.clock())
                     slot.recorded[key] = _encode(agg.data[key])
                     slot.session.data[key] = _copy.decode(slot.recorded[key])
                     changed.append(key)
@@ -224,7 +224,7 @@ class SessionHost:
             if slot.live.aggregate.ended:
                 return False
             slot.live.meta = Metadata(correlation_id=message_id, actor="turnlog")
-            slot.live.aggregate.reject_input(message_id, reason, detail, at=utcnow())
+            slot.live.aggregate.reject_input(message_id, reason, detail, at=self.runtime.clock())
             await slot.live.settle()
             return True
 
@@ -281,8 +281,12 @@ class SessionHost:
             )
             slot.live.meta = Metadata(correlation_id=agg.open_turn, actor="turnlog")
             if agg.open_prompt is not None:
-                agg.interrupt_prompt("the process stopped while the prompt waited", at=utcnow())
-            agg.interrupt_turn("the process stopped before the turn completed", at=utcnow())
+                agg.interrupt_prompt(
+                    "the process stopped while the prompt waited", at=self.runtime.clock()
+                )
+            agg.interrupt_turn(
+                "the process stopped before the turn completed", at=self.runtime.clock()
+            )
             await slot.live.settle()
         return slot
 
@@ -291,7 +295,7 @@ class SessionHost:
         agg = SessionAggregate.start(
             session_id,
             app=self.app.name,
-            at=utcnow(),
+            at=self.runtime.clock(),
             user=UserRef(id=user.id, email=user.email, org_id=user.org_id),
             channel=ChannelRef(type=inbound.channel.type, name=inbound.channel.name),
         )
@@ -307,12 +311,25 @@ class SessionHost:
 
     async def _slot(self, agg: SessionAggregate) -> Slot:
         live = LiveSession(
-            agg, self.repo, self.delivery, prompts=self.prompts, credentials=self.credentials
+            agg,
+            self.repo,
+            self.delivery,
+            prompts=self.prompts,
+            credentials=self.credentials,
+            clock=self.runtime.clock,
         )
         data = _copy.decode(_encode(agg.data))
         integrations = await live.credentials(agg.user.id)
         session = self.app.facades.session(live, data, integrations, self.runtime)
         return Slot(live, session)
+
+    async def integration_changed(self, user_id: str, type: str, connected: bool) -> None:
+        """A user's integrations changed (here or in another process): live sessions of
+        that user see them as they are now, and prompts waiting for that one to connect
+        go on."""
+        if connected:  # first: a refresh that fails must not leave a prompt waiting
+            self.prompts.integration_connected(user_id, type)
+        await self.refresh_integrations(user_id)
 
     async def refresh_integrations(self, user_id: str) -> int:
         """Give live sessions of ``user_id`` their integrations as they are now (after a

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from turnlog.domain.session import Session as SessionAggregate
 from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.ports import Clock, system_clock
 from turnlog.services.app.sessions.outbound import Delivery, Outbound, Reply
 from turnlog.services.app.sessions.prompts import Prompts
 
@@ -64,8 +65,10 @@ class LiveSession:
         replaying: RecordedEffects | None = None,
         prompts: Prompts | None = None,
         credentials: Credentials | None = None,
+        clock: Clock = system_clock,
     ) -> None:
         self.aggregate = aggregate
+        self.clock = clock
         self.repo = repo
         self.delivery = delivery
         self.replaying = replaying
@@ -85,7 +88,7 @@ class LiveSession:
 
     def record(self, command: Callable[[datetime], None], item: Outbound) -> Effect:
         """Apply ``command`` now; ``item`` is delivered once it is on record."""
-        command(utcnow())
+        command(self.clock())
         if isinstance(item, Reply):
             self.turn_replies.append(item.text)
         self._undelivered.append(item)
@@ -94,7 +97,7 @@ class LiveSession:
 
     def apply(self, command: Callable[[datetime], None]) -> None:
         """Apply ``command`` now and record it with the next flush (nothing to deliver)."""
-        command(utcnow())
+        command(self.clock())
         self._schedule()
 
     def send_live(self, item: Outbound) -> None:

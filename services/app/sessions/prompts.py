@@ -117,5 +117,10 @@ class Prompts:
         """The ids of the prompts waiting now."""
         return [p for p, w in self._waiting.items() if not w.future.done()]
 
+    def waiting_in(self, session_id: str) -> list[str]:
+        """The ids of the prompts waiting now in ``session_id``."""
+        waiting = self._waiting.items()
+        return [p for p, w in waiting if w.session_id == session_id and not w.future.done()]
+
     def __contains__(self, prompt_id: object) -> bool:
         return prompt_id in self._waiting

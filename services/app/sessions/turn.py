@@ -18,7 +18,7 @@ from turnlog.domain.errors import DomainError
 from turnlog.services.app import context
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.ports import Files
-from turnlog.services.app.sessions.live import LiveSession, utcnow
+from turnlog.services.app.sessions.live import LiveSession
 from turnlog.services.app.sessions.outbound import Reply
 from turnlog.services.app.values import Attachment, Message, SessionChannel, UserInfo
 
@@ -92,7 +92,7 @@ async def run_turn(
 ) -> TurnResult:
     """``received_at`` is now, or the recorded time when the turn is re-run."""
     live, agg = slot.live, slot.live.aggregate
-    received_at = received_at or utcnow()
+    received_at = received_at or live.clock()
     live.meta = Metadata(
         correlation_id=inbound.message_id,
         causation_id=inbound.message_id,
@@ -139,7 +139,7 @@ async def run_turn(
     agg.complete_turn(
         outcome="failed" if error else "ok",
         duration_ms=elapsed,
-        at=utcnow(),
+        at=live.clock(),
         error_type=type(error).__name__ if error else None,
         error_message=str(error) if error else None,
     )
@@ -175,7 +175,7 @@ def _record_data(slot: Slot) -> DomainError | None:
     (compared by encoding, so in-place changes to nested lists and dicts count). A value
     that cannot be recorded is put back to its recorded value and reported."""
     agg, data, recorded = slot.live.aggregate, slot.session.data, slot.recorded
-    at = utcnow()
+    at = slot.live.clock()
     failure: DomainError | None = None
     for key in list(data):
         try:

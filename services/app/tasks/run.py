@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -36,10 +36,6 @@ class WorkerStopped(Exception):
 
 class WorkerLost(Exception):
     """The error type recorded for an attempt whose worker died while running it."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def card_fields(task: Task) -> dict[str, Any]:
@@ -111,10 +107,12 @@ class TaskRunner:
             if self.stopping:
                 return False
             if task.status == RUNNING:
-                await self._record(meta, _lost)
+                await self._record(meta, lambda t: _lost(t, self.runtime.clock()))
                 continue
             attempt = task.attempts + 1
-            if not await self._record(meta, lambda t: t.start(self.worker, at=utcnow())):
+            if not await self._record(
+                meta, lambda t: t.start(self.worker, at=self.runtime.clock())
+            ):
                 continue
             outcome = await self._run_attempt(attempt, meta)
             if self.cancelled is not None or self._attempt_moved_on(attempt):
@@ -177,18 +175,20 @@ class TaskRunner:
                 raise TaskError(f"attempt {attempt} is no longer the one running")
             if isinstance(outcome, _Result):
                 try:
-                    task.complete(outcome.value, at=utcnow())
+                    task.complete(outcome.value, at=self.runtime.clock())
                     return
                 except DomainError as e:  # a result that is not plain JSON
                     failure: BaseException = e
             else:
                 failure = outcome
-            task.fail(_type(failure), str(failure) or _type(failure), at=utcnow())
+            task.fail(_type(failure), str(failure) or _type(failure), at=self.runtime.clock())
 
         await self._record(meta, record)
 
     async def _progress(self, value: float | None, message: str, meta: Metadata) -> None:
-        await self._record(meta, lambda t: t.report_progress(value, message, at=utcnow()))
+        await self._record(
+            meta, lambda t: t.report_progress(value, message, at=self.runtime.clock())
+        )
 
     async def _record(self, meta: Metadata, command: Callable[[Task], None]) -> bool:
         """Apply ``command`` to the task as recorded and append it; read again and retry
@@ -258,10 +258,10 @@ async def _call(
         context.caller.reset(tokens[0])
 
 
-def _lost(task: Task) -> None:
+def _lost(task: Task, at: datetime) -> None:
     """Record the running attempt failed: its worker is gone (its message came back)."""
     error = WorkerLost(f"worker {task.worker} stopped during attempt {task.attempts}")
-    task.fail(_type(error), str(error), at=utcnow())
+    task.fail(_type(error), str(error), at=at)
 
 
 def _type(error: BaseException) -> str:

@@ -4,7 +4,6 @@ do, on the event store and the task queue."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -13,7 +12,7 @@ from turnlog.contracts.events import UserRef
 from turnlog.domain.task import Task
 from turnlog.services.app.log.errors import ConcurrencyConflict, StoreError
 from turnlog.services.app.mapping import Metadata
-from turnlog.services.app.ports import TaskQueue
+from turnlog.services.app.ports import Clock, TaskQueue, system_clock
 from turnlog.services.app.spec import TaskSpec
 from turnlog.services.app.tasks.log import TaskLog, status_of
 from turnlog.services.app.tasks.values import Origin, TaskStatus
@@ -26,15 +25,13 @@ class TaskNotQueued(StoreError):
     away); the task is recorded cancelled, with the reason."""
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class TaskService:
     """The tasks of one app: recorded on their streams, queued for workers."""
 
-    def __init__(self, app_name: str, log: TaskLog, queue: TaskQueue) -> None:
-        self.app_name, self.log, self.queue = app_name, log, queue
+    def __init__(
+        self, app_name: str, log: TaskLog, queue: TaskQueue, clock: Clock = system_clock
+    ) -> None:
+        self.app_name, self.log, self.queue, self.clock = app_name, log, queue, clock
 
     async def submit(self, task: TaskSpec, kwargs: dict[str, Any], origin: Origin) -> str:
         user = origin.user
@@ -43,7 +40,7 @@ class TaskService:
             app=self.app_name,
             name=task.name,
             kwargs=kwargs,
-            at=utcnow(),
+            at=self.clock(),
             session_id=origin.session_id,
             user=UserRef(id=user.id, email=user.email, org_id=user.org_id) if user else None,
             retries=task.retries,
@@ -69,7 +66,7 @@ class TaskService:
             task = await self.log.load(task_id)
             if task.finished:
                 return False
-            task.cancel(reason, at=utcnow())
+            task.cancel(reason, at=self.clock())
             try:
                 await self.log.save(task, meta)
             except ConcurrencyConflict:
