@@ -89,8 +89,9 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-@pytest.fixture
-async def database_url(servers: Endpoints) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def fresh_database(servers: Endpoints) -> AsyncIterator[str]:
+    """The URL of a new, empty database on ``servers``, dropped afterwards."""
     name = f"turnlog_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(servers.database_url)
     try:
@@ -105,6 +106,12 @@ async def database_url(servers: Endpoints) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture
+async def database_url(servers: Endpoints) -> AsyncIterator[str]:
+    async with fresh_database(servers) as url:
+        yield url
 
 
 @pytest.fixture

@@ -91,9 +91,9 @@ class MemoryLog:
             connection.appends.append((stream_id, expected_version, records))
             return records
         records = self._chained(stream_id, expected_version, events, None)
-        self._commit([(stream_id, expected_version, records)])
+        placed = self._commit([(stream_id, expected_version, records)])
         self.announce()
-        return records
+        return placed
 
     def _chained(
         self, stream_id: str, expected: int, events: Sequence[NewEvent], tx: Transaction | None
@@ -106,9 +106,11 @@ class MemoryLog:
             raise ConcurrencyConflict(stream_id, expected, len(stream))
         prev = stream[-1].hash if stream else hashing.GENESIS
         chained = Chained(stream_id, expected, events, prev)
-        return chained.records([0] * len(events))  # placed at commit
+        # where they will be, unless other appends land before the transaction commits
+        after = len(self.events) + (sum(len(r) for _, _, r in tx.appends) if tx else 0)
+        return chained.records(range(after + 1, after + 1 + len(events)))
 
-    def _commit(self, appends: list[tuple[str, int, list[RecordedEvent]]]) -> None:
+    def _commit(self, appends: list[tuple[str, int, list[RecordedEvent]]]) -> list[RecordedEvent]:
         received = {
             r.correlation_id or ""
             for _, _, records in appends
@@ -125,13 +127,15 @@ class MemoryLog:
             if actual != expected:
                 raise ConcurrencyConflict(stream_id, expected, actual)
             lengths[stream_id] = actual + len(records)
+        placed = []
         for stream_id, _, records in appends:
             stream = self._streams.setdefault(stream_id, [])
             for r in records:
-                placed = replace(r, position=len(self.events) + 1)
-                self.events.append(placed)
-                stream.append(placed)
+                placed.append(replace(r, position=len(self.events) + 1))
+                self.events.append(placed[-1])
+                stream.append(placed[-1])
         self._received |= received
+        return placed
 
     async def read_stream(
         self, stream_id: str, after_version: int = 0, to_version: int | None = None
