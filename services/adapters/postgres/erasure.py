@@ -22,8 +22,9 @@ from turnlog.contracts.events import UserErased
 from turnlog.projections.collections import Collections
 from turnlog.services.adapters.nats.purge import Purged
 from turnlog.services.adapters.postgres.erasure_reach import Reach, survey
-from turnlog.services.adapters.postgres.eventstore import COLUMNS, EventStore, to_record
+from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.writes import Conn, decode, execute, hold, quote
+from turnlog.services.adapters.postgres.rows import COLUMNS, to_record
 from turnlog.services.app.log.errors import StoreError
 from turnlog.services.app.log.records import NewEvent
 from turnlog.services.app.sealed import needle

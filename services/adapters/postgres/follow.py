@@ -22,7 +22,9 @@ from collections.abc import AsyncGenerator
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from turnlog.services.adapters.postgres.eventstore import CHANNEL, COLUMNS, EventStore, to_record
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.rows import COLUMNS, to_record
+from turnlog.services.adapters.postgres.wakeups import CHANNEL
 from turnlog.services.app.log.records import RecordedEvent
 
 _READ = f"""

@@ -15,10 +15,10 @@ from turnlog.domain.errors import DomainError
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.projections.collections_sql import compile_filter
 from turnlog.projections.state import fold
-from turnlog.services.adapters.postgres.eventstore import COLUMNS, to_record
 from turnlog.services.adapters.postgres.keys import PostgresKeys
 from turnlog.services.adapters.postgres.projector import failures
 from turnlog.services.adapters.postgres.projector.writes import decode
+from turnlog.services.adapters.postgres.rows import COLUMNS, to_record
 from turnlog.services.app.access import Principal, forbidden, invalid, not_found
 from turnlog.services.app.sealing import KeyRing
 

@@ -26,7 +26,8 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from turnlog.contracts.transfer import ExportedEvent
-from turnlog.services.adapters.postgres.eventstore import COLUMNS, EventStore
+from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.adapters.postgres.rows import COLUMNS
 from turnlog.services.app.log import hashing
 from turnlog.services.app.log.errors import StoreError
 from turnlog.services.app.log.records import RecordedEvent

@@ -11,8 +11,8 @@ import asyncpg
 
 from turnlog.contracts.events import UserErased
 from turnlog.projections.base import Erasing, Event, Projection, Write
-from turnlog.services.adapters.postgres.eventstore import COLUMNS, to_record
 from turnlog.services.adapters.postgres.projector.writes import decode, unread
+from turnlog.services.adapters.postgres.rows import COLUMNS, to_record
 from turnlog.services.app.log.errors import transient
 from turnlog.services.app.log.records import RecordedEvent
 from turnlog.services.app.sealed import needle
