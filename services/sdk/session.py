@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import builtins
 import inspect
@@ -11,15 +10,16 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from turnlog.services.app.context import Runtime
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.sessions.live import LiveSession, RecordedEffects
-from turnlog.services.app.sessions.outbound import BlockView, Chunk, Notification, Reply
-from turnlog.services.app.sessions.prompts import Answer
+from turnlog.services.app.sessions.outbound import BlockView, Notification, Reply
 from turnlog.services.sdk.collections import Collection, HasCollections
+from turnlog.services.sdk.prompting import Prompting, with_status
+from turnlog.services.sdk.streaming import StreamReply, as_text, chunk_text
 from turnlog.services.sdk.types import (
     Block,
     FileUpload,
@@ -30,6 +30,9 @@ from turnlog.services.sdk.types import (
     SessionChannel,
     UserInfo,
 )
+
+# StreamReply moved to streaming.py; it is still importable from here.
+__all__ = ["FAILED", "Session", "StreamReply"]
 
 T = TypeVar("T")
 
@@ -164,12 +167,12 @@ class Session(HasCollections):
 
     def reply(self, text: str) -> Awaitable[None]:
         """Send a complete response."""
-        text = _text(text)
+        text = as_text(text)
         return self._live.record(lambda at: self._live.aggregate.reply(text, at=at), Reply(text))
 
     def notify(self, text: str) -> Awaitable[None]:
         """Send a lightweight status update (not part of the chat history)."""
-        text = _text(text)
+        text = as_text(text)
         return self._live.record(
             lambda at: self._live.aggregate.notify(text, at=at), Notification(text)
         )
@@ -182,7 +185,7 @@ class Session(HasCollections):
         """Pipe an async iterator of strings into one streamed reply; returns its text."""
         async with self.stream_reply() as reply:
             async for chunk in chunks:
-                reply.write(_chunk_text(chunk))
+                reply.write(chunk_text(chunk))
         return reply.text
 
     async def stream_reply_from(self, stream: AsyncIterable[Any]) -> str:
@@ -201,7 +204,7 @@ class Session(HasCollections):
         try:
             async with reply:
                 async for chunk in stream:
-                    reply.write(_chunk_text(chunk))
+                    reply.write(chunk_text(chunk))
         except Exception as e:
             self._record_effect(
                 "stream_reply_from",
@@ -241,7 +244,7 @@ class Session(HasCollections):
         extensions and content types, comma-separated, as in HTML). Raises
         ``FileUploadTimeout`` after ``timeout`` seconds (None: wait as long as it takes).
         With ``download_to``, the file is saved there and ``path`` set."""
-        prompt = _Prompting(self, "file")
+        prompt = Prompting(self, "file")
         block = Block(
             "file_upload",
             {"prompt_id": prompt.id, "message": message, "accept": accept, "status": "waiting"},
@@ -258,7 +261,7 @@ class Session(HasCollections):
             name=file.name, content_type=file.content_type, url=file.url, size=file.size,
             store=self._runtime.files,
         )  # fmt: skip
-        await self.show(_status(block, "received", file=file.name, size=file.size))
+        await self.show(with_status(block, "received", file=file.name, size=file.size))
         if download_to is not None:
             upload = replace(upload, path=await upload.download(download_to))
         return upload
@@ -271,7 +274,7 @@ class Session(HasCollections):
         Raises ``IntegrationDeclined`` or ``IntegrationTimeout``."""
         if type in self.integrations:
             return self.integrations[type]
-        prompt = _Prompting(self, "integration")
+        prompt = Prompting(self, "integration")
         block = Block(
             "integration",
             {
@@ -292,11 +295,11 @@ class Session(HasCollections):
         agg = self._live.aggregate
         if answer.kind == "declined":
             self._live.apply(lambda at: agg.decline_prompt(prompt.id, at=at))
-            await self.show(_status(block, "declined"))
+            await self.show(with_status(block, "declined"))
             raise IntegrationDeclined(f"the user declined to connect {type}")
         self.integrations = MappingProxyType(dict(await self._live.credentials(agg.user.id)))
         self._live.apply(lambda at: agg.receive_prompt(prompt.id, at=at, integration=type))
-        await self.show(_status(block, "connected", connected=True))
+        await self.show(with_status(block, "connected", connected=True))
         if type not in self.integrations:  # disconnected again meanwhile
             raise IntegrationDeclined(f"{type} was disconnected before it could be used")
         return self.integrations[type]
@@ -308,134 +311,6 @@ class Session(HasCollections):
         if isinstance(source, bytes):
             source = "data:image/png;base64," + base64.b64encode(source).decode()
         return self.show(Block("image", {"source": str(source), "alt": alt, "width": width}))
-
-
-class _Prompting:
-    """``prompt_file`` and ``prompt_integration``: a blocking block, then a wait for the
-    answer, each step recorded (prompted, then received / declined / timed out)."""
-
-    def __init__(self, session: Session, kind: str) -> None:
-        self.session, self.kind = session, kind
-        replaying = session._live.replaying
-        self.recorded: tuple[str, Any] | None = None
-        if replaying is None:
-            self.id = uuid.uuid4().hex
-        elif kind == "file":  # a re-run: the recorded prompt, and how it was answered
-            self.id, *outcome = replaying.prompt(kind)
-            self.recorded = (outcome[0], outcome[1])
-        else:  # whether it was connected already is not on record (credentials never are)
-            raise replaying.refuse(f"prompt_{kind}")
-
-    async def ask(
-        self,
-        block: Block,
-        timeout: float | None,
-        *,
-        message: str = "",
-        accept: str = "",
-        integration: str | None = None,
-    ) -> Any:
-        live, agg = self.session._live, self.session._live.aggregate
-        if self.recorded is not None:
-            return await self._replay(block, timeout, message=message, accept=accept)
-        waiting = live.prompts.open(
-            self.id,
-            session_id=live.id,
-            kind=self.kind,
-            user_id=agg.user.id,
-            integration=integration,
-            accept=accept,
-        )
-        try:
-            live.apply(
-                lambda at: agg.prompt(
-                    self.id,
-                    self.kind,
-                    at=at,
-                    message=message,
-                    accept=accept,
-                    integration=integration,
-                    timeout=timeout,
-                )
-            )
-            await self.session.show(block)
-            await self.session.flush()  # the user sees the prompt once it is on record
-            try:
-                answer = await asyncio.wait_for(waiting, timeout or None)
-                if answer.kind == "stopped":
-                    reason = "the runtime stopped while the prompt waited"
-                    live.apply(lambda at: agg.interrupt_prompt(reason, at=at))
-                    await self.session.show(_status(block, "interrupted"))
-                return answer
-            except TimeoutError:
-                live.apply(lambda at: agg.time_out_prompt(self.id, at=at))
-                await self.session.show(_status(block, "timed_out"))
-                return None
-        finally:
-            live.prompts.close(self.id)
-
-    async def _replay(self, block: Block, timeout: float | None, **shown: Any) -> Any:
-        """The prompt as recorded: shown, then answered as it was."""
-        live, agg = self.session._live, self.session._live.aggregate
-        assert self.recorded is not None and live.replaying is not None
-        outcome, file = self.recorded
-        live.apply(lambda at: agg.prompt(self.id, self.kind, at=at, timeout=timeout, **shown))
-        await self.session.show(block)
-        if outcome == "received":
-            return Answer("file", file=file)
-        if outcome != "timed_out":
-            raise live.replaying.refuse("a prompt left without an answer")
-        live.apply(lambda at: agg.time_out_prompt(self.id, at=at))
-        await self.session.show(_status(block, "timed_out"))
-        return None
-
-
-def _status(block: Block, status: str, **more: Any) -> Block:
-    return Block(block.type, {**block.payload, "status": status, **more}, id=block.id)
-
-
-class StreamReply:
-    """A reply being streamed: chunks go out live as written; the full text is recorded
-    once when the block exits (marked interrupted if the block raised)."""
-
-    def __init__(self, live: LiveSession) -> None:
-        self._live = live
-        self._parts: list[str] = []
-        self._id = uuid.uuid4().hex
-        self._open = False
-
-    @property
-    def text(self) -> str:
-        return "".join(self._parts)
-
-    def write(self, text: str) -> None:
-        if not self._open:
-            raise RuntimeError("write() outside 'async with session.stream_reply()'")
-        text = _text(text)
-        self._parts.append(text)
-        self._live.send_live(Chunk(self._id, text))
-
-    async def __aenter__(self) -> StreamReply:
-        self._open = True
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._open = False
-        interrupted = exc_type is not None
-        text = self.text
-        if interrupted and not text:
-            return
-        await self._live.record(
-            lambda at: self._live.aggregate.reply(
-                text, at=at, streamed=True, interrupted=interrupted
-            ),
-            Reply(text, streamed=True, interrupted=interrupted),
-        )
 
 
 FAILED = "$failed"
@@ -462,26 +337,3 @@ async def _replayed_stream(recorded: Any) -> AsyncIterator[str]:
         yield text
     if isinstance(recorded, dict) and recorded.get("error_type"):
         raise _replayed_error(recorded["error_type"], recorded.get("error", ""))
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected text (str), got {type(value).__name__}")
-    return value
-
-
-def _chunk_text(chunk: Any) -> str:
-    """Text of a stream chunk: a str, or a model chunk with ``choices[0].delta.content``,
-    ``.text``, ``.content`` or ``.delta``."""
-    if isinstance(chunk, str):
-        return chunk
-    choices = getattr(chunk, "choices", None)
-    if choices:
-        delta = getattr(choices[0], "delta", None)
-        content = getattr(delta, "content", None)
-        return content or ""
-    for name in ("text", "content", "delta"):
-        value = getattr(chunk, name, None)
-        if isinstance(value, str):
-            return value
-    return str(chunk)
