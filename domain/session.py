@@ -14,6 +14,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from turnlog.contracts.events import PROMPT_KINDS, AttachmentRef, ChannelRef, UserRef
+from turnlog.domain import session_events as events
 from turnlog.domain import values
 from turnlog.domain.errors import (
     InvalidValue,
@@ -32,125 +33,25 @@ OUTCOMES = ("ok", "failed")
 class Session(Aggregate):
     """A conversation between one user and one app, recorded event by event."""
 
-    class Started(Aggregate.Created):
-        app: str
-        user: UserRef
-        channel: ChannelRef
-
-    class MessageReceived(Aggregate.Event):
-        message_id: str
-        text: str
-        sender: str
-        channel_type: str
-        attachments: tuple[AttachmentRef, ...]
-        sent_at: float | None
-
-        def apply(self, session: Session) -> None:
-            session._remember("user", self.text, self.message_id, self.timestamp)
-            session.open_turn = self.message_id
-            session.message_count += 1
-
-    class ReplySent(Aggregate.Event):
-        text: str
-        streamed: bool
-        interrupted: bool
-
-        def apply(self, session: Session) -> None:
-            session._remember("app", self.text, None, self.timestamp)
-
-    class Notified(Aggregate.Event):
-        text: str
-
-    class BlockShown(Aggregate.Event):
-        block_id: str
-        block_type: str
-        payload: dict[str, Any]
-
-        def apply(self, session: Session) -> None:
-            session.blocks[self.block_id] = {"type": self.block_type, "payload": self.payload}
-
-    class DataSet(Aggregate.Event):
-        key: str
-        value: Any
-
-        def apply(self, session: Session) -> None:
-            session.data[self.key] = self.value
-
-    class DataDeleted(Aggregate.Event):
-        key: str
-
-        def apply(self, session: Session) -> None:
-            session.data.pop(self.key, None)
-
-    class EffectRecorded(Aggregate.Event):
-        name: str
-        result: Any
-
-    class TurnCompleted(Aggregate.Event):
-        message_id: str
-        outcome: str
-        duration_ms: float
-        error_type: str | None
-        error_message: str | None
-
-        def apply(self, session: Session) -> None:
-            session.open_turn = None
-
-    class TurnInterrupted(Aggregate.Event):
-        message_id: str
-        reason: str
-
-        def apply(self, session: Session) -> None:
-            session.open_turn = None
-
-    class InputRejected(Aggregate.Event):
-        message_id: str | None
-        reason: str
-        detail: str
-
-    class Prompted(Aggregate.Event):
-        prompt_id: str
-        kind: str
-        message: str
-        accept: str
-        integration: str | None
-        timeout: float | None
-
-        def apply(self, session: Session) -> None:
-            session.open_prompt = self.prompt_id
-
-    class PromptReceived(Aggregate.Event):
-        prompt_id: str
-        file: AttachmentRef | None
-        integration: str | None
-
-        def apply(self, session: Session) -> None:
-            session.open_prompt = None
-
-    class PromptDeclined(Aggregate.Event):
-        prompt_id: str
-
-        def apply(self, session: Session) -> None:
-            session.open_prompt = None
-
-    class PromptTimedOut(Aggregate.Event):
-        prompt_id: str
-
-        def apply(self, session: Session) -> None:
-            session.open_prompt = None
-
-    class PromptInterrupted(Aggregate.Event):
-        prompt_id: str
-        reason: str
-
-        def apply(self, session: Session) -> None:
-            session.open_prompt = None
-
-    class Ended(Aggregate.Event):
-        reason: str
-
-        def apply(self, session: Session) -> None:
-            session.ended = True
+    # Its events, defined in session_events. Like events defined in the class body, each
+    # is redefined as the aggregate's own (Session.Started, ...) when the class is made.
+    Started = events.Started
+    MessageReceived = events.MessageReceived
+    ReplySent = events.ReplySent
+    Notified = events.Notified
+    BlockShown = events.BlockShown
+    DataSet = events.DataSet
+    DataDeleted = events.DataDeleted
+    EffectRecorded = events.EffectRecorded
+    TurnCompleted = events.TurnCompleted
+    TurnInterrupted = events.TurnInterrupted
+    InputRejected = events.InputRejected
+    Prompted = events.Prompted
+    PromptReceived = events.PromptReceived
+    PromptDeclined = events.PromptDeclined
+    PromptTimedOut = events.PromptTimedOut
+    PromptInterrupted = events.PromptInterrupted
+    Ended = events.Ended
 
     def __init__(self, app: str, user: UserRef, channel: ChannelRef) -> None:
         self.app = app
