@@ -69,7 +69,8 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.adapters.nats.files import FileStore
     from turnlog.services.adapters.nats.subjects import Subjects
     from turnlog.services.adapters.postgres.eventstore import EventStore
-    from turnlog.services.app.rerun import render_report, rerun_session
+    from turnlog.services.app.rerun import rerun_session
+    from turnlog.services.app.rerun_report import render_report
     from turnlog.services.bootstrap.serve import connect_nats
     from turnlog.services.cli.progress import progress_bar
     from turnlog.services.sdk.loader import load_app
