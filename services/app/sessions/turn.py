@@ -91,25 +91,9 @@ async def run_turn(
     received_at: datetime | None = None,
 ) -> TurnResult:
     """``received_at`` is now, or the recorded time when the turn is re-run."""
-    live, agg = slot.live, slot.live.aggregate
+    live = slot.live
     received_at = received_at or live.clock()
-    live.meta = Metadata(
-        correlation_id=inbound.message_id,
-        causation_id=inbound.message_id,
-        actor=f"user:{inbound.user.id}",
-    )
-    agg.receive_message(
-        message_id=inbound.message_id,
-        text=inbound.text,
-        at=received_at,
-        channel_type=inbound.channel.type,
-        sent_at=inbound.sent_at,
-        attachments=tuple(
-            AttachmentRef(name=a.name, content_type=a.content_type, url=a.url, size=a.size)
-            for a in inbound.attachments
-        ),
-    )
-    await live.settle()  # the turn is on record before the handler does anything
+    await _record_message(live, inbound, received_at)
     live.meta = Metadata(
         correlation_id=inbound.message_id, causation_id=inbound.message_id, actor=f"app:{app_name}"
     )
@@ -125,6 +109,36 @@ async def run_turn(
     started = time.perf_counter()
     error = await _run_handler(handler, slot, message)
     error = _record_data(slot) or error
+    return await _record_outcome(live, inbound, error, started)
+
+
+async def _record_message(live: LiveSession, inbound: Inbound, received_at: datetime) -> None:
+    """Record the message, which opens the turn, before the handler does anything."""
+    live.meta = Metadata(
+        correlation_id=inbound.message_id,
+        causation_id=inbound.message_id,
+        actor=f"user:{inbound.user.id}",
+    )
+    live.aggregate.receive_message(
+        message_id=inbound.message_id,
+        text=inbound.text,
+        at=received_at,
+        channel_type=inbound.channel.type,
+        sent_at=inbound.sent_at,
+        attachments=tuple(
+            AttachmentRef(name=a.name, content_type=a.content_type, url=a.url, size=a.size)
+            for a in inbound.attachments
+        ),
+    )
+    await live.settle()  # the turn is on record before the handler does anything
+
+
+async def _record_outcome(
+    live: LiveSession, inbound: Inbound, error: BaseException | None, started: float
+) -> TurnResult:
+    """Record how the turn ended (with an apology for a reply when ``error``), which
+    closes it; ``started``: when its handler started (``time.perf_counter()``)."""
+    agg = live.aggregate
     if error is not None:
         log.error(
             "handler failed",
