@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -124,26 +125,10 @@ async def follow(
     its listening connection closes (the database restarted) it raises
     ConnectionResetError, for its owner to follow again on a new one.
     """
-    store = reader.store
-    waker = store.local_waker()
-    listener: PoolConnectionProxy = await store.pool.acquire()
-
-    closed = False
-
-    def wake(*_: object) -> None:
-        waker.set()
-
-    def gone(*_: object) -> None:
-        nonlocal closed
-        closed = True
-        waker.set()
-
-    await listener.add_listener(CHANNEL, wake)
-    listener.add_termination_listener(gone)
-    try:
+    async with _listening(reader.store) as wakeup:
         while True:
-            waker.clear()
-            if closed:  # the database restarted: no more notifications on it
+            wakeup.waker.clear()
+            if wakeup.closed:  # the database restarted: no more notifications on it
                 raise ConnectionResetError("the follower's database connection was closed")
             batch = await reader.read()
             if batch:
@@ -154,9 +139,38 @@ async def follow(
             # cancellation that arrives as the wait completes, and the follower never stops.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await waker.wait()
+                    await wakeup.waker.wait()
+
+
+@dataclass
+class _Wakeup:
+    """``waker`` is set by every append announced; ``closed`` once the connection that
+    listens for NOTIFY has closed."""
+
+    waker: asyncio.Event
+    closed: bool = False
+
+
+@contextlib.asynccontextmanager
+async def _listening(store: EventStore) -> AsyncIterator[_Wakeup]:
+    """A wake-up for appends made in this process and, through a pool connection that
+    LISTENs, in the others."""
+    wakeup = _Wakeup(store.local_waker())
+    listener: PoolConnectionProxy = await store.pool.acquire()
+
+    def wake(*_: object) -> None:
+        wakeup.waker.set()
+
+    def gone(*_: object) -> None:
+        wakeup.closed = True
+        wakeup.waker.set()
+
+    await listener.add_listener(CHANNEL, wake)
+    listener.add_termination_listener(gone)
+    try:
+        yield wakeup
     finally:
-        store.drop_waker(waker)
+        store.drop_waker(wakeup.waker)
         with contextlib.suppress(Exception):
             listener.remove_termination_listener(gone)
             await listener.remove_listener(CHANNEL, wake)
