@@ -1,5 +1,4 @@
-"""The base of every stored event payload, and the references payloads carry: a user,
-a channel, an attached file."""
+"""The base of every stored payload, and the user, channel and file references they carry."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Payloads of a session's events: its start and end, each turn's message, replies,
-data, effects and outcome, and the prompts a turn waits on."""
+"""Payloads of a session's events: its turns, replies, data, effects, prompts, start and end."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Payloads of a background task's events: submitted, started, progressed, completed,
-failed or cancelled."""
+"""Payloads of a background task's events, from its submission to how it ended."""
 
 from __future__ import annotations
 

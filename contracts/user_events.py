@@ -1,5 +1,4 @@
-"""Payloads of events about a user beyond any one session: the erasure of their personal
-data, and the integrations they connect and disconnect."""
+"""Payloads of events about a user across sessions: their erasure and their integrations."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Fields of JSON documents: the dotted paths that name them, and their values as jsonb
-sees them (what a number is, when two values are equal, how they order)."""
+"""Fields of JSON documents: dotted paths to them, and their values as jsonb compares them."""
 
 from __future__ import annotations
 

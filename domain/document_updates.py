@@ -1,5 +1,4 @@
-"""Updates of JSON documents: ``$set``, ``$unset``, ``$inc`` and ``$push``, checked, then
-applied to a copy of the document."""
+"""Updates of JSON documents ($set, $unset, $inc, $push): checked, then applied to a copy."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The events of a session, and how each changes its state when applied: the Session
-aggregate (domain/session.py) records them and makes each one its own."""
+"""The events of a session, and how each changes the Session's state when applied."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A re-run turn compared with its record (the first divergence, leaving out what a
-re-run cannot repeat), and the re-run's report as printed."""
+"""A re-run turn compared with its record, and the re-run's report as printed."""
 
 from __future__ import annotations
 

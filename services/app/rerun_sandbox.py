@@ -1,7 +1,4 @@
-"""What a re-run turn runs against instead of the world: its recorded effects and prompts
-handed back in order, integrations refused, its events collected instead of appended,
-and the outside (connections, name lookups, new processes) sealed off. ``Stopped`` ends
-the turn early, for a divergence or for reaching the outside."""
+"""What a re-run turn runs against instead of the world, and Stopped, which ends it early."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Prompts a chat's turn waits on (``prompt_file``, ``prompt_integration``), noticed
-from the blocks that show them, live or recorded."""
+"""Prompts a chat's turn waits on, noticed from the blocks that show them, live or recorded."""
 
 from __future__ import annotations
 

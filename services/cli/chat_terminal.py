@@ -1,5 +1,4 @@
-"""The chat's terminal: what it writes (live output, prompts, recorded rounds) and the
-lines typed or piped in."""
+"""The chat's terminal: what it writes (live output, prompts, rounds) and the lines it reads."""
 
 from __future__ import annotations
 

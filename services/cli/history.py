@@ -1,5 +1,4 @@
-"""``turnlog replay`` and ``events``: a session's history read back, as its state at a
-version or a moment, as its turns re-run, or as its events in order."""
+"""``turnlog replay`` and ``events``: a session's state, turns or events, read back."""
 
 from __future__ import annotations
 

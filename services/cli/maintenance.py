@@ -1,5 +1,4 @@
-"""``turnlog projections``, ``contracts``, ``migrate`` and ``audit``: the read models,
-the wire contracts, the database schema and the hash chains, looked after."""
+"""``turnlog projections``, ``contracts``, ``migrate`` and ``audit``: the store kept in order."""
 
 from __future__ import annotations
 

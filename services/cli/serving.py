@@ -1,5 +1,4 @@
-"""``turnlog chat``, ``run`` and ``serve``: an app, or one part of turnlog, served from
-the command line."""
+"""``turnlog chat``, ``run`` and ``serve``: an app, or one part of turnlog, served."""
 
 from __future__ import annotations
 

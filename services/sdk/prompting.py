@@ -1,5 +1,4 @@
-"""Prompts a handler blocks on (``prompt_file``, ``prompt_integration``): the block
-shown, the wait for the user's answer, and each step recorded."""
+"""Prompts a handler blocks on: the block shown, the answer awaited, each step recorded."""
 
 from __future__ import annotations
 

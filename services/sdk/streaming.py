@@ -1,5 +1,4 @@
-"""Replies streamed in pieces: ``StreamReply``, and the text of the chunks a model's
-stream yields."""
+"""Replies streamed in pieces (StreamReply), and the text of a model stream's chunks."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A producer's session of an app over NATS: messages sent and prompts answered, each
-waited on through the session's recorded events and live output."""
+"""A producer's session of an app over NATS: messages sent, prompts answered, answers awaited."""
 
 from __future__ import annotations
 

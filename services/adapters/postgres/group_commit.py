@@ -1,5 +1,4 @@
-"""Group commit: appends to different streams that arrive while others are in flight wait
-in a queue and are committed together, one transaction per batch."""
+"""Group commit: appends queued while others are in flight, committed together in batches."""
 
 from __future__ import annotations
 

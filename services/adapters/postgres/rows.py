@@ -1,5 +1,4 @@
-"""Rows of the event log's table: its columns, the statements that append to it and read
-stream tips, events encoded as rows for an append, and rows read back as records."""
+"""The event log's rows: columns, append and tip statements, events to rows and back."""
 
 from __future__ import annotations
 

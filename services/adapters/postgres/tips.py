@@ -1,5 +1,4 @@
-"""The last (version, hash) of the streams a store has touched, the least recently used
-dropped beyond a bound: rows never change, so what it knows never goes stale."""
+"""The last (version, hash) of the streams a store has touched, in a bounded cache."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Wake-ups for followers of the log once appends commit: at once in this process, by a
-coalesced NOTIFY on CHANNEL in the others."""
+"""Wake-ups for the log's followers: at once in this process, by a coalesced NOTIFY in others."""
 
 from __future__ import annotations
 
