@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
+from uuid import UUID
 
 import msgspec
 
@@ -117,12 +118,9 @@ class _Collector:
 
     def __init__(self) -> None:
         self.events: list[NewEvent] = []
-        self._codec = mapping.session_codec()
 
     async def save(self, session: SessionAggregate, meta: Metadata) -> None:
-        self.events += [
-            mapping.to_new_event(e, self._codec, meta) for e in session.collect_events()
-        ]
+        self.events += [mapping.to_new_event(e, meta) for e in session.collect_events()]
 
 
 async def rerun_session(
@@ -144,13 +142,12 @@ async def rerun_session(
         raise StoreError(f"app {app.name!r} has no message handler to re-run")
     session_id = records[0].stream_id
     turns = _turns(records)
-    codec = mapping.session_codec()
     state: SessionAggregate | None = None
     folded = 0
     done = skipped = 0
     for number, (start, end) in enumerate(turns, 1):
         for record in records[folded:start]:
-            state = mapping.to_domain_event(record, codec).mutate(state)
+            state = mapping.to_domain_event(record, UUID(session_id)).mutate(state)
         folded = start
         assert state is not None  # a session's first event is session.started
         if state.app != app.name:

@@ -18,10 +18,9 @@ from turnlog.domain.document import Document
 from turnlog.domain.documents import is_number, matches, parse_sort, resolve
 from turnlog.services.adapters.memory.log import MemoryLog
 from turnlog.services.app.collections import DuplicateKey, Place
-from turnlog.services.app.mapping import Metadata, document_codec, to_new_event
+from turnlog.services.app.mapping import Metadata, to_new_event
 from turnlog.services.app.ports import Clock, system_clock
 
-_codec = document_codec()
 _Key = tuple[str, str, str]  # app, collection, owner
 
 
@@ -86,7 +85,7 @@ class MemoryDocuments:
         async with self.log.transaction() as tx:
             for doc in docs:
                 pending = doc.collect_events()
-                events = [to_new_event(e, _codec, meta) for e in pending]
+                events = [to_new_event(e, meta) for e in pending]
                 if user is not None:
                     events = await self.log.keyring.seal(user, events, holding=tx)
                 await self.log.append(

@@ -35,10 +35,9 @@ from turnlog.services.adapters.postgres.projector.writes import (
     quote,
 )
 from turnlog.services.app.collections import DuplicateKey, Place
-from turnlog.services.app.mapping import Metadata, document_codec, document_from_row, to_new_event
+from turnlog.services.app.mapping import Metadata, document_from_row, to_new_event
 from turnlog.services.app.sealing import KeyRing
 
-_codec = document_codec()
 _view = Collections()
 _decode_doc = msgspec.json.Decoder(dict[str, Any])
 
@@ -145,7 +144,7 @@ class CollectionStore:
         records = []
         for doc in docs:
             pending = doc.collect_events()
-            events = [to_new_event(e, _codec, meta) for e in pending]
+            events = [to_new_event(e, meta) for e in pending]
             if user is not None:
                 stored = await self.keyring.seal(user, events, holding=conn)
             else:
