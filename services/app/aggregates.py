@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import BaseAggregate
+from msgspec.structs import replace
 
 from turnlog.services.app import mapping
 from turnlog.services.app.log.codec import EventCodec
@@ -52,18 +53,25 @@ class AggregateStore:
         *,
         user: str | None = None,
         holding: Any = None,
+        plain: bool = False,
     ) -> list[RecordedEvent]:
         """Append ``aggregate``'s pending events (ConcurrencyConflict when its stream
         moved on since it was loaded). ``user``: whose personal data they are (sealed
-        with that user's key); ``holding``: a transaction of the log's to append in."""
+        with that user's key); ``holding``: a transaction of the log's to append in;
+        ``plain``: the records with their payloads as they were before sealing (for a
+        view kept in that same transaction)."""
         pending = aggregate.collect_events()
         if not pending:
             return []
-        new = [mapping.to_new_event(e, meta, self.codec) for e in pending]
+        new = unsealed = [mapping.to_new_event(e, meta, self.codec) for e in pending]
         if user is not None and holding is not None:
             new = await self.keyring.seal(user, new, holding=holding)
         elif user is not None:  # reading the key waits out a restart, as the append does
-            plain = new
-            new = await self.log.patiently(lambda: self.keyring.seal(user, plain))
+            new = await self.log.patiently(lambda: self.keyring.seal(user, unsealed))
         expected = pending[0].originator_version - 1
-        return await self.log.append(stream_id, expected, new, connection=holding)
+        records = await self.log.append(stream_id, expected, new, connection=holding)
+        if plain:
+            records = [
+                replace(r, payload=e.payload) for r, e in zip(records, unsealed, strict=True)
+            ]
+        return records
