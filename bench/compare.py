@@ -430,13 +430,13 @@ def template() -> Template:
     session = SessionAggregate.start(
         uuid.uuid4(), app="bench", user=UserRef(id="bench"), channel=ChannelRef(), at=at
     )
-    start = [mapping.to_new_event(e, codec, app) for e in session.collect_events()]
+    start = [mapping.to_new_event(e, app, codec) for e in session.collect_events()]
     session.receive_message(message_id=mid, text="m0", at=at)
-    message = [mapping.to_new_event(e, codec, user) for e in session.collect_events()]
+    message = [mapping.to_new_event(e, user, codec) for e in session.collect_events()]
     session.reply("echo m0", at=at)
     session.set_data("last", "m0", at=at)
     session.complete_turn(outcome="ok", duration_ms=0.05, at=at)
-    rest = [mapping.to_new_event(e, codec, app) for e in session.collect_events()]
+    rest = [mapping.to_new_event(e, app, codec) for e in session.collect_events()]
     return Template(start, message, rest, hashing.chain(hashing.GENESIS, b"turn"))
 
 

@@ -1,25 +1,27 @@
 """A user's integrations: which are connected, with what credentials, since when.
 
-One stream per user holds them (``integration.connected`` / ``integration.disconnected``).
-Like a schedule's record, it is small and named rather than numbered, so it is folded
-straight from its payloads; commands check their rules, then add pending payloads that
-the caller appends at the version the record was folded at.
+One stream per user holds them (``integration.connected`` / ``integration.disconnected``),
+named after the user; commands check their rules, then trigger the events the caller
+appends at the version the record was loaded at.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from turnlog.contracts import events as ev
+from eventsourcing.domain import Aggregate
+
 from turnlog.domain.errors import DomainError, InvalidValue
-from turnlog.domain.values import bounded_json, name
+from turnlog.domain.values import bounded_json, empty, name
 
 TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MAX_CREDENTIAL_BYTES = 64 * 1024
+_STREAMS = uuid.UUID("0f5e4c1a-47c9-4f7e-a7f1-5d2f0e6c9b84")
 
 
 class IntegrationError(DomainError):
@@ -36,15 +38,6 @@ class Connection:
     scopes: tuple[str, ...]
     connected_at: datetime
     connected_by: str | None
-
-
-@dataclass(frozen=True)
-class Fact:
-    """One event of the stream as the record folds it."""
-
-    payload: ev.EventPayload
-    at: datetime
-    actor: str | None = None
 
 
 def integration_type(value: object) -> str:
@@ -79,61 +72,66 @@ def scope_names(values: Iterable[str]) -> tuple[str, ...]:
         raise IntegrationError(str(e)) from None
 
 
-class UserIntegrations:
-    """The integrations of one user, folded from their stream."""
+class UserIntegrations(Aggregate):
+    """The integrations of one user. Their stream exists from the first connection, so
+    a record starts empty (``new``) at version 0 rather than with a creation event."""
 
-    def __init__(self, user_id: str) -> None:
-        self.user_id = user_id
-        self.version = 0
-        self.connected: dict[str, Connection] = {}
-        self._pending: list[ev.EventPayload] = []
+    class Connected(Aggregate.Event):
+        user_id: str
+        type: str
+        credentials: dict[str, Any]
+        scopes: tuple[str, ...]
+        actor: str | None  # who connected it: the record's actor, not in the payload
+
+        def apply(self, record: UserIntegrations) -> None:
+            record.connected[self.type] = Connection(
+                self.type, self.credentials, tuple(self.scopes), self.timestamp, self.actor
+            )
+
+    class Disconnected(Aggregate.Event):
+        user_id: str
+        type: str
+        reason: str
+
+        def apply(self, record: UserIntegrations) -> None:
+            record.connected.pop(self.type, None)
+
+    user_id: str
+    connected: dict[str, Connection]
 
     @classmethod
-    def fold(cls, user_id: str, facts: Iterable[Fact]) -> UserIntegrations:
-        record = cls(user_id)
-        for fact in facts:
-            record._apply(fact)
+    def new(cls, user_id: str) -> UserIntegrations:
+        """The record of a user nothing was connected for yet (version 0)."""
+        record = empty(cls, uuid.uuid5(_STREAMS, user_id))
+        record.user_id, record.connected = user_id, {}
         return record
 
     # -- commands -----------------------------------------------------------------------
 
     def connect(
-        self, type: str, credentials: Mapping[str, Any], scopes: Sequence[str], at: datetime
+        self,
+        type: str,
+        credentials: Mapping[str, Any],
+        scopes: Sequence[str],
+        at: datetime,
+        actor: str | None = None,
     ) -> None:
         """Connect ``type`` with ``credentials`` (again: the new ones replace the old)."""
-        payload = ev.IntegrationConnected(
+        self.trigger_event(
+            self.Connected,
             user_id=self.user_id,
             type=integration_type(type),
             credentials=credentials_object(credentials),
             scopes=scope_names(scopes),
+            actor=actor,
+            timestamp=at,
         )
-        self._trigger(Fact(payload, at))
 
     def disconnect(self, type: str, reason: str, at: datetime) -> bool:
         """Disconnect ``type``; False (and nothing recorded) when it is not connected."""
         if integration_type(type) not in self.connected:
             return False
-        payload = ev.IntegrationDisconnected(user_id=self.user_id, type=type, reason=reason)
-        self._trigger(Fact(payload, at))
+        self.trigger_event(
+            self.Disconnected, user_id=self.user_id, type=type, reason=reason, timestamp=at
+        )
         return True
-
-    def collect(self) -> tuple[int, list[ev.EventPayload]]:
-        """The version the pending events follow, and the events; forgets them."""
-        pending, self._pending = self._pending, []
-        return self.version - len(pending), pending
-
-    # -- folding ------------------------------------------------------------------------
-
-    def _trigger(self, fact: Fact) -> None:
-        self._apply(fact)
-        self._pending.append(fact.payload)
-
-    def _apply(self, fact: Fact) -> None:
-        p = fact.payload
-        if isinstance(p, ev.IntegrationConnected):
-            self.connected[p.type] = Connection(
-                p.type, p.credentials, p.scopes, fact.at, fact.actor
-            )
-        elif isinstance(p, ev.IntegrationDisconnected):
-            self.connected.pop(p.type, None)
-        self.version += 1

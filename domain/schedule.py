@@ -5,19 +5,20 @@ what a tick means: run it, skip it (a run of an earlier tick is still going), or
 (another worker has it already). The decision is appended at the version it was made
 from, so of several workers deciding about one tick, exactly one is recorded.
 
-The record is small and its stream is named, not numbered, so it is folded straight from
-its payloads rather than through an ``eventsourcing`` aggregate.
+The record is an aggregate like the others; its stream is named after the schedule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from turnlog.contracts import events as ev
+from eventsourcing.domain import Aggregate
+
 from turnlog.domain import values
 from turnlog.domain.errors import DomainError
+from turnlog.domain.values import empty
 
 OUTCOMES = ("ok", "failed", "cancelled")
 
@@ -57,21 +58,60 @@ class Run:
     worker: str
 
 
-class ScheduleRecord:
-    """The state of one schedule, folded from its events; commands add pending events."""
+_STREAMS = uuid.UUID("5c7c3c2e-6a43-4d36-9d0e-0f1f2f7e7a61")
 
-    def __init__(self, app: str, name: str) -> None:
-        self.app, self.name = app, name
-        self.version = 0
-        self.last_tick: datetime | None = None
-        self.running: Run | None = None
-        self._pending: list[ev.EventPayload] = []
+
+class ScheduleRecord(Aggregate):
+    """The state of one schedule. Its stream exists from the first tick recorded, so a
+    record starts empty (``new``) at version 0 rather than with a creation event."""
+
+    class Fired(Aggregate.Event):
+        app: str
+        schedule: str
+        tick: datetime
+        worker: str
+
+        def apply(self, record: ScheduleRecord) -> None:
+            record.last_tick = self.tick
+            record.running = Run(self.tick, self.worker)
+
+    class Skipped(Aggregate.Event):
+        tick: datetime
+        reason: str
+        running_tick: datetime
+        worker: str
+
+        def apply(self, record: ScheduleRecord) -> None:
+            record.last_tick = self.tick
+
+    class Interrupted(Aggregate.Event):
+        tick: datetime
+        worker: str
+        reason: str
+
+        def apply(self, record: ScheduleRecord) -> None:
+            record.running = None
+
+    class Completed(Aggregate.Event):
+        tick: datetime
+        outcome: str
+        duration_ms: float
+        error_type: str | None
+        error_message: str | None
+
+        def apply(self, record: ScheduleRecord) -> None:
+            record.running = None
+
+    app: str
+    name: str
+    last_tick: datetime | None
+    running: Run | None
 
     @classmethod
-    def fold(cls, app: str, name: str, payloads: Iterable[ev.EventPayload]) -> ScheduleRecord:
-        record = cls(app, name)
-        for payload in payloads:
-            record._apply(payload)
+    def new(cls, app: str, name: str) -> ScheduleRecord:
+        """The record of a schedule nothing was recorded for yet (version 0)."""
+        record = empty(cls, uuid.uuid5(_STREAMS, f"{app}\0{name}"))
+        record.app, record.name, record.last_tick, record.running = app, name, None, None
         return record
 
     def has(self, tick: datetime) -> bool:
@@ -80,33 +120,33 @@ class ScheduleRecord:
 
     # -- commands -----------------------------------------------------------------------
 
-    def fire(self, tick: datetime, worker: str) -> None:
+    def fire(self, tick: datetime, worker: str, *, at: datetime) -> None:
         self._check_new(tick)
         if self.running is not None:
             raise RunInProgress(self.running.tick)
-        self._trigger(ev.ScheduleFired(app=self.app, schedule=self.name, tick=tick, worker=worker))
+        self.trigger_event(
+            self.Fired, app=self.app, schedule=self.name, tick=tick, worker=worker, timestamp=at
+        )
 
-    def skip(self, tick: datetime, worker: str) -> None:
+    def skip(self, tick: datetime, worker: str, *, at: datetime) -> None:
         """Record that ``tick`` does not run because the open run overlaps it."""
         self._check_new(tick)
         if self.running is None:
             raise NoRunInProgress()
-        self._trigger(
-            ev.ScheduleSkipped(
-                tick=tick, reason="overlap", running_tick=self.running.tick, worker=worker
-            )
-        )
+        self.trigger_event(
+            self.Skipped, tick=tick, reason="overlap", running_tick=self.running.tick,
+            worker=worker, timestamp=at,
+        )  # fmt: skip
 
-    def interrupt(self, reason: str) -> None:
+    def interrupt(self, reason: str, *, at: datetime) -> None:
         """Close the open run whose worker is gone."""
         if self.running is None:
             raise NoRunInProgress()
         run = self.running
-        self._trigger(
-            ev.ScheduleInterrupted(
-                tick=run.tick, worker=run.worker, reason=values.error_text(reason)
-            )
-        )
+        self.trigger_event(
+            self.Interrupted, tick=run.tick, worker=run.worker,
+            reason=values.error_text(reason), timestamp=at,
+        )  # fmt: skip
 
     def complete(
         self,
@@ -114,42 +154,23 @@ class ScheduleRecord:
         duration_ms: float,
         error_type: str | None = None,
         error_message: str | None = None,
+        *,
+        at: datetime,
     ) -> None:
         if self.running is None:
             raise NoRunInProgress()
         if outcome not in OUTCOMES:
             raise ScheduleError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
-        self._trigger(
-            ev.ScheduleCompleted(
-                tick=self.running.tick,
-                outcome=outcome,
-                duration_ms=duration_ms,
-                error_type=None if error_type is None else values.error_text(error_type, 256),
-                error_message=None if error_message is None else values.error_text(error_message),
-            )
+        self.trigger_event(
+            self.Completed,
+            tick=self.running.tick,
+            outcome=outcome,
+            duration_ms=duration_ms,
+            error_type=None if error_type is None else values.error_text(error_type, 256),
+            error_message=None if error_message is None else values.error_text(error_message),
+            timestamp=at,
         )
-
-    def collect(self) -> tuple[int, list[ev.EventPayload]]:
-        """The version the pending events follow, and the events; forgets them."""
-        pending, self._pending = self._pending, []
-        return self.version - len(pending), pending
-
-    # -- folding ------------------------------------------------------------------------
 
     def _check_new(self, tick: datetime) -> None:
         if self.last_tick is not None and tick <= self.last_tick:
             raise TickTaken(tick, self.last_tick)
-
-    def _trigger(self, payload: ev.EventPayload) -> None:
-        self._apply(payload)
-        self._pending.append(payload)
-
-    def _apply(self, payload: ev.EventPayload) -> None:
-        if isinstance(payload, ev.ScheduleFired):
-            self.last_tick = payload.tick
-            self.running = Run(payload.tick, payload.worker)
-        elif isinstance(payload, ev.ScheduleSkipped):
-            self.last_tick = payload.tick
-        elif isinstance(payload, ev.ScheduleCompleted | ev.ScheduleInterrupted):
-            self.running = None
-        self.version += 1

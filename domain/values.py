@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, TypeVar
+from uuid import UUID
 
 import msgspec
 
@@ -158,3 +159,16 @@ def user_id(value: str, what: str = "user id") -> str:
             " reserves for owner keys (org:<id>) and apps' own users (app:<name>)"
         )
     return value
+
+
+A = TypeVar("A")
+
+
+def empty(cls: type[A], id: UUID) -> A:
+    """An aggregate of ``cls`` with nothing recorded yet (version 0), for records whose
+    stream begins with an ordinary event rather than a creation event."""
+    made = object.__new__(cls)
+    made.__dict__.update(
+        _id=id, _version=0, _pending_events=[], _created_on=None, _modified_on=None
+    )
+    return made

@@ -21,23 +21,21 @@ from typing import Any
 import msgspec
 import structlog
 
-from turnlog.contracts.events import INTEGRATION_PAYLOADS, EventPayload
 from turnlog.domain import values
 from turnlog.domain.errors import DomainError
-from turnlog.domain.integrations import Connection, Fact, IntegrationError, UserIntegrations
-from turnlog.services.app.log.codec import EventCodec
+from turnlog.domain.integrations import Connection, IntegrationError, UserIntegrations
+from turnlog.services.app.aggregates import AggregateStore
 from turnlog.services.app.log.errors import ConcurrencyConflict
-from turnlog.services.app.log.records import NewEvent, RecordedEvent
+from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.ports import Clock, EventLog, NoNotices, Notices, system_clock
 from turnlog.services.app.sealing import KeyRing
-from turnlog.services.sdk.types import UserInfo
+from turnlog.services.app.values import UserInfo
 
 log = structlog.get_logger("turnlog.integrations")
 
 _STREAMS = uuid.UUID("0d5a3f7e-2b61-4c8a-9e47-31c6f0a8b2d4")
 _ERASED = {"_erased": True}
 _ATTEMPTS = 5
-_codec = EventCodec(INTEGRATION_PAYLOADS)
 _encode = msgspec.json.Encoder().encode
 
 """``callback(user_id, type, connected)`` for ``watch``."""
@@ -66,6 +64,7 @@ class Integrations:
         clock: Clock = system_clock,
     ) -> None:
         self.store = store
+        self.aggregates = AggregateStore(store)
         self.clock = clock
         self.keyring = keyring or store.keyring
         self.notices = notices or NoNotices()
@@ -85,7 +84,7 @@ class Integrations:
         Raises ``IntegrationError`` for a bad type name, credentials or scopes."""
 
         def change(record: UserIntegrations, at: datetime) -> bool:
-            record.connect(type, credentials, scopes, at)
+            record.connect(type, credentials, scopes, at, actor)
             return True
 
         await self._record(user_id, change, actor, correlation_id)
@@ -131,9 +130,11 @@ class Integrations:
     # -- the stream ---------------------------------------------------------------------
 
     async def _load(self, user_id: str, *, secrets: bool) -> UserIntegrations:
-        records = await self.store.read_stream(integrations_stream(user_id))
-        plain = await self.keyring.unseal(records, secrets=secrets)
-        return UserIntegrations.fold(user_id, map(_fact, plain))
+        empty = UserIntegrations.new(user_id)
+        stream = integrations_stream(user_id)
+        record = await self.aggregates.load(stream, empty.id, empty, secrets=secrets)
+        assert record is not None
+        return record
 
     async def _record(
         self,
@@ -142,8 +143,8 @@ class Integrations:
         actor: str,
         correlation_id: str | None,
     ) -> bool:
-        """Fold the stream, apply ``change``, append what it records (sealed) at the
-        version folded; again on a concurrent write. False when it records nothing."""
+        """Load the record, apply ``change``, append what it records (sealed) at the
+        version loaded; again on a concurrent write. False when it records nothing."""
         try:
             values.name(user_id, "user id")
         except DomainError as e:
@@ -154,12 +155,10 @@ class Integrations:
             at = self.clock()
             if not change(record, at):
                 return False
-            expected, pending = record.collect()
-            new = [_new(p, at, actor, correlation_id) for p in pending]
+            meta = Metadata(correlation_id=correlation_id, actor=actor)
             try:
                 async with self.store.transaction() as conn:
-                    events = await self.keyring.seal(user_id, new, holding=conn)
-                    await self.store.append(stream, expected, events, connection=conn)
+                    await self.aggregates.save(stream, record, meta, user=user_id, holding=conn)
             except ConcurrencyConflict:
                 if attempt == _ATTEMPTS - 1:
                     raise
@@ -170,19 +169,3 @@ class Integrations:
 
     async def _announce(self, user_id: str, type: str, *, connected: bool) -> None:
         await self.notices.integration_changed(user_id, type, connected)
-
-
-def _fact(record: RecordedEvent) -> Fact:
-    payload = _codec.decode(record.type, record.schema_version, record.payload)
-    return Fact(payload, record.recorded_at, record.actor)
-
-
-def _new(payload: EventPayload, at: datetime, actor: str, correlation_id: str | None) -> NewEvent:
-    return NewEvent(
-        type=payload.TYPE,
-        schema_version=payload.SCHEMA_VERSION,
-        payload=_codec.encode(payload),
-        recorded_at=at,
-        correlation_id=correlation_id,
-        actor=actor,
-    )

@@ -1,5 +1,5 @@
-"""Where domain events and wire payloads meet: Session events <-> stored records,
-and Session state <-> snapshots."""
+"""The one mapping between domain events and stored records, for every aggregate
+(sessions, documents, tasks, schedules, integrations), and Session state <-> snapshots."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from eventsourcing.domain import Aggregate, CanMutateAggregate
 
 from turnlog.contracts import events as wire
 from turnlog.domain.document import Document
+from turnlog.domain.integrations import UserIntegrations
+from turnlog.domain.schedule import ScheduleRecord
 from turnlog.domain.session import Session
+from turnlog.domain.task import Task
 from turnlog.services.app.log.codec import EventCodec
 from turnlog.services.app.log.records import NewEvent, RecordedEvent, Snapshot
 
@@ -37,10 +40,38 @@ PAIRS: tuple[tuple[type[Aggregate.Event], type[wire.EventPayload]], ...] = (
     (Document.Inserted, wire.DocumentInserted),
     (Document.Updated, wire.DocumentUpdated),
     (Document.Deleted, wire.DocumentDeleted),
+    (Task.Submitted, wire.TaskSubmitted),
+    (Task.Started, wire.TaskStarted),
+    (Task.Progressed, wire.TaskProgressed),
+    (Task.Completed, wire.TaskCompleted),
+    (Task.Failed, wire.TaskFailed),
+    (Task.Cancelled, wire.TaskCancelled),
+    (ScheduleRecord.Fired, wire.ScheduleFired),
+    (ScheduleRecord.Skipped, wire.ScheduleSkipped),
+    (ScheduleRecord.Interrupted, wire.ScheduleInterrupted),
+    (ScheduleRecord.Completed, wire.ScheduleCompleted),
+    (UserIntegrations.Connected, wire.IntegrationConnected),
+    (UserIntegrations.Disconnected, wire.IntegrationDisconnected),
 )
+RECORD_FIELDS = ("actor",)
+"""Domain event fields the record carries rather than the payload: an event class that
+declares one gets the record's value when read back (who connected an integration)."""
+
 _TO_WIRE = dict(PAIRS)
 _TO_DOMAIN = {payload.TYPE: event for event, payload in PAIRS}
-_SESSION_TOPIC = f"{Session.__module__}:{Session.__qualname__}"
+_TOPICS = {
+    cls.TYPE: f"{aggregate.__module__}:{aggregate.__qualname__}"
+    for cls, aggregate in (
+        (wire.SessionStarted, Session),
+        (wire.DocumentInserted, Document),
+        (wire.TaskSubmitted, Task),
+    )
+}
+_RECORD_FIELDS = {
+    event: tuple(f for f in RECORD_FIELDS if f in event.__dataclass_fields__) for event, _ in PAIRS
+}
+CODEC = EventCodec(payload for _, payload in PAIRS)
+"""Every aggregate's payloads, by type name (with their upcasters)."""
 
 SNAPSHOT_TYPE = "session.snapshot"
 SNAPSHOT_SCHEMA_VERSION = 1
@@ -49,6 +80,7 @@ _state_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 def session_codec() -> EventCodec:
+    """A codec of the Session's payloads of its own (to register upcasters on)."""
     return EventCodec(wire.SESSION_PAYLOADS)
 
 
@@ -60,7 +92,10 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True):
     actor: str | None = None
 
 
-def to_new_event(event: CanMutateAggregate[UUID], codec: EventCodec, meta: Metadata) -> NewEvent:
+def to_new_event(
+    event: CanMutateAggregate[UUID], meta: Metadata, codec: EventCodec = CODEC
+) -> NewEvent:
+    """The record to append for ``event``, caused as ``meta`` says."""
     payload_type = _TO_WIRE[type(event)]  # type: ignore[index]
     payload = payload_type(**{f: getattr(event, f) for f in payload_type.__struct_fields__})
     correlation_id = meta.correlation_id
@@ -78,14 +113,20 @@ def to_new_event(event: CanMutateAggregate[UUID], codec: EventCodec, meta: Metad
     )
 
 
-def to_domain_event(record: RecordedEvent, codec: EventCodec) -> Aggregate.Event:
+def to_domain_event(
+    record: RecordedEvent, originator_id: UUID, codec: EventCodec = CODEC
+) -> Aggregate.Event:
+    """The domain event ``record`` holds, for the aggregate ``originator_id``."""
     payload = codec.decode(record.type, record.schema_version, record.payload)
     fields = {f: getattr(payload, f) for f in payload.__struct_fields__}
-    if record.type == wire.SessionStarted.TYPE:
-        fields["originator_topic"] = _SESSION_TOPIC
+    topic = _TOPICS.get(record.type)
+    if topic is not None:
+        fields["originator_topic"] = topic
     event_type = _TO_DOMAIN[record.type]
+    for name in _RECORD_FIELDS[event_type]:
+        fields[name] = getattr(record, name)
     return event_type(
-        originator_id=UUID(record.stream_id),
+        originator_id=originator_id,
         originator_version=record.version,
         timestamp=record.recorded_at,
         **fields,
@@ -120,10 +161,6 @@ def from_snapshot(snapshot: Snapshot) -> Session:
     session = object.__new__(Session)
     session.__dict__.update(state)
     return session
-
-
-def document_codec() -> EventCodec:
-    return EventCodec(wire.DOCUMENT_PAYLOADS)
 
 
 def document_from_row(

@@ -17,6 +17,7 @@ import copy
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
@@ -62,13 +63,12 @@ async def rerun_session(
         raise StoreError(f"app {app.name!r} has no message handler to re-run")
     session_id = records[0].stream_id
     turns = _turns(records)
-    codec = mapping.session_codec()
     state: SessionAggregate | None = None
     folded = 0
     done = skipped = 0
     for number, (start, end) in enumerate(turns, 1):
         for record in records[folded:start]:
-            state = mapping.to_domain_event(record, codec).mutate(state)
+            state = mapping.to_domain_event(record, UUID(session_id)).mutate(state)
         folded = start
         assert state is not None  # a session's first event is session.started
         if state.app != app.name:

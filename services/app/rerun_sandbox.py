@@ -88,12 +88,9 @@ class Collector:
 
     def __init__(self) -> None:
         self.events: list[NewEvent] = []
-        self._codec = mapping.session_codec()
 
     async def save(self, session: SessionAggregate, meta: Metadata) -> None:
-        self.events += [
-            mapping.to_new_event(e, self._codec, meta) for e in session.collect_events()
-        ]
+        self.events += [mapping.to_new_event(e, meta) for e in session.collect_events()]
 
 
 @contextmanager

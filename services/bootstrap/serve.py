@@ -225,7 +225,7 @@ async def _api_jobs(
     keys = Keys(parse_keys(settings.api_keys))
     if not settings.api_keys:
         log.warning("no API keys configured: the query API refuses every request")
-    service = QueryService(pool)
+    service = QueryService(pool, store.keyring)
     producer = Client(nc, Subjects(settings.subject_prefix), settings.max_file_bytes)
     integrations = wiring.integrations
     routes: list[ControllerRouterHandler] = [

@@ -86,11 +86,19 @@ class AppTester:
         notices = LocalNotices()
         self.wiring = Wiring.memory(self.clock, files=self.files, queue=self.queue, notices=notices)
         self.delivered = _Delivered()
-        self.host: SessionHost = self.wiring.host(app, self.delivered)
-        notices.listeners.append(self.host.integration_changed)
+        self._host = self.wiring.host(app, self.delivered) if app.message_handler else None
+        if self._host is not None:
+            notices.listeners.append(self._host.integration_changed)
         self.scheduler: Scheduler = self.wiring.scheduler(app, worker="tester")
         self._schedules_checked = self.clock.now
         self._sessions: list[TestSession] = []
+
+    @property
+    def host(self) -> SessionHost:
+        """The runtime of the app's sessions."""
+        if self._host is None:
+            raise TesterError(f"app {self.app.name!r} has no @app.message() handler")
+        return self._host
 
     @property
     def log(self) -> MemoryLog:
@@ -99,7 +107,8 @@ class AppTester:
         return log
 
     async def __aenter__(self) -> AppTester:
-        await self.host.start()
+        if self._host is not None:
+            await self._host.start()
         return self
 
     async def __aexit__(
@@ -111,7 +120,8 @@ class AppTester:
         for session in self._sessions:
             await session.cancel_waiting()
         await self.scheduler.stop()
-        await self.host.stop()
+        if self._host is not None:
+            await self._host.stop()
 
     def session(
         self,
@@ -120,6 +130,7 @@ class AppTester:
         channel: str = "test",
     ) -> TestSession:
         """A session of the app, as ``Client.session`` makes one: new, or by id."""
+        self.host  # noqa: B018  (an app without a message handler has no sessions)
         if isinstance(user, Mapping):
             user = UserInfo(**user)
         made = TestSession(
@@ -133,7 +144,7 @@ class AppTester:
     async def run_tasks(self) -> list[TaskStatus]:
         """Run every submitted task (and those they submit) to its end: completed,
         failed after its retries, or cancelled. Their statuses, in the order run."""
-        poster = SessionPoster(self.host)
+        poster = SessionPoster(self._host) if self._host is not None else None
         runtime = self.wiring.runtime(self.app)
         ran = []
         while (queued := self.queue.take(self.app.name)) is not None:

@@ -286,7 +286,8 @@ async def test_a_run_left_open_by_a_dead_worker_is_recorded_interrupted_then_tic
     # a worker that died mid-run: its run is on record as fired, and its lease is gone
     stream = ScheduleLog(store, app.schedules["job"], PostgresClaims(store.pool))
     record = await stream.load()
-    record.fire(app.schedules["job"].cron.latest_at_or_before(datetime.now(UTC)), "dead-worker")
+    now = datetime.now(UTC)
+    record.fire(app.schedules["job"].cron.latest_at_or_before(now), "dead-worker", at=now)
     await stream.save(record, Metadata(actor="app:orphan"))
 
     scheduler = Wiring.postgres(store).scheduler(app, worker="w1")

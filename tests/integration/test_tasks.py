@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -138,6 +138,18 @@ class Chat:
         self.live.append(msgspec.json.decode(msg.data, type=bus.Live))
 
 
+@contextlib.contextmanager
+def serving(app: turnlog.App, store: EventStore, talk: Chat) -> Iterator[None]:
+    """Run the test's code as the app's own code in a process serving it: what
+    ``TaskHandle.status()`` and ``cancel()`` reach (the app's tasks, its queue)."""
+    queue = TaskQueue(talk.client.nc, Subjects(talk.prefix))
+    token = context.runtime.set(Wiring.postgres(store, queue=queue).runtime(app))
+    try:
+        yield
+    finally:
+        context.runtime.reset(token)
+
+
 @pytest.fixture
 async def chat(
     start_serving: Start, servers: Endpoints, prefix: str
@@ -200,7 +212,8 @@ async def test_a_task_submitted_from_a_handler_replies_and_its_card_reaches_comp
     replies = [(p["text"], c, a) for t, p, c, a in session if t == "session.reply_sent"]
     assert ("report daily is ready", task_id, "task:build_report") in replies
     await until(lambda: _delivered(talk, "report daily is ready"))
-    status = await app.tasks["build_report"].handle(task_id).status()
+    with serving(app, store, talk):
+        status = await app.tasks["build_report"].handle(task_id).status()
     assert (status.status, status.attempts, status.result) == (
         "completed", 1, {"report_id": "daily", "rows": 3}
     )  # fmt: skip
@@ -229,7 +242,8 @@ async def test_failures_are_retried_on_record_until_an_attempt_succeeds(
         "failure 1", "failure 2"
     ]  # fmt: skip
     assert seen["calls"][task_id] == 3
-    status = await app.tasks["flaky"].handle(task_id).status()
+    with serving(app, store, talk):
+        status = await app.tasks["flaky"].handle(task_id).status()
     assert (status.status, status.attempts, status.result) == ("completed", 3, "fine at last")
 
 
@@ -248,7 +262,8 @@ async def test_a_task_that_always_fails_ends_failed_with_its_error_on_the_card(
     card = await card_of(store, talk.session.id, task_id)
     assert card is not None and card["attempt"] == 2 and card["result"] is None
     assert card["error"] == {"type": "ValueError", "message": "always broken"}
-    status = await app.tasks["broken"].handle(task_id).status()
+    with serving(app, store, talk):
+        status = await app.tasks["broken"].handle(task_id).status()
     assert (status.status, status.error_type, status.error_message) == (
         "failed", "ValueError", "always broken"
     )  # fmt: skip
@@ -276,16 +291,17 @@ async def test_cancel_stops_a_running_task_on_record_and_on_its_card(
     task_id = await talk.submit("forever")
     handle = app.tasks["forever"].handle(task_id)
     await card_reaches(store, talk.session.id, task_id, "running")
-    assert (await handle.status()).status == "running"
-
-    assert await handle.cancel("no longer needed") is True
+    with serving(app, store, talk):
+        assert (await handle.status()).status == "running"
+        assert await handle.cancel("no longer needed") is True
     await card_reaches(store, talk.session.id, task_id, "cancelled")
     await until(lambda: _true(seen["stopped"] == [task_id]))  # the attempt was stopped
     task = await events_of(store, f"task:{task_id}")
     assert [t for t, _, _, _ in task] == ["task.submitted", "task.started", "task.cancelled"]
     assert task[-1][1] == {"reason": "no longer needed"} and task[-1][3] == "app:reports"
-    assert (await handle.status()).status == "cancelled"
-    assert await handle.cancel() is False  # finished: nothing more is recorded
+    with serving(app, store, talk):
+        assert (await handle.status()).status == "cancelled"
+        assert await handle.cancel() is False  # finished: nothing more is recorded
     assert len(await events_of(store, f"task:{task_id}")) == 3
 
 
@@ -336,7 +352,8 @@ async def test_erasing_the_submitting_user_erases_a_tasks_arguments_and_result(
     await card_reaches(store, talk.session.id, task_id, "completed")
     report = await erase_user(store, "alice", reason="asked", actor="operator:test")
     assert report.events_sealed > 0
-    status = await app.tasks["build_report"].handle(task_id).status()
+    with serving(app, store, talk):
+        status = await app.tasks["build_report"].handle(task_id).status()
     assert (status.status, status.result, status.progress_message) == (
         "completed", "[erased]", "[erased]"
     )  # fmt: skip
@@ -391,7 +408,11 @@ async def test_two_workers_share_the_queue_and_each_task_runs_once(
         async def all_done() -> bool:
             return all([(await h.status()).finished for h in handles])
 
-        await until(all_done)
+        serving = context.runtime.set(first.runtime)  # as the app's code in that process
+        try:
+            await until(all_done)
+        finally:
+            context.runtime.reset(serving)
         for n, task_id in enumerate(task_ids):
             await card_reaches(store, str(sid), task_id, "completed")
             card = await card_of(store, str(sid), task_id)

@@ -3,6 +3,7 @@ schedules, prompts, collections and integrations, with no server."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -224,3 +225,76 @@ async def test_session_vars_and_stop() -> None:
         assert s.events[-1].type == "session.ended"
         with pytest.raises(Exception, match="ended"):
             await s.send_message("count")
+
+
+def streaming_app() -> turnlog.App:
+    app = turnlog.App("streamer")
+
+    @app.message()
+    async def on_message(session: turnlog.Session, msg: turnlog.Message) -> None:
+        if msg.text == "history":
+            await session.reply(" | ".join(f"{m.sender}:{m.text}" for m in session.history))
+            return
+        async with session.stream_reply() as reply:
+            for word in msg.text.split():
+                reply.write(word + " ")
+        await session.show(turnlog.Block(type="card", payload={"words": len(msg.text.split())}))
+
+    return app
+
+
+async def test_a_streamed_reply_is_delivered_in_chunks_and_recorded_whole() -> None:
+    async with AppTester(streaming_app()) as t:
+        s = t.session(user={"id": "u1"})
+        r = await s.send_message("one two three")
+        assert r.reply == "one two three "
+        kinds = [type(item).__name__ for item in s.delivered]
+        assert kinds.count("Chunk") == 3 and kinds[-2:] == ["Reply", "BlockView"]
+        shown = next(e for e in r.events if e.type == "session.block_shown")
+        assert shown.payload["payload"] == {"words": 3}
+        history = await s.send_message("history")
+        assert history.reply == "user:one two three | app:one two three "
+
+
+async def test_a_task_cancelled_before_it_runs_ends_cancelled() -> None:
+    app = turnlog.App("cancels")
+
+    @app.task
+    async def never(session: turnlog.TaskSession) -> None:
+        raise AssertionError("a cancelled task does not run")
+
+    @app.message()
+    async def on_message(session: turnlog.Session, msg: turnlog.Message) -> None:
+        handle = await never.submit(session=session)
+        assert await handle.cancel("changed my mind") is True
+        await session.reply((await handle.status()).status)
+
+    async with AppTester(app) as t:
+        s = t.session(user={"id": "u1"})
+        assert (await s.send_message("go")).reply == "cancelled"
+        [status] = await t.run_tasks()
+        assert (status.status, status.attempts) == ("cancelled", 0)
+
+
+async def test_a_failing_scheduled_run_is_recorded_failed_and_the_next_tick_runs() -> None:
+    app = turnlog.App("flaky")
+    calls: list[str] = []
+
+    @app.schedule("0 * * * *")
+    async def hourly(session: turnlog.ScheduledSession) -> None:
+        calls.append(session.tick.isoformat())
+        if len(calls) == 1:
+            raise RuntimeError("first run breaks")
+
+    async with AppTester(app, now=datetime(2030, 1, 1, 0, 30, tzinfo=UTC)) as t:
+        t.clock.advance(hours=1)
+        await t.run_schedules()
+        t.clock.advance(hours=1)
+        await t.run_schedules()
+        assert calls == ["2030-01-01T01:00:00+00:00", "2030-01-01T02:00:00+00:00"]
+        stream = [e for e in t.log.events if e.stream_id.startswith("schedule:")]
+        done = [json.loads(e.payload) for e in stream if e.type == "schedule.completed"]
+        assert [(d["outcome"], d["error_type"]) for d in done] == [
+            ("failed", "RuntimeError"),
+            ("ok", None),
+        ]

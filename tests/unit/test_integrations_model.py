@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from turnlog.contracts import bus
 from turnlog.contracts import events as ev
-from turnlog.domain.integrations import Fact, IntegrationError, UserIntegrations
+from turnlog.domain.integrations import IntegrationError, UserIntegrations
 from turnlog.services.adapters.nats.subjects import Subjects, user_token
 from turnlog.services.app import sealed
 from turnlog.services.app.log.codec import EventCodec
@@ -27,30 +27,38 @@ KEY = AESGCM(bytes(range(32)))
 _codec = EventCodec(ev.ALL_PAYLOADS)
 
 
-def folded(*facts: Fact) -> UserIntegrations:
-    return UserIntegrations.fold("alice", facts)
+def replayed(events: list[Any]) -> UserIntegrations:
+    """A record of alice's built again from ``events``, as the log loads it."""
+    record = UserIntegrations.new("alice")
+    for event in events:
+        event.mutate(record)
+    return record
 
 
 def test_connecting_records_the_credentials_and_reconnecting_replaces_them() -> None:
-    record = UserIntegrations("alice")
-    record.connect("github", {"token": TOKEN}, ["repo"], T0)
-    record.connect("github", {"token": "new"}, [], T1)
-    expected, pending = record.collect()
-    assert expected == 0 and [p.TYPE for p in pending] == ["integration.connected"] * 2
-    again = folded(*(Fact(p, T1, "user:alice") for p in pending))
+    record = UserIntegrations.new("alice")
+    record.connect("github", {"token": TOKEN}, ["repo"], T0, "user:alice")
+    record.connect("github", {"token": "new"}, [], T1, "user:alice")
+    pending = record.collect_events()
+    assert pending[0].originator_version == 1
+    assert [type(e).__name__ for e in pending] == ["Connected"] * 2
+    again = replayed(pending)
     assert again.version == 2
     github = again.connected["github"]
     assert github.credentials == {"token": "new"} and github.connected_by == "user:alice"
+    assert github.connected_at == T1
 
 
 def test_disconnecting_forgets_them_and_an_unconnected_type_records_nothing() -> None:
-    connected = ev.IntegrationConnected(user_id="alice", type="github", credentials={"t": 1})
-    record = folded(Fact(connected, T0))
+    connected = UserIntegrations.new("alice")
+    connected.connect("github", {"t": 1}, [], T0)
+    record = replayed(connected.collect_events())
     assert record.disconnect("gmail", "", T1) is False
     assert record.disconnect("github", "revoked", T1) is True
-    expected, pending = record.collect()
-    assert expected == 1 and pending == [
-        ev.IntegrationDisconnected(user_id="alice", type="github", reason="revoked")
+    pending = record.collect_events()
+    assert pending[0].originator_version == 2
+    assert [(type(e).__name__, e.user_id, e.type, e.reason) for e in pending] == [
+        ("Disconnected", "alice", "github", "revoked")
     ]
     assert record.connected == {} and record.version == 2
 
@@ -58,7 +66,7 @@ def test_disconnecting_forgets_them_and_an_unconnected_type_records_nothing() ->
 @pytest.mark.parametrize("name", ["", " github", "git hub", "a.b", "x" * 65, "-lead", "é"])
 def test_a_type_is_a_word(name: str) -> None:
     with pytest.raises(IntegrationError, match="integration type is a word"):
-        UserIntegrations("alice").connect(name, {"token": "t"}, [], T0)
+        UserIntegrations.new("alice").connect(name, {"token": "t"}, [], T0)
 
 
 @pytest.mark.parametrize(
@@ -74,15 +82,15 @@ def test_credentials_are_a_small_json_object_and_errors_never_show_them(
     credentials: Any, match: str
 ) -> None:
     with pytest.raises(IntegrationError, match=match) as raised:
-        UserIntegrations("alice").connect("github", credentials, [], T0)
+        UserIntegrations.new("alice").connect("github", credentials, [], T0)
     assert TOKEN not in str(raised.value) and "xxxx" not in str(raised.value)
 
 
 def test_scopes_are_names() -> None:
     with pytest.raises(IntegrationError, match="scopes must be a list"):
-        UserIntegrations("alice").connect("github", {"t": 1}, "repo", T0)
+        UserIntegrations.new("alice").connect("github", {"t": 1}, "repo", T0)
     with pytest.raises(IntegrationError, match="scope"):
-        UserIntegrations("alice").connect("github", {"t": 1}, [""], T0)
+        UserIntegrations.new("alice").connect("github", {"t": 1}, [""], T0)
 
 
 def test_credentials_are_sealed_and_opened_only_when_asked_for() -> None:

@@ -1,5 +1,5 @@
 """A schedule's record and cron ticks, without I/O: which decisions a tick allows, what
-they record, and how the record folds back from its events."""
+they record, and how the record is built again from its events."""
 
 from __future__ import annotations
 
@@ -15,87 +15,97 @@ from turnlog.domain.schedule import (
     ScheduleRecord,
     TickTaken,
 )
-from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.mapping import CODEC, Metadata, to_new_event
 from turnlog.services.sdk.scheduled import NoReplyTarget, ScheduledSession
 from turnlog.services.sdk.schedules import Cron, Schedule, ScheduleDeclarationError
 from turnlog.services.sdk.types import Block, UserInfo
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 T1, T2, T3 = (T0 + timedelta(hours=n) for n in (1, 2, 3))
+NOW = T0 + timedelta(minutes=1)
+
+
+def collect(record: ScheduleRecord) -> tuple[int, list[ev.EventPayload]]:
+    """The version ``record``'s pending events follow, and their payloads as stored."""
+    pending = record.collect_events()
+    stored = [to_new_event(e, Metadata()) for e in pending]
+    payloads = [CODEC.decode(n.type, n.schema_version, n.payload) for n in stored]
+    return (pending[0].originator_version - 1 if pending else record.version), payloads
 
 
 def test_a_fired_tick_is_taken_and_its_run_open_until_completed() -> None:
-    record = ScheduleRecord("notes", "digest")
-    record.fire(T0, "w1")
+    record = ScheduleRecord.new("notes", "digest")
+    record.fire(T0, "w1", at=NOW)
     assert record.has(T0) and not record.has(T1)
     assert record.running is not None and record.running.worker == "w1"
-    record.complete("ok", 12.5)
+    record.complete("ok", 12.5, at=NOW)
     assert record.running is None
-    expected, pending = record.collect()
+    expected, pending = collect(record)
     assert expected == 0 and record.version == 2
     assert pending == [
         ev.ScheduleFired(app="notes", schedule="digest", tick=T0, worker="w1"),
         ev.ScheduleCompleted(tick=T0, outcome="ok", duration_ms=12.5),
     ]
-    assert record.collect() == (2, [])
+    assert collect(record) == (2, [])
 
 
 def test_a_tick_not_after_the_last_one_is_refused() -> None:
-    record = ScheduleRecord("notes", "digest")
-    record.fire(T1, "w1")
-    record.complete("ok", 1.0)
+    record = ScheduleRecord.new("notes", "digest")
+    record.fire(T1, "w1", at=NOW)
+    record.complete("ok", 1.0, at=NOW)
     with pytest.raises(TickTaken):
-        record.fire(T1, "w2")
+        record.fire(T1, "w2", at=NOW)
     with pytest.raises(TickTaken):
-        record.fire(T0, "w2")
+        record.fire(T0, "w2", at=NOW)
 
 
 def test_a_tick_during_a_run_can_only_be_skipped_as_overlap() -> None:
-    record = ScheduleRecord("notes", "digest")
-    record.fire(T0, "w1")
+    record = ScheduleRecord.new("notes", "digest")
+    record.fire(T0, "w1", at=NOW)
     with pytest.raises(RunInProgress):
-        record.fire(T1, "w2")
-    record.skip(T1, "w2")
+        record.fire(T1, "w2", at=NOW)
+    record.skip(T1, "w2", at=NOW)
     assert record.has(T1) and record.running is not None and record.running.tick == T0
-    record.complete("failed", 5.0, "ValueError", "boom")
-    _, pending = record.collect()
+    record.complete("failed", 5.0, "ValueError", "boom", at=NOW)
+    _, pending = collect(record)
     assert pending[1] == ev.ScheduleSkipped(tick=T1, reason="overlap", running_tick=T0, worker="w2")
     assert pending[2].error_type == "ValueError"  # type: ignore[attr-defined]
 
 
 def test_skipping_completing_or_interrupting_needs_an_open_run() -> None:
-    record = ScheduleRecord("notes", "digest")
+    record = ScheduleRecord.new("notes", "digest")
     for command in (
-        lambda: record.skip(T0, "w1"),
-        lambda: record.complete("ok", 1.0),
-        lambda: record.interrupt("gone"),
+        lambda: record.skip(T0, "w1", at=NOW),
+        lambda: record.complete("ok", 1.0, at=NOW),
+        lambda: record.interrupt("gone", at=NOW),
     ):
         with pytest.raises(NoRunInProgress):
             command()
-    record.fire(T0, "w1")
+    record.fire(T0, "w1", at=NOW)
     with pytest.raises(ScheduleError, match="outcome must be one of"):
-        record.complete("meh", 1.0)
+        record.complete("meh", 1.0, at=NOW)
 
 
 def test_a_run_cut_off_is_interrupted_then_the_next_tick_fires() -> None:
-    record = ScheduleRecord("notes", "digest")
-    record.fire(T0, "dead")
-    record.collect()
-    record.interrupt("its worker stopped")
-    record.fire(T1, "w2")
-    expected, pending = record.collect()
+    record = ScheduleRecord.new("notes", "digest")
+    record.fire(T0, "dead", at=NOW)
+    collect(record)
+    record.interrupt("its worker stopped", at=NOW)
+    record.fire(T1, "w2", at=NOW)
+    expected, pending = collect(record)
     assert expected == 1
     assert pending[0] == ev.ScheduleInterrupted(tick=T0, worker="dead", reason="its worker stopped")
 
 
 def test_the_record_folds_back_from_its_events() -> None:
-    record = ScheduleRecord("notes", "digest")
-    record.fire(T0, "w1")
-    record.skip(T1, "w2")
-    record.complete("ok", 3.0)
-    record.fire(T2, "w2")
-    _, pending = record.collect()
-    folded = ScheduleRecord.fold("notes", "digest", pending)
+    record = ScheduleRecord.new("notes", "digest")
+    record.fire(T0, "w1", at=NOW)
+    record.skip(T1, "w2", at=NOW)
+    record.complete("ok", 3.0, at=NOW)
+    record.fire(T2, "w2", at=NOW)
+    folded = ScheduleRecord.new("notes", "digest")
+    for event in record.collect_events():
+        event.mutate(folded)
     assert (folded.version, folded.last_tick, folded.running) == (
         record.version,
         record.last_tick,

@@ -17,17 +17,18 @@ from typing import Any
 from turnlog.domain.document import Document
 from turnlog.domain.documents import is_number, matches, parse_sort, resolve
 from turnlog.services.adapters.memory.log import MemoryLog
+from turnlog.services.app.aggregates import AggregateStore
 from turnlog.services.app.collections import DuplicateKey, Place
-from turnlog.services.app.mapping import Metadata, document_codec, to_new_event
+from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.ports import Clock, system_clock
 
-_codec = document_codec()
 _Key = tuple[str, str, str]  # app, collection, owner
 
 
 class MemoryDocuments:
     def __init__(self, log: MemoryLog, clock: Clock = system_clock) -> None:
         self.log, self.clock = log, clock
+        self.aggregates = AggregateStore(log)
         self._live: dict[_Key, dict[str, Document]] = {}
 
     async def prepare(self, app: str, collection: str, indexes: Sequence[Sequence[str]]) -> None:
@@ -85,13 +86,7 @@ class MemoryDocuments:
     async def _append(self, docs: Sequence[Document], meta: Metadata, user: str | None) -> None:
         async with self.log.transaction() as tx:
             for doc in docs:
-                pending = doc.collect_events()
-                events = [to_new_event(e, _codec, meta) for e in pending]
-                if user is not None:
-                    events = await self.log.keyring.seal(user, events, holding=tx)
-                await self.log.append(
-                    str(doc.id), pending[0].originator_version - 1, events, connection=tx
-                )
+                await self.aggregates.save(str(doc.id), doc, meta, user=user, holding=tx)
         self.log.announce()
 
     def _matching(self, place: Place, filter: dict[str, Any] | None) -> list[Document]:

@@ -19,7 +19,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from msgspec.structs import replace
 
 from turnlog.domain.document import Document
 from turnlog.domain.documents import parse_sort, validate_path
@@ -34,19 +33,18 @@ from turnlog.services.adapters.postgres.projector.writes import (
     hold,
     quote,
 )
+from turnlog.services.app.aggregates import AggregateStore
 from turnlog.services.app.collections import DuplicateKey, Place
-from turnlog.services.app.mapping import Metadata, document_codec, document_from_row, to_new_event
-from turnlog.services.app.sealing import KeyRing
+from turnlog.services.app.mapping import Metadata, document_from_row
 
-_codec = document_codec()
 _view = Collections()
 _decode_doc = msgspec.json.Decoder(dict[str, Any])
 
 
 class CollectionStore:
-    def __init__(self, store: EventStore, keyring: KeyRing | None = None) -> None:
+    def __init__(self, store: EventStore) -> None:
         self.store = store
-        self.keyring = keyring or store.keyring
+        self.aggregates = AggregateStore(store)
         self.schema = ""
         self._prepared: set[tuple[str, str]] = set()
 
@@ -144,22 +142,10 @@ class CollectionStore:
     ) -> None:
         records = []
         for doc in docs:
-            pending = doc.collect_events()
-            events = [to_new_event(e, _codec, meta) for e in pending]
-            if user is not None:
-                stored = await self.keyring.seal(user, events, holding=conn)
-            else:
-                stored = events
-            appended = await self.store.append(
-                str(doc.id),
-                pending[0].originator_version - 1,
-                stored,
-                connection=conn,  # type: ignore[arg-type]
-            )
             # the view gets what was written, in clear (the writer has it in hand)
-            records += [
-                replace(r, payload=e.payload) for r, e in zip(appended, events, strict=True)
-            ]
+            records += await self.aggregates.save(
+                str(doc.id), doc, meta, user=user, holding=conn, plain=True
+            )
         await execute(conn, _view.apply(decode(records)), self.schema)
 
     async def _locked(

@@ -70,9 +70,10 @@ def _time(text: str | None, name: str) -> datetime | None:
 
 
 class QueryService:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, keyring: KeyRing | None = None) -> None:
+        """``keyring``: the process's (its cache of keys); one of its own without."""
         self.pool = pool
-        self.keyring = KeyRing(PostgresKeys(pool))
+        self.keyring = keyring or KeyRing(PostgresKeys(pool))
 
     async def list_sessions(
         self,

@@ -141,7 +141,7 @@ class Scheduler:
     async def _claim(self, schedule: Schedule, tick: datetime, give_up_at: datetime) -> None:
         """Record ``tick`` as fired (and start the run) or skipped, unless another worker
         recorded it first."""
-        stream = ScheduleLog(self.store, schedule, self.claims, self.runtime.clock)
+        stream = ScheduleLog(self.store, schedule, self.claims)
         meta = _meta(schedule, tick)
         give_up_at = min(give_up_at, self.runtime.clock() + timedelta(seconds=MAX_CLAIM_SECONDS))
         while True:
@@ -158,11 +158,14 @@ class Scheduler:
                     await asyncio.sleep(CLAIM_RETRY)
                     continue
                 if lease is None:
-                    record.skip(tick, self.worker)
+                    record.skip(tick, self.worker, at=self.runtime.clock())
                 else:
                     if record.running is not None:
-                        record.interrupt("its worker stopped before the run completed")
-                    record.fire(tick, self.worker)
+                        record.interrupt(
+                            "its worker stopped before the run completed",
+                            at=self.runtime.clock(),
+                        )
+                    record.fire(tick, self.worker, at=self.runtime.clock())
                 try:
                     await stream.save(record, meta)
                 except ConcurrencyConflict:
@@ -257,6 +260,7 @@ class Scheduler:
                     round(duration_ms, 3),
                     type(error).__name__ if error is not None else None,
                     str(error) if error is not None else None,
+                    at=self.runtime.clock(),
                 )
                 await stream.save(record, meta)
                 log.info("scheduled run completed", outcome=outcome, duration_ms=duration_ms)

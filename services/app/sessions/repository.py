@@ -8,6 +8,7 @@ import structlog
 
 from turnlog.domain.session import Session
 from turnlog.services.app import mapping
+from turnlog.services.app.aggregates import AggregateStore
 from turnlog.services.app.log.codec import EventCodec
 from turnlog.services.app.log.errors import StoreError, transient
 from turnlog.services.app.log.records import RecordedEvent
@@ -39,7 +40,7 @@ class SessionRepository:
         keyring: KeyRing | None = None,
     ) -> None:
         self.store = store
-        self.codec = codec or mapping.session_codec()
+        self.aggregates = AggregateStore(store, codec or mapping.CODEC)
         self.snapshot_every = snapshot_every
         self.keyring = keyring or store.keyring
 
@@ -58,24 +59,22 @@ class SessionRepository:
                 if snapshot is not None:  # None: sealed with a destroyed key
                     session = mapping.from_snapshot(snapshot)
         after = session.version if session is not None else 0
-        records = await self.store.read_stream(stream_id, after_version=after)
-        for record in await self.keyring.unseal(records):
-            session = mapping.to_domain_event(record, self.codec).mutate(session)
+        session = await self.aggregates.load(
+            stream_id, session_id, session, kind=Session, after=after
+        )
         if session is None:
             raise SessionNotFound(session_id)
         return session
 
     async def save(self, session: Session, meta: Metadata | None = None) -> list[RecordedEvent]:
         """Append the session's pending events; snapshot when a threshold is crossed."""
-        pending = session.collect_events()
-        if not pending:
-            return []
-        meta = meta or Metadata()
-        expected = pending[0].originator_version - 1
-        new = [mapping.to_new_event(e, self.codec, meta) for e in pending]
+        expected = session.version - len(session.pending_events)
         user_id = session.user.id
-        sealed = await self.store.patiently(lambda: self.keyring.seal(user_id, new))
-        recorded = await self.store.append(str(session.id), expected, sealed)
+        recorded = await self.aggregates.save(
+            str(session.id), session, meta or Metadata(), user=user_id
+        )
+        if not recorded:
+            return []
         last = recorded[-1]
         if (
             self.snapshot_every

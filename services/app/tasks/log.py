@@ -1,69 +1,23 @@
-"""Tasks on the event store: the Task aggregate folded from its stream ``task:<id>``, and
-its new events appended at the version it was folded at. The arguments, progress
+"""Tasks on the event log: the Task aggregate on its stream ``task:<id>``. The arguments, progress
 messages and result are sealed with the key of the submitting session's user."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, CanMutateAggregate
-
-from turnlog.contracts import events as ev
 from turnlog.domain.task import Task
-from turnlog.services.app.log.codec import EventCodec
-from turnlog.services.app.log.records import NewEvent, RecordedEvent
+from turnlog.services.app.aggregates import AggregateStore
+from turnlog.services.app.log.records import RecordedEvent
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.ports import EventLog
-from turnlog.services.app.sealing import KeyRing
 from turnlog.services.app.tasks.values import TaskStatus, UnknownTask
 
-PAIRS: tuple[tuple[type[Aggregate.Event], type[ev.EventPayload]], ...] = (
-    (Task.Submitted, ev.TaskSubmitted),
-    (Task.Started, ev.TaskStarted),
-    (Task.Progressed, ev.TaskProgressed),
-    (Task.Completed, ev.TaskCompleted),
-    (Task.Failed, ev.TaskFailed),
-    (Task.Cancelled, ev.TaskCancelled),
-)
-_TO_WIRE = dict(PAIRS)
-_TO_DOMAIN = {payload.TYPE: event for event, payload in PAIRS}
-_TOPIC = f"{Task.__module__}:{Task.__qualname__}"
 STREAM_PREFIX = "task:"
-
-codec = EventCodec(ev.TASK_PAYLOADS)
 
 
 def stream_of(task_id: str) -> str:
     return f"{STREAM_PREFIX}{task_id}"
-
-
-def to_new_event(event: CanMutateAggregate[UUID], meta: Metadata) -> NewEvent:
-    payload_type = _TO_WIRE[type(event)]  # type: ignore[index]
-    payload = payload_type(**{f: getattr(event, f) for f in payload_type.__struct_fields__})
-    return NewEvent(
-        type=payload_type.TYPE,
-        schema_version=payload_type.SCHEMA_VERSION,
-        payload=codec.encode(payload),
-        recorded_at=event.timestamp,
-        correlation_id=meta.correlation_id,
-        causation_id=meta.causation_id,
-        actor=meta.actor,
-    )
-
-
-def to_domain_event(record: RecordedEvent, task_id: UUID) -> Aggregate.Event:
-    payload = codec.decode(record.type, record.schema_version, record.payload)
-    fields: dict[str, Any] = {f: getattr(payload, f) for f in payload.__struct_fields__}
-    if record.type == ev.TaskSubmitted.TYPE:
-        fields["originator_topic"] = _TOPIC
-    return _TO_DOMAIN[record.type](
-        originator_id=task_id,
-        originator_version=record.version,
-        timestamp=record.recorded_at,
-        **fields,
-    )
 
 
 def task_uuid(task_id: str) -> UUID:
@@ -77,29 +31,20 @@ class TaskLog:
     """Tasks as aggregates on their streams; ``ConcurrencyConflict`` when something was
     recorded on a task since it was loaded."""
 
-    def __init__(self, store: EventLog, keyring: KeyRing | None = None) -> None:
+    def __init__(self, store: EventLog) -> None:
         self.store = store
-        self.keyring = keyring or store.keyring
+        self.aggregates = AggregateStore(store)
 
     async def load(self, task_id: str) -> Task:
         uid = task_uuid(task_id)
-        records = await self.keyring.unseal(await self.store.read_stream(stream_of(uid.hex)))
-        task: Task | None = None
-        for record in records:
-            task = to_domain_event(record, uid).mutate(task)
+        task = await self.aggregates.load(stream_of(uid.hex), uid, kind=Task)
         if task is None:
             raise UnknownTask(task_id)
         return task
 
     async def save(self, task: Task, meta: Metadata) -> list[RecordedEvent]:
-        pending = task.collect_events()
-        if not pending:
-            return []
-        new = [to_new_event(e, meta) for e in pending]
-        if task.user is not None:
-            new = await self.keyring.seal(task.user.id, new)
-        expected = pending[0].originator_version - 1
-        return await self.store.append(stream_of(task.task_id), expected, new)
+        user = task.user.id if task.user is not None else None
+        return await self.aggregates.save(stream_of(task.task_id), task, meta, user=user)
 
 
 def status_of(task: Task) -> TaskStatus:
