@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncpg
+from collections.abc import Callable
 
-# SQLSTATE classes of failures that pass: connection exceptions (08), insufficient
-# resources (53), operator intervention such as a shutdown (57), system errors (58) and
-# transaction rollbacks (40: serialization failures, deadlocks).
-_PASSING = ("08", "40", "53", "57", "58")
+PassingCheck = Callable[[BaseException], bool]
+_passing: list[PassingCheck] = []
 
 
 class StoreError(Exception):
@@ -57,16 +55,17 @@ class UnsupportedSchemaVersion(StoreError):
         )
 
 
+def passing_when(check: PassingCheck) -> None:
+    """Count the errors ``check`` accepts as transient too: an adapter's test of its own
+    driver's errors (PostgreSQL's is registered when ``services.adapters.postgres`` is
+    imported, as it is wherever asyncpg can raise)."""
+    if check not in _passing:
+        _passing.append(check)
+
+
 def transient(error: BaseException) -> bool:
     """Whether ``error`` says the database (or the way to it) is away for now, rather
     than that the request itself cannot be done: what is worth doing again later."""
     if isinstance(error, OSError):  # refused, reset, timed out (TimeoutError is one)
         return True
-    if isinstance(error, asyncpg.PostgresError):
-        return (getattr(error, "sqlstate", None) or "")[:2] in _PASSING
-    if isinstance(error, asyncpg.exceptions.InternalClientError):
-        return True  # a connection cut mid-operation leaves its protocol in a bad state
-    if isinstance(error, asyncpg.InterfaceError):
-        text = str(error)
-        return "connection is closed" in text or "connection was closed" in text
-    return False
+    return any(check(error) for check in _passing)
