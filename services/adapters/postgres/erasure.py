@@ -20,10 +20,10 @@ import msgspec
 
 from turnlog.contracts.events import UserErased
 from turnlog.projections.collections import Collections
-from turnlog.services.adapters.nats.purge import Purged
-from turnlog.services.adapters.postgres.erasure_reach import Reach, survey
+from turnlog.services.adapters.postgres.erasure_reach import survey
 from turnlog.services.adapters.postgres.eventstore import COLUMNS, EventStore, to_record
 from turnlog.services.adapters.postgres.projector.writes import Conn, decode, execute, hold, quote
+from turnlog.services.app.erasure import Purged, Reach
 from turnlog.services.app.log.errors import StoreError
 from turnlog.services.app.log.records import NewEvent
 from turnlog.services.app.sealed import needle
