@@ -8,9 +8,17 @@ key sees only that user's sessions and documents.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
+
 from turnlog.services.settings import api_keys
+
+log = structlog.get_logger("turnlog.query")
+
+MAX_LIMIT = 500
+"""The largest page a query returns."""
 
 
 class QueryFailure(Exception):
@@ -36,6 +44,21 @@ def not_found(message: str) -> QueryFailure:
 
 def invalid(message: str) -> QueryFailure:
     return QueryFailure("invalid_request", message, 400)
+
+
+def input_failure(
+    exc: BaseException, refuses: Callable[[BaseException], bool]
+) -> QueryFailure | None:
+    """``exc`` as the 400 it stands for when the caller's input caused it past the
+    service's own checks: a value the store ``refuses`` (for PostgreSQL a NUL character,
+    a number out of range), a string that cannot be encoded, a cursor whose contents do
+    not parse. ``None`` when it is not one of those (a bug or an outage: a 500)."""
+    if isinstance(exc, QueryFailure):
+        return exc
+    if refuses(exc) or isinstance(exc, ValueError):
+        log.info("query input refused", error=repr(exc))
+        return invalid(f"a value in the request cannot be used: {str(exc)[:300]}")
+    return None
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ from turnlog.contracts import query as q
 from turnlog.contracts.bus import PROMPT_ID
 from turnlog.services.adapters.http.api import SECURITY, caller
 from turnlog.services.adapters.nats.client import Client, ClientError
-from turnlog.services.adapters.nats.files import FileError, FileStore
-from turnlog.services.adapters.postgres.queries import QueryService
+from turnlog.services.adapters.nats.files import FileStore
 from turnlog.services.app.access import Keys, Principal, QueryFailure, forbidden, invalid
+from turnlog.services.app.ports import Queries
+from turnlog.services.app.values import FileError
 
 Store = NamedDependency[FileStore]
 Producer = NamedDependency[Client]
-Service = NamedDependency[QueryService]
+Service = NamedDependency[Queries]
 Who = NamedDependency[Principal]
 FileName = Annotated[
     str, QueryParameter(description="The file's name", min_length=1, max_length=255)
@@ -95,7 +96,7 @@ async def answer_prompt(
     return q.PromptAnswered(session_id=session_id, prompt_id=prompt_id, answer=answer)
 
 
-def upload_routes(files: FileStore, producer: Client, service: QueryService, keys: Keys) -> Router:
+def upload_routes(files: FileStore, producer: Client, service: Queries, keys: Keys) -> Router:
     """The routes, to serve beside the query API (``http_app(..., routes=[...])``)."""
 
     def provide(value: Any) -> Provide:
