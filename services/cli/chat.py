@@ -21,6 +21,7 @@ from uuid import UUID
 import msgspec
 
 from turnlog.contracts import bus
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.adapters.nats.client import Client, ClientError, ClientSession
 from turnlog.services.app.rounds import Round
 from turnlog.services.bootstrap.serve import Parts, serve
@@ -411,8 +412,10 @@ async def chat(
         await asyncio.gather(server, return_exceptions=True)
 
 
-class AppStopped(Exception):
+class AppStopped(TurnlogError):
     """Raised when the app a chat serves in-process stops: the chat ends, never hangs."""
+
+    code = "app_stopped"
 
 
 async def _while_serving(server: asyncio.Task[None], work: Awaitable[T]) -> T:

@@ -31,6 +31,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Middleware
 
 from turnlog.contracts import query as q
+from turnlog.services.adapters.http.errors import http_status
 from turnlog.services.adapters.http.textpolicy import text_policy
 from turnlog.services.app.access import MAX_LIMIT, Keys, Principal, QueryFailure, input_failure
 from turnlog.services.app.ports import Queries
@@ -224,8 +225,9 @@ def _error(
 
 
 def _on_failure(request: Request[Any, Any, Any], exc: QueryFailure) -> Response[q.ErrorBody]:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return _error(exc.status, exc.code, exc.message, headers)
+    status = http_status(exc.code)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return _error(status, exc.code, exc.message, headers)
 
 
 def _validation_message(exc: ValidationException) -> str:

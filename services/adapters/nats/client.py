@@ -28,7 +28,7 @@ from nats.aio.subscription import Subscription
 from turnlog.contracts import bus
 from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
 from turnlog.domain import values
-from turnlog.domain.errors import DomainError
+from turnlog.domain.errors import DomainError, TurnlogError
 from turnlog.services.adapters.nats import connection, files
 from turnlog.services.adapters.nats.streams import ensure_streams
 from turnlog.services.adapters.nats.subjects import Subjects
@@ -42,8 +42,10 @@ _integration_answer = msgspec.json.Decoder(bus.IntegrationAnswer)
 _encode = msgspec.json.Encoder().encode
 
 
-class ClientError(Exception):
+class ClientError(TurnlogError):
     """Raised when the runtime does not answer in time or refuses a request."""
+
+    code = "client_error"
 
 
 class Client:

@@ -21,8 +21,8 @@ from turnlog.contracts import query as q
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.app.access import (
     Keys,
+    PayloadTooLarge,
     Principal,
-    QueryFailure,
     input_failure,
     invalid,
     not_found,
@@ -117,8 +117,8 @@ _request = msgspec.json.Decoder(q.QueryRequest)
 _encode = msgspec.json.Encoder().encode
 
 
-def _error(failure: QueryFailure) -> bytes:
-    return _encode(q.QueryReply(error=q.ErrorBody(code=failure.code, message=failure.message)))
+def _error(code: str, message: str) -> bytes:
+    return _encode(q.QueryReply(error=q.ErrorBody(code=code, message=message)))
 
 
 def _decoded(data: bytes) -> q.QueryRequest:
@@ -186,9 +186,8 @@ class QueryResponder:
                 return
             body = await self.answer(msg.subject, msg.data)
             if len(body) > self.nc.max_payload:
-                body = _error(
-                    QueryFailure("too_large", "the reply is too large: ask for a smaller page", 413)
-                )
+                too_large = PayloadTooLarge("the reply is too large: ask for a smaller page")
+                body = _error(too_large.code, too_large.message)
             await self.nc.publish(msg.reply, body)
         except Exception as e:
             log.warning("could not reply to a query", subject=msg.subject, error=repr(e))
@@ -209,6 +208,6 @@ class QueryResponder:
         except Exception as e:
             failure = input_failure(e, self.service.refuses)
             if failure is not None:
-                return _error(failure)
+                return _error(failure.code, failure.message)
             log.error("query failed", query=name, exc_info=e)
-            return _error(QueryFailure("internal", "internal error", 500))
+            return _error("internal", "internal error")

@@ -60,6 +60,8 @@ _STATES = (
 class UnknownUser(StoreError):
     """Raised when erase-user names a user turnlog has neither a key nor a session for."""
 
+    code = "unknown_user"
+
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
         super().__init__(f"no user {user_id!r}: no key and no session of theirs in the log")

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from turnlog.domain.errors import TurnlogError
+
 PassingCheck = Callable[[BaseException], bool]
 _passing: list[PassingCheck] = []
 
 
-class StoreError(Exception):
-    """Base of every error the event store raises."""
+class StoreError(TurnlogError):
+    """Base of every error the event store raises; raised itself when a command cannot
+    be done on the log as it is (no events for a session, no such version to replay, an
+    unknown projection to rebuild, a task that kept changing while it was cancelled)."""
+
+    code = "store_error"
 
 
 class ConcurrencyConflict(StoreError):
     """Raised when an append names an expected version that is not the stream's version."""
+
+    code = "concurrency_conflict"
 
     def __init__(self, stream_id: str, expected: int, actual: int) -> None:
         self.stream_id = stream_id
@@ -28,12 +36,16 @@ class DuplicateMessage(StoreError):
     """Raised when an append records a message id that was already received: that message
     has had its turn (or had it interrupted) and must not run again."""
 
+    code = "duplicate_message"
+
     def __init__(self, detail: str) -> None:
         super().__init__(f"message already received ({detail})")
 
 
 class UnknownEventType(StoreError):
     """Raised when a stored event's type name has no registered payload type."""
+
+    code = "unknown_event_type"
 
     def __init__(self, type_name: str, known: list[str]) -> None:
         self.type_name = type_name
@@ -45,6 +57,8 @@ class UnknownEventType(StoreError):
 class UnsupportedSchemaVersion(StoreError):
     """Raised when a stored payload's schema version cannot be read by this code: it is
     newer than the code knows, or no upcaster lifts it."""
+
+    code = "unsupported_schema_version"
 
     def __init__(self, type_name: str, found: int, current: int, reason: str) -> None:
         self.type_name = type_name
