@@ -34,6 +34,7 @@ SHARED = {
     "unauthorized": {"Unauthorized", "AuthenticationRequired"},
     "invalid_request": {"InvalidRequest", "ParameterError"},
     "too_large": {"TooLarge", "PayloadTooLarge"},
+    "unavailable": {"Unavailable", "ClientUnavailable"},
 }
 
 
@@ -138,11 +139,14 @@ def test_dead_letter_reasons_are_those_dead_letters_always_had() -> None:
 
 
 def test_errors_keep_the_bases_callers_catch_them_by() -> None:
-    from turnlog.services.app.log.errors import StoreError
+    from turnlog.services.adapters.nats.client import ClientError, ClientUnavailable
+    from turnlog.services.app.log.errors import StoreError, Unavailable
     from turnlog.services.app.tasks.values import UnknownTask
     from turnlog.services.app.values import FileUploadTimeout
     from turnlog.services.settings import ConfigError
 
+    assert issubclass(Unavailable, StoreError)
+    assert issubclass(ClientUnavailable, ClientError) and issubclass(ClientUnavailable, Unavailable)
     assert issubclass(UnknownTask, LookupError)
     assert issubclass(FileUploadTimeout, TimeoutError)
     assert issubclass(ConfigError, ValueError)

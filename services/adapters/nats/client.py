@@ -32,6 +32,7 @@ from turnlog.domain.errors import DomainError, TurnlogError
 from turnlog.services.adapters.nats import connection, files
 from turnlog.services.adapters.nats.streams import ensure_streams
 from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.app.log.errors import Unavailable
 from turnlog.services.app.rounds import Round
 from turnlog.services.settings import ConfigError, NatsSecurity, check
 
@@ -46,6 +47,13 @@ class ClientError(TurnlogError):
     """Raised when the runtime does not answer in time or refuses a request."""
 
     code = "client_error"
+
+
+class ClientUnavailable(ClientError, Unavailable):
+    """Raised by ``Client.connect`` when NATS cannot be reached: a ClientError, as it
+    always was, and ``Unavailable`` like turnlog's own connections."""
+
+    code = "unavailable"
 
 
 class Client:
@@ -89,7 +97,7 @@ class Client:
         try:
             nc = await connection.connect(nats_url, security, inbox_prefix=inbox_prefix)
         except Exception as e:
-            raise ClientError(
+            raise ClientUnavailable(
                 f"cannot connect to NATS at {connection.redact(nats_url)}: {e}"
             ) from e
         client = cls(nc, Subjects(prefix), max_file_bytes)

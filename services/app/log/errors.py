@@ -18,6 +18,13 @@ class StoreError(TurnlogError):
     code = "store_error"
 
 
+class Unavailable(StoreError):
+    """Raised when PostgreSQL or NATS cannot be reached as turnlog connects to it (a
+    StoreError, as such failures always were)."""
+
+    code = "unavailable"
+
+
 class ConcurrencyConflict(StoreError):
     """Raised when an append names an expected version that is not the stream's version."""
 
