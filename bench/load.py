@@ -15,7 +15,7 @@ from bench.common import machine, scratch_database, server_url, table
 from turnlog.contracts.events import ChannelRef, UserRef
 from turnlog.domain.session import Session
 from turnlog.services.adapters.postgres.eventstore import EventStore
-from turnlog.services.app.replay import state_as_of
+from turnlog.services.adapters.postgres.replay import state_as_of
 from turnlog.services.app.sessions.repository import SessionRepository
 from turnlog.services.bootstrap import aio
 

@@ -1,17 +1,34 @@
-"""Errors raised by the model when a command would break one of its rules."""
+"""Errors raised by the model when a command would break one of its rules, and the root
+of every error turnlog raises on purpose (``TurnlogError``, defined here, in the lowest
+layer that raises: contracts hold data only)."""
 
 from __future__ import annotations
 
 
-class DomainError(Exception):
+class TurnlogError(Exception):
+    """Base of every error turnlog raises on purpose (``turnlog.TurnlogError``): a rule
+    the model enforces, a store or server that refuses or cannot be reached, an app
+    declared or used wrongly, a request refused. Anything else escaping turnlog is a bug.
+
+    Each class names itself by ``code``; the adapters turn codes into what their wire
+    says (an HTTP status in ``services/adapters/http/errors.py``, a dead letter's reason
+    in ``services/adapters/nats/ingress.py``)."""
+
+    code: str = "error"
+    """A stable snake_case name of the error, shared only by errors that mean the same
+    on the wire."""
+
+
+class DomainError(TurnlogError):
     """Base of every error the model raises for a command it refuses."""
 
-    code: str = ""
-    """A stable name for the rule broken, where one is reported on the wire."""
+    code = "domain_error"
 
 
 class SessionClosed(DomainError):
     """Raised when anything is recorded on a session after ``session.ended``."""
+
+    code = "session_closed"
 
     def __init__(self, session_id: object) -> None:
         self.session_id = session_id
@@ -21,6 +38,8 @@ class SessionClosed(DomainError):
 class TurnInProgress(DomainError):
     """Raised when a message arrives, or the session ends, while another turn is still open."""
 
+    code = "turn_in_progress"
+
     def __init__(self, message_id: str) -> None:
         self.message_id = message_id
         super().__init__(f"turn for message {message_id!r} is still in progress")
@@ -29,12 +48,16 @@ class TurnInProgress(DomainError):
 class NoTurnInProgress(DomainError):
     """Raised when a turn is completed or interrupted but none is open."""
 
+    code = "no_turn_in_progress"
+
     def __init__(self) -> None:
         super().__init__("no turn is in progress")
 
 
 class PromptWaiting(DomainError):
     """Raised when a handler prompts while an earlier prompt is still waiting."""
+
+    code = "prompt_waiting"
 
     def __init__(self, prompt_id: str) -> None:
         self.prompt_id = prompt_id
@@ -44,6 +67,8 @@ class PromptWaiting(DomainError):
 class NoPromptWaiting(DomainError):
     """Raised when a prompt is answered that is not the one waiting (or none is)."""
 
+    code = "no_prompt_waiting"
+
     def __init__(self, prompt_id: str | None) -> None:
         self.prompt_id = prompt_id
         what = f"prompt {prompt_id!r} is not waiting" if prompt_id else "no prompt is waiting"
@@ -52,6 +77,8 @@ class NoPromptWaiting(DomainError):
 
 class NotJSONEncodable(DomainError):
     """Raised when a stored value (data, block payload, effect result) is not plain JSON."""
+
+    code = "not_json_encodable"
 
     def __init__(self, path: str, value: object) -> None:
         self.path = path
@@ -65,6 +92,8 @@ class NotJSONEncodable(DomainError):
 class TooLarge(DomainError):
     """Raised when a text or an encoded payload is larger than the model accepts."""
 
+    code = "too_large"
+
     def __init__(self, what: str, size: int, limit: int) -> None:
         self.what = what
         self.size = size
@@ -74,6 +103,8 @@ class TooLarge(DomainError):
 
 class InvalidValue(DomainError):
     """Raised when a key, name or identifier is empty or otherwise unusable."""
+
+    code = "invalid_value"
 
 
 class InvalidText(InvalidValue):
@@ -114,6 +145,8 @@ class InvalidUser(InvalidValue):
 class UnknownDataKey(DomainError):
     """Raised when a ``session.data`` key that is not set is deleted."""
 
+    code = "unknown_data_key"
+
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"session.data has no key {key!r}")
@@ -121,6 +154,8 @@ class UnknownDataKey(DomainError):
 
 class DocumentDeleted(DomainError):
     """Raised when a deleted document is updated or deleted again."""
+
+    code = "document_deleted"
 
     def __init__(self, doc_id: str) -> None:
         self.doc_id = doc_id
@@ -130,3 +165,5 @@ class DocumentDeleted(DomainError):
 class QueryError(DomainError):
     """Raised when a collection filter, update or sort is malformed: an unknown operator, a
     field path that is not allowed, or an operand of the wrong kind."""
+
+    code = "invalid_query"

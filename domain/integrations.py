@@ -28,6 +28,8 @@ class IntegrationError(DomainError):
     """Raised when an integration command would break one of its rules: a type name that
     is not a word, credentials that are not a non-empty JSON object, bad scopes."""
 
+    code = "integration_error"
+
 
 @dataclass(frozen=True)
 class Connection:

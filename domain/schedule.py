@@ -26,9 +26,13 @@ OUTCOMES = ("ok", "failed", "cancelled")
 class ScheduleError(DomainError):
     """Raised when a command on a schedule's record would break one of its rules."""
 
+    code = "schedule_error"
+
 
 class TickTaken(ScheduleError):
     """Raised when a tick is fired or skipped that is not after the last one recorded."""
+
+    code = "tick_taken"
 
     def __init__(self, tick: datetime, last: datetime) -> None:
         self.tick, self.last = tick, last
@@ -38,6 +42,8 @@ class TickTaken(ScheduleError):
 class RunInProgress(ScheduleError):
     """Raised when a tick is fired while the run of an earlier tick is still open."""
 
+    code = "run_in_progress"
+
     def __init__(self, tick: datetime) -> None:
         self.tick = tick
         super().__init__(f"the run of tick {tick.isoformat()} has not completed")
@@ -45,6 +51,8 @@ class RunInProgress(ScheduleError):
 
 class NoRunInProgress(ScheduleError):
     """Raised when a run is completed, interrupted or overlapped but none is open."""
+
+    code = "no_run_in_progress"
 
     def __init__(self) -> None:
         super().__init__("no scheduled run is in progress")

@@ -29,10 +29,14 @@ MAX_RETRIES = 100
 class TaskError(DomainError):
     """Base of the errors a task's record raises for a command it refuses."""
 
+    code = "task_error"
+
 
 class TaskFinished(TaskError):
     """Raised when anything is recorded on a task that has completed, failed for good or
     been cancelled."""
+
+    code = "task_finished"
 
     def __init__(self, task_id: str, status: str) -> None:
         self.task_id, self.status = task_id, status
@@ -42,6 +46,8 @@ class TaskFinished(TaskError):
 class TaskNotRunning(TaskError):
     """Raised when progress or an attempt's outcome is recorded while no attempt runs."""
 
+    code = "task_not_running"
+
     def __init__(self, task_id: str, status: str) -> None:
         self.task_id, self.status = task_id, status
         super().__init__(f"task {task_id} has no attempt running (it is {status})")
@@ -49,6 +55,8 @@ class TaskNotRunning(TaskError):
 
 class TaskRunning(TaskError):
     """Raised when an attempt is started while another one is still running."""
+
+    code = "task_running"
 
     def __init__(self, task_id: str, attempt: int) -> None:
         self.task_id, self.attempt = task_id, attempt

@@ -38,6 +38,12 @@ RESERVED_USER_PREFIXES = ("org:", "app:")
 """User ids from outside turnlog never start with these: ``org:<id>`` is an org's owner
 key and ``app:<name>`` an app's own system user, so no user can pass for either."""
 
+POLICY_CODES = frozenset({InvalidText.code, TooDeep.code, InvalidUser.code})
+"""The codes of the text policy's refusals that every wire reports as they are (an HTTP
+error's message, a dead letter's reason); any other refusal of a value (too large, not
+JSON) is reported there under the wire's generic code (``invalid_request``,
+``schema_violation``)."""
+
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _SCALARS = (bool, int, type(None))
 

@@ -6,7 +6,7 @@ in a session as immutable events.
 
 from __future__ import annotations
 
-from turnlog.domain.errors import QueryError
+from turnlog.domain.errors import QueryError, TurnlogError
 from turnlog.services.adapters.nats.client import Client, ClientError, ClientSession
 from turnlog.services.app.collections import DuplicateKey
 from turnlog.services.app.rounds import Round
@@ -62,6 +62,7 @@ __all__ = [
     "TaskRun",
     "TaskSession",
     "TaskStatus",
+    "TurnlogError",
     "UnknownTask",
     "UserInfo",
     "current_session",

@@ -16,6 +16,8 @@ from turnlog.services.app.mapping import Metadata
 class DuplicateKey(StoreError):
     """Raised when a document is inserted with an ``_id`` its scope already holds."""
 
+    code = "duplicate_key"
+
     def __init__(self, collection: str, doc_id: str) -> None:
         self.collection, self.doc_id = collection, doc_id
         super().__init__(f"collection {collection!r} already has a document with _id {doc_id!r}")

@@ -1,5 +1,6 @@
 """What the application needs of the world, as Protocols: the event log, the users' keys,
-claims and leases, files, the task queue, notices, and the clock. PostgreSQL, NATS and
+claims and leases, files, the task queue, notices, the projection queries, and the clock.
+PostgreSQL, NATS and
 memory (for tests and ``turnlog.testing``) implement them in ``services/adapters``; the
 composition root (``services/bootstrap``) picks which."""
 
@@ -9,8 +10,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from turnlog.contracts import query as q
+from turnlog.services.app.access import Principal
 from turnlog.services.app.log.records import NewEvent, RecordedEvent, Snapshot
 
 if TYPE_CHECKING:
@@ -129,6 +132,64 @@ class Notices(Protocol):
     """Announcements to other processes (no payload of a user's beyond ids)."""
 
     async def integration_changed(self, user_id: str, type: str, connected: bool) -> None: ...
+
+
+@runtime_checkable  # Litestar checks the dependencies it hands to route handlers
+class Queries(Protocol):
+    """The projection queries behind the HTTP API and NATS request/reply, with what each
+    key may see decided inside; a query the caller may not make, or whose input cannot be
+    used, raises QueryFailure."""
+
+    async def list_sessions(
+        self,
+        who: Principal,
+        *,
+        app: str | None = None,
+        user: str | None = None,
+        channel: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> q.SessionPage: ...
+
+    async def get_session(self, who: Principal, session_id: str) -> q.SessionSummary: ...
+
+    async def history(
+        self, who: Principal, session_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> q.HistoryPage: ...
+
+    async def data(self, who: Principal, session_id: str) -> q.SessionData: ...
+
+    async def blocks(self, who: Principal, session_id: str) -> q.BlockList: ...
+
+    async def events(
+        self,
+        who: Principal,
+        session_id: str,
+        *,
+        from_version: int = 1,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> q.EventPage: ...
+
+    async def state(
+        self,
+        who: Principal,
+        session_id: str,
+        *,
+        as_of_version: int | None = None,
+        at: str | None = None,
+    ) -> q.SessionState: ...
+
+    async def find(self, who: Principal, request: q.FindRequest) -> q.DocumentPage: ...
+
+    async def projection_status(self, who: Principal) -> q.ProjectionStatusList: ...
+
+    def refuses(self, error: BaseException) -> bool:
+        """Whether ``error`` is the store refusing a value the caller gave (past the
+        queries' own checks): a 400, not a failure of the service."""
+        ...
 
 
 class NoNotices:

@@ -45,6 +45,8 @@ class SealError(StoreError):
     """Raised when a sealed field cannot be opened with the key it names: the key is not
     the one it was sealed with, or the stored bytes were damaged."""
 
+    code = "seal_error"
+
 
 class Seal(msgspec.Struct, frozen=True, kw_only=True):
     """The marker: whose key (user, generation) sealed which fields."""

@@ -31,6 +31,8 @@ class KeyMissing(SealError):
     """Raised when an event names a key the keys table does not hold: the log was moved
     (export / import) without its ``turnlog_user_keys`` table."""
 
+    code = "key_missing"
+
     def __init__(self, user_id: str, generation: int) -> None:
         self.user_id, self.generation = user_id, generation
         super().__init__(

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.app.context import Runtime
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.sessions.live import LiveSession
@@ -16,9 +17,11 @@ from turnlog.services.app.values import UserInfo
 Hook = Callable[..., Any]
 
 
-class AppError(Exception):
+class AppError(TurnlogError):
     """Raised when an app is declared wrongly (two message handlers, a bad name, ...), or
     is served without what it needs (a message handler)."""
+
+    code = "app_error"
 
 
 class Poster(Protocol):

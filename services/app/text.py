@@ -26,5 +26,5 @@ def body_problem(body: bytes) -> Problem | None:
     try:
         values.json_value(decoded, "body")
     except DomainError as e:
-        return (e.code or "invalid_request"), str(e)
+        return (e.code if e.code in values.POLICY_CODES else "invalid_request"), str(e)
     return None

@@ -9,13 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from turnlog.domain.errors import TurnlogError
+
 if TYPE_CHECKING:
     from turnlog.services.app.ports import Files
 
 
-class FileError(Exception):
-    """A file that cannot be stored or fetched: too large, missing, unreadable, or not in
-    turnlog's file store."""
+class FileError(TurnlogError):
+    """Raised when a file cannot be stored or fetched: too large, missing, unreadable, or
+    not in turnlog's file store."""
+
+    code = "file_error"
 
 
 @dataclass(frozen=True)
@@ -94,16 +98,22 @@ class FileUpload:
         return await download(self.store, self.url, self.name, Path(path))
 
 
-class FileUploadTimeout(TimeoutError):
+class FileUploadTimeout(TurnlogError, TimeoutError):
     """Raised by ``prompt_file`` when no file is uploaded within its timeout."""
 
+    code = "file_upload_timeout"
 
-class IntegrationTimeout(TimeoutError):
+
+class IntegrationTimeout(TurnlogError, TimeoutError):
     """Raised by ``prompt_integration`` when the user does not connect within its timeout."""
 
+    code = "integration_timeout"
 
-class IntegrationDeclined(Exception):
+
+class IntegrationDeclined(TurnlogError):
     """Raised by ``prompt_integration`` when the user declines to connect."""
+
+    code = "integration_declined"
 
 
 @dataclass(frozen=True)

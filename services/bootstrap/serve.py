@@ -35,7 +35,7 @@ from turnlog.services.adapters.nats.tasks import TaskQueue
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.adapters.postgres.projector.writes import ensure
-from turnlog.services.app.log.errors import StoreError
+from turnlog.services.app.log.errors import Unavailable
 from turnlog.services.app.tasks.poster import SessionPoster
 from turnlog.services.bootstrap.health import Beacon, health
 from turnlog.services.bootstrap.supervision import Supervisor
@@ -56,7 +56,7 @@ async def connect_nats(
     try:
         return await connection.connect(url, security or NatsSecurity(), wait=wait)
     except Exception as e:
-        raise StoreError(f"cannot connect to NATS at {connection.redact(url)}: {e}") from e
+        raise Unavailable(f"cannot connect to NATS at {connection.redact(url)}: {e}") from e
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import msgspec
 
 from turnlog.contracts import bus
 from turnlog.contracts.events import AttachmentRef
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.adapters.memory.files import MemoryFiles
 from turnlog.services.adapters.memory.log import MemoryLog
 from turnlog.services.adapters.memory.notices import LocalNotices
@@ -50,9 +51,11 @@ START = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 _payload = msgspec.json.Decoder(dict[str, Any])
 
 
-class TesterError(Exception):
+class TesterError(TurnlogError):
     """Raised when the tester is asked for what the runtime would refuse: answering a
     prompt that does not wait, a file it does not accept, a session that has ended."""
+
+    code = "tester_error"
 
     __test__ = False  # not a pytest test class
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from turnlog.contracts import bus
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.adapters.nats.client import Client, ClientError, ClientSession
 from turnlog.services.app.rounds import Round
 from turnlog.services.bootstrap.serve import Parts, serve
@@ -215,8 +216,10 @@ async def _converse(server: asyncio.Task[None], conversation: Conversation) -> i
     return 0
 
 
-class AppStopped(Exception):
+class AppStopped(TurnlogError):
     """Raised when the app a chat serves in-process stops: the chat ends, never hangs."""
+
+    code = "app_stopped"
 
 
 async def _while_serving(server: asyncio.Task[None], work: Awaitable[T]) -> T:

@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
 def _erase_user(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.adapters.nats.subjects import Subjects
     from turnlog.services.adapters.postgres.erasure import UnknownUser, render
-    from turnlog.services.app.erase_everywhere import erase_everywhere
+    from turnlog.services.bootstrap.erase_everywhere import erase_everywhere
 
     subjects = Subjects(settings.subject_prefix)
     with endpoints(settings) as where:

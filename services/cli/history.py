@@ -47,7 +47,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.rerun:
         return _rerun(args, settings)
     from turnlog.services.adapters.postgres.eventstore import EventStore
-    from turnlog.services.app.replay import render, state_as_of
+    from turnlog.services.adapters.postgres.replay import render, state_as_of
 
     async def run(url: str) -> None:
         store = await EventStore.connect(url, min_size=1, max_size=2)

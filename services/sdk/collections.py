@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from turnlog.contracts.events import SCOPES
 from turnlog.domain.documents import validate_path
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.app import context
 from turnlog.services.app.collections import Documents, Place
 from turnlog.services.app.context import Runtime
@@ -26,9 +27,11 @@ if TYPE_CHECKING:
     from turnlog.services.sdk.types import UserInfo
 
 
-class CollectionError(Exception):
+class CollectionError(TurnlogError):
     """Raised when a collection is declared wrongly, or used where it cannot resolve
     its scope (a user-scoped collection with no session) or its store (app not served)."""
+
+    code = "collection_error"
 
 
 class Caller(Protocol):

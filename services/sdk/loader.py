@@ -7,11 +7,14 @@ import sys
 import traceback
 from pathlib import Path
 
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.sdk.app import App
 
 
-class AppLoadError(Exception):
+class AppLoadError(TurnlogError):
     """Raised when an app file is missing, fails to import, or defines no single App."""
+
+    code = "app_load_error"
 
 
 def load_app(path: str | Path) -> App:

@@ -18,6 +18,8 @@ class AuthenticationRequired(CollectionError):
     """Raised when a request without an authenticated caller uses a user- or owner-scoped
     collection: there is nobody to scope it to (the HTTP answer is 401)."""
 
+    code = "unauthorized"
+
 
 class RequestContext(HasCollections):
     """The caller of an ``@app.data`` or ``@app.endpoint`` handler.

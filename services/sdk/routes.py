@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.sdk.request import RequestContext
 
 ACCESS = ("public", "authenticated")
@@ -32,14 +33,18 @@ _SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]+|\{([A-Za-z_][A-Za-z0-9_]*
 _MANY = (list, tuple, set, frozenset)
 
 
-class RouteError(Exception):
+class RouteError(TurnlogError):
     """Raised when a data or endpoint handler is declared wrongly: a bad name, access,
     method or path, a path parameter the handler does not take, or a clash."""
 
+    code = "route_error"
 
-class ParameterError(Exception):
+
+class ParameterError(TurnlogError):
     """Raised when a request's parameters do not fit its handler: one is missing, given
     twice, or cannot be converted to its annotated type."""
+
+    code = "invalid_request"
 
     def __init__(self, name: str, problem: str) -> None:
         self.name, self.problem = name, problem

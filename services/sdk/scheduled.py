@@ -7,15 +7,18 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.app.context import Runtime
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.sdk.collections import Collection, HasCollections
 from turnlog.services.sdk.types import Message, SessionChannel, UserInfo
 
 
-class NoReplyTarget(RuntimeError):
+class NoReplyTarget(TurnlogError, RuntimeError):
     """Raised when a scheduled handler replies, notifies, streams or shows something: a
     scheduled run has no one to reply to."""
+
+    code = "no_reply_target"
 
     def __init__(self, method: str, schedule: str) -> None:
         self.method, self.schedule = method, schedule

@@ -16,15 +16,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.sdk.types import UserInfo
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _NICKNAMES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
-class ScheduleDeclarationError(ValueError):
+class ScheduleDeclarationError(TurnlogError, ValueError):
     """Raised when a schedule is declared wrongly: a cron expression croniter cannot read
     or that never fires, an unknown time zone, a bad name or owner."""
+
+    code = "schedule_declaration_error"
 
 
 class Cron:

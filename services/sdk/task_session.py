@@ -30,6 +30,8 @@ class NoSession(NoReplyTarget):
     """Raised when a task submitted outside any chat session (a schedule, a request)
     replies, notifies or shows something: it has no one to answer."""
 
+    code = "no_session"
+
     def __init__(self, method: str, task: str) -> None:
         self.method, self.schedule = method, task
         RuntimeError.__init__(

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.app import context
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.tasks.values import (
@@ -25,9 +26,11 @@ from turnlog.services.sdk.session import Session
 from turnlog.services.sdk.task_session import TaskSession
 
 
-class TaskDeclarationError(Exception):
+class TaskDeclarationError(TurnlogError):
     """Raised when a task is declared wrongly: a bad name, retries or timeout, or a
     function that is not ``async def``."""
+
+    code = "task_declaration_error"
 
 
 class TaskDef:

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from turnlog.domain.errors import TurnlogError
+
 N = TypeVar("N", int, float)
 
 
-class ConfigError(ValueError):
+class ConfigError(TurnlogError, ValueError):
     """Raised when a configuration value cannot be used."""
+
+    code = "config_error"
 
 
 def number(env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N]) -> N:

@@ -37,10 +37,10 @@ from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.check import check as check_projections
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.adapters.postgres.queries import QueryService
+from turnlog.services.adapters.postgres.replay import state_as_of
 from turnlog.services.adapters.postgres.transfer import export, import_
 from turnlog.services.app.access import Principal
 from turnlog.services.app.log.records import NewEvent
-from turnlog.services.app.replay import state_as_of
 from turnlog.services.app.sealing import KeyMissing
 from turnlog.services.app.sessions.outbound import NoDelivery
 from turnlog.services.app.sessions.repository import SessionRepository

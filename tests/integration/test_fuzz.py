@@ -321,7 +321,7 @@ async def test_every_handler_api_refuses_unstorable_values_by_name(world: World)
             assert not {"block", "document", "effect", "task"} & set(refused), refused
         elif not _storable(value):
             for api in ("block", "document", "effect", "task"):
-                assert refused.get(api) in ("invalid_text", "too_deep", "NotJSONEncodable"), (
+                assert refused.get(api) in ("invalid_text", "too_deep", "not_json_encodable"), (
                     api, refused,
                 )  # fmt: skip
             assert outcome == "failed"  # session.data refused it: the turn says so

@@ -20,8 +20,8 @@ from turnlog.projections.state import fold
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.adapters.postgres.projector.writes import decode
+from turnlog.services.adapters.postgres.replay import state_as_of
 from turnlog.services.app.log.errors import StoreError
-from turnlog.services.app.replay import state_as_of
 from turnlog.services.app.sessions.outbound import NoDelivery
 from turnlog.services.bootstrap.wiring import Wiring
 
@@ -131,7 +131,7 @@ async def test_replay_command(store: EventStore, cli_env: dict[str, str]) -> Non
 async def test_a_long_replay_keeps_its_state_and_later_replays_start_from_it(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from turnlog.services.app import replay
+    from turnlog.services.adapters.postgres import replay
 
     monkeypatch.setattr(replay, "KEEP_EVERY", 20)
     sid = await converse(store, [f"m{i}" for i in range(6)])  # 6 events a turn
@@ -169,8 +169,8 @@ async def test_a_long_replay_keeps_its_state_and_later_replays_start_from_it(
 async def test_a_kept_state_goes_with_its_users_erasure(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from turnlog.services.adapters.postgres import replay
     from turnlog.services.adapters.postgres.erasure import erase_user
-    from turnlog.services.app import replay
 
     monkeypatch.setattr(replay, "KEEP_EVERY", 5)
     sid = await converse(store, ["my secret plan", "again"])

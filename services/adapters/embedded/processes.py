@@ -10,9 +10,13 @@ from pathlib import Path
 
 import psutil
 
+from turnlog.domain.errors import TurnlogError
 
-class InfraError(Exception):
+
+class InfraError(TurnlogError):
     """Raised when an embedded server cannot be started, found or stopped."""
+
+    code = "infra_error"
 
 
 def free_port(preferred: int | None = None) -> int:

@@ -1,4 +1,5 @@
-"""The projection query API over HTTP: a Litestar app in front of ``QueryService``.
+"""The projection query API over HTTP: a Litestar app in front of the queries
+(``ports.Queries``; ``QueryService`` on PostgreSQL).
 
 Every route but ``GET /healthz`` and the OpenAPI document (``GET /openapi.json``) needs
 ``Authorization: Bearer <key>``. Errors are always JSON ``{"code", "message"}``.
@@ -30,10 +31,10 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Middleware
 
 from turnlog.contracts import query as q
+from turnlog.services.adapters.http.errors import http_status
 from turnlog.services.adapters.http.textpolicy import text_policy
-from turnlog.services.adapters.nats.queries import input_failure
-from turnlog.services.adapters.postgres.queries import MAX_LIMIT, QueryService
-from turnlog.services.app.access import Keys, Principal, QueryFailure
+from turnlog.services.app.access import MAX_LIMIT, Keys, Principal, QueryFailure, input_failure
+from turnlog.services.app.ports import Queries
 
 log = structlog.get_logger("turnlog.query.http")
 
@@ -67,7 +68,7 @@ Limit = Annotated[
 ]
 Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page")]
 SessionId = Annotated[str, PathParameter(description="The session's id")]
-Service = NamedDependency[QueryService]
+Service = NamedDependency[Queries]
 Who = NamedDependency[Principal]
 
 
@@ -224,8 +225,9 @@ def _error(
 
 
 def _on_failure(request: Request[Any, Any, Any], exc: QueryFailure) -> Response[q.ErrorBody]:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return _error(exc.status, exc.code, exc.message, headers)
+    status = http_status(exc.code)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return _error(status, exc.code, exc.message, headers)
 
 
 def _validation_message(exc: ValidationException) -> str:
@@ -271,14 +273,19 @@ def _schema_not_found(response: Response[Any]) -> Response[Any]:
     return response
 
 
-def _on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[q.ErrorBody]:
-    failure = input_failure(exc)
-    if failure is not None:
-        return _on_failure(request, failure)
-    log.error(
-        "query API request failed", method=request.method, path=request.url.path, exc_info=exc
-    )
-    return _error(500, "internal", "internal error")
+def _on_exception(
+    service: Queries,
+) -> Callable[[Request[Any, Any, Any], Exception], Response[q.ErrorBody]]:
+    def on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[q.ErrorBody]:
+        failure = input_failure(exc, service.refuses)
+        if failure is not None:
+            return _on_failure(request, failure)
+        log.error(
+            "query API request failed", method=request.method, path=request.url.path, exc_info=exc
+        )
+        return _error(500, "internal", "internal error")
+
+    return on_exception
 
 
 # -- the app -----------------------------------------------------------------------------
@@ -300,7 +307,7 @@ def caller(keys: Keys) -> Provide:
 
 
 def http_app(
-    service: QueryService,
+    service: Queries,
     keys: Keys,
     routes: Sequence[ControllerRouterHandler] = (),
     health: HealthCheck | None = None,
@@ -309,7 +316,7 @@ def http_app(
     (an app's data and endpoint handlers) are served beside it, outside its document;
     ``health`` answers ``/healthz``."""
 
-    def provide_service() -> QueryService:
+    def provide_service() -> Queries:
         return service
 
     api = Router(
@@ -335,7 +342,7 @@ def http_app(
     handlers: ExceptionHandlersMap = {
         QueryFailure: _on_failure,
         HTTPException: _on_http,
-        Exception: _on_exception,
+        Exception: _on_exception(service),
     }
     return Litestar(
         route_handlers=[api, healthz_route(health), *routes],

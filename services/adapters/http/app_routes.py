@@ -26,8 +26,9 @@ from turnlog.contracts import query as q
 from turnlog.domain import values
 from turnlog.domain.errors import DomainError, InvalidText, TooDeep
 from turnlog.services.adapters.http.api import bearer
+from turnlog.services.adapters.http.errors import http_status
 from turnlog.services.app import context
-from turnlog.services.app.access import Keys, QueryFailure, forbidden, unauthorized
+from turnlog.services.app.access import Keys, QueryFailure, forbidden, invalid, unauthorized
 from turnlog.services.app.context import Runtime
 from turnlog.services.sdk.app import App
 from turnlog.services.sdk.request import NO_INTEGRATIONS, AuthenticationRequired, RequestContext
@@ -92,7 +93,8 @@ class _Callers:
             try:
                 values.user_id(acting_for, ACT_AS)
             except DomainError as e:
-                raise QueryFailure("invalid_request", f"{e.code}: {e}", 400) from None
+                code = e.code if e.code in values.POLICY_CODES else ""
+                raise invalid(f"{code}: {e}") from None
             return await self._user(acting_for)
         raise forbidden(
             f"app routes take a user's key (read:user=<id>) or an admin key with {ACT_AS}"
@@ -178,10 +180,11 @@ class _Served:
             path = {n: str(request.path_params[n]) for n in r.path_params}
             kwargs = r.bind(ctx, path, request.query_params.dict(), await _body(request))
         except QueryFailure as e:
-            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-            return _error(e.status, e.code, e.message, headers)
+            status = http_status(e.code)
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return _error(status, e.code, e.message, headers)
         except ParameterError as e:
-            return _error(400, "invalid_request", str(e))
+            return _error(http_status(e.code), e.code, str(e))
         return await self._call(r, kwargs, ctx)
 
     async def _call(self, r: Route, kwargs: dict[str, Any], ctx: RequestContext) -> Response[Any]:
@@ -193,9 +196,9 @@ class _Served:
                 return Response(b"", status_code=204)
             return Response(_encode.encode(result), status_code=200, media_type=MediaType.JSON)
         except AuthenticationRequired as e:
-            return _error(401, "unauthorized", str(e), {"WWW-Authenticate": "Bearer"})
+            return _error(http_status(e.code), e.code, str(e), {"WWW-Authenticate": "Bearer"})
         except (InvalidText, TooDeep) as e:  # the caller's input, refused by the policy
-            return _error(400, "invalid_request", f"{e.code}: {e}")
+            return _error(http_status(e.code), "invalid_request", f"{e.code}: {e}")
         except Exception as e:
             log.error(
                 "app handler failed",

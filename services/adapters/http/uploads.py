@@ -22,13 +22,21 @@ from turnlog.contracts import query as q
 from turnlog.contracts.bus import PROMPT_ID
 from turnlog.services.adapters.http.api import SECURITY, caller
 from turnlog.services.adapters.nats.client import Client, ClientError
-from turnlog.services.adapters.nats.files import FileError, FileStore
-from turnlog.services.adapters.postgres.queries import QueryService
-from turnlog.services.app.access import Keys, Principal, QueryFailure, forbidden, invalid
+from turnlog.services.adapters.nats.files import FileStore
+from turnlog.services.app.access import (
+    Keys,
+    PayloadTooLarge,
+    Principal,
+    PromptRefused,
+    forbidden,
+    invalid,
+)
+from turnlog.services.app.ports import Queries
+from turnlog.services.app.values import FileError
 
 Store = NamedDependency[FileStore]
 Producer = NamedDependency[Client]
-Service = NamedDependency[QueryService]
+Service = NamedDependency[Queries]
 Who = NamedDependency[Principal]
 FileName = Annotated[
     str, QueryParameter(description="The file's name", min_length=1, max_length=255)
@@ -58,7 +66,7 @@ async def upload_file(
         files.check_size(name, size)
         ref = await files.put_bytes(await request.body(), name, content_type)
     except FileError as e:
-        raise QueryFailure("too_large", str(e), 413) from None
+        raise PayloadTooLarge(str(e)) from None
     return q.FileRef(name=ref.name, content_type=ref.content_type, url=ref.url, size=ref.size)
 
 
@@ -88,14 +96,14 @@ async def answer_prompt(
         else:
             await channel.decline(prompt_id, timeout=30)
     except ClientError as e:
-        raise QueryFailure("prompt_refused", str(e), 409) from None
+        raise PromptRefused(str(e)) from None
     finally:
         await channel.detach()
     answer = "declined" if data.declined else "file"
     return q.PromptAnswered(session_id=session_id, prompt_id=prompt_id, answer=answer)
 
 
-def upload_routes(files: FileStore, producer: Client, service: QueryService, keys: Keys) -> Router:
+def upload_routes(files: FileStore, producer: Client, service: Queries, keys: Keys) -> Router:
     """The routes, to serve beside the query API (``http_app(..., routes=[...])``)."""
 
     def provide(value: Any) -> Provide:

@@ -27,13 +27,21 @@ from turnlog.services.adapters.nats import connection, files
 from turnlog.services.adapters.nats.client_session import ClientError, ClientSession
 from turnlog.services.adapters.nats.streams import ensure_streams
 from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.app.log.errors import Unavailable
 from turnlog.services.settings import ConfigError, NatsSecurity, check
 
 # ClientError and ClientSession are defined in client_session; importable from here too.
-__all__ = ["Client", "ClientError", "ClientSession"]
+__all__ = ["Client", "ClientError", "ClientSession", "ClientUnavailable"]
 
 _integration_answer = msgspec.json.Decoder(bus.IntegrationAnswer)
 _encode = msgspec.json.Encoder().encode
+
+
+class ClientUnavailable(ClientError, Unavailable):
+    """Raised by ``Client.connect`` when NATS cannot be reached: a ClientError, as it
+    always was, and ``Unavailable`` like turnlog's own connections."""
+
+    code = "unavailable"
 
 
 class Client:
@@ -77,7 +85,7 @@ class Client:
         try:
             nc = await connection.connect(nats_url, security, inbox_prefix=inbox_prefix)
         except Exception as e:
-            raise ClientError(
+            raise ClientUnavailable(
                 f"cannot connect to NATS at {connection.redact(nats_url)}: {e}"
             ) from e
         client = cls(nc, Subjects(prefix), max_file_bytes)

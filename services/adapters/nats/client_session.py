@@ -19,7 +19,7 @@ from nats.aio.subscription import Subscription
 from turnlog.contracts import bus
 from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
 from turnlog.domain import values
-from turnlog.domain.errors import DomainError
+from turnlog.domain.errors import DomainError, TurnlogError
 from turnlog.services.adapters.nats import files
 from turnlog.services.app.rounds import Round
 
@@ -32,8 +32,10 @@ _live = msgspec.json.Decoder(bus.Live)
 _encode = msgspec.json.Encoder().encode
 
 
-class ClientError(Exception):
+class ClientError(TurnlogError):
     """Raised when the runtime does not answer in time or refuses a request."""
+
+    code = "client_error"
 
 
 class ClientSession:

@@ -11,19 +11,24 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.errors import AuthorizationError
 
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.settings import NatsSecurity
 
 log = structlog.get_logger("turnlog.nats")
 
 
-class Refused(Exception):
+class Refused(TurnlogError):
     """Raised when NATS refuses the credentials, or the TLS handshake fails, as turnlog
     first connects: trying again would not help."""
 
+    code = "connection_refused"
 
-class InsecureConnection(Exception):
+
+class InsecureConnection(TurnlogError):
     """Raised when TLS was asked for (a ``tls://`` URL or TLS files) but the server did
     not require it: nats-py would then have talked to it in clear."""
+
+    code = "insecure_connection"
 
 
 def tls_context(security: NatsSecurity) -> ssl.SSLContext | None:

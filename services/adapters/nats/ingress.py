@@ -13,7 +13,9 @@ import contextlib
 import time
 import uuid
 import zlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 import msgspec
 import nats.js.errors
@@ -24,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from turnlog.contracts import bus
 from turnlog.domain import values
-from turnlog.domain.errors import DomainError
+from turnlog.domain.errors import DomainError, TurnlogError
 from turnlog.services.adapters.nats.delivery import BusDelivery
 from turnlog.services.adapters.nats.prompts import forward
 from turnlog.services.adapters.nats.subjects import Subjects
@@ -49,9 +51,49 @@ class _StillBound(Exception):
 _decoder = msgspec.json.Decoder(bus.Inbound)
 _encode = msgspec.json.Encoder().encode
 
+DEAD_LETTER_REASONS: Mapping[str, str] = MappingProxyType(
+    {
+        "session_not_found": "unknown_session",
+        "session_of_another_app": "wrong_app",
+        # The model's other refusals have always gone out as "invalid_" and their class's
+        # name; the text policy's (invalid_text, too_deep, invalid_user) as their code.
+        "domain_error": "invalid_domainerror",
+        "session_closed": "invalid_sessionclosed",
+        "turn_in_progress": "invalid_turninprogress",
+        "no_turn_in_progress": "invalid_noturninprogress",
+        "prompt_waiting": "invalid_promptwaiting",
+        "no_prompt_waiting": "invalid_nopromptwaiting",
+        "not_json_encodable": "invalid_notjsonencodable",
+        "too_large": "invalid_toolarge",
+        "invalid_value": "invalid_invalidvalue",
+        "unknown_data_key": "invalid_unknowndatakey",
+        "document_deleted": "invalid_documentdeleted",
+        "invalid_query": "invalid_queryerror",
+        "task_error": "invalid_taskerror",
+        "task_finished": "invalid_taskfinished",
+        "task_not_running": "invalid_tasknotrunning",
+        "task_running": "invalid_taskrunning",
+        "schedule_error": "invalid_scheduleerror",
+        "tick_taken": "invalid_ticktaken",
+        "run_in_progress": "invalid_runinprogress",
+        "no_run_in_progress": "invalid_noruninprogress",
+        "integration_error": "invalid_integrationerror",
+    }
+)
+"""The reason a dead letter gives for an error that stopped its message, by the error's
+code, where the two differ (``session_ended``, ``invalid_text``... are both)."""
 
-class Rejected(Exception):
-    """An inbound message that cannot be handled, with a reason code for the DLQ."""
+
+def dead_letter_reason(error: TurnlogError) -> str:
+    """The dead letter's reason for a message that ``error`` stopped."""
+    return DEAD_LETTER_REASONS.get(error.code, error.code)
+
+
+class Rejected(TurnlogError):
+    """Raised inside the ingress when an inbound message cannot be handled; ``reason`` is
+    the dead letter's (the error's ``code`` stays ``rejected``)."""
+
+    code = "rejected"
 
     def __init__(
         self,
@@ -128,7 +170,8 @@ def _decode(data: bytes, subject_session: str | None) -> bus.Inbound:
             values.user_id(message.user.id, "message user.id")
     except DomainError as e:
         message_id = values.clean(message.message_id)
-        raise Rejected(e.code or "schema_violation", str(e), subject_session, message_id) from None
+        reason = dead_letter_reason(e) if e.code in values.POLICY_CODES else "schema_violation"
+        raise Rejected(reason, str(e), subject_session, message_id) from None
     return message
 
 
@@ -367,12 +410,12 @@ class Ingress:
                     message_id=message.message_id,
                     actor=f"producer:{message.actor}",
                 )
-        except SessionNotFound:
+        except SessionNotFound as e:
             raise Rejected(
-                "unknown_session", f"no session {sid}", None, message.message_id
+                dead_letter_reason(e), f"no session {sid}", None, message.message_id
             ) from None
         except (SessionEnded, SessionOfAnotherApp, DomainError) as e:
-            raise Rejected(_reason(e), str(e), str(sid), message.message_id) from None
+            raise Rejected(dead_letter_reason(e), str(e), str(sid), message.message_id) from None
         await self.delivery.done(str(sid), message.message_id, "ok")
 
     async def _turn(self, message: bus.InboundMessage) -> None:
@@ -391,7 +434,9 @@ class Ingress:
         try:
             await self.host.handle(inbound)
         except (SessionEnded, SessionOfAnotherApp, DomainError) as e:
-            raise Rejected(_reason(e), str(e), message.session_id, message.message_id) from None
+            raise Rejected(
+                dead_letter_reason(e), str(e), message.session_id, message.message_id
+            ) from None
 
     async def _dead_letter(self, msg: Msg, rejected: Rejected) -> None:
         log.warning(
@@ -425,13 +470,3 @@ class Ingress:
                 "rejected",
                 f"{rejected.reason}: {rejected.detail}",
             )
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, SessionEnded):
-        return "session_ended"
-    if isinstance(error, SessionOfAnotherApp):
-        return "wrong_app"
-    if isinstance(error, DomainError) and error.code:
-        return error.code
-    return "invalid_" + type(error).__name__.lower()

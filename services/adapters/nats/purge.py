@@ -22,20 +22,9 @@ from nats.js.errors import APIError, NotFoundError
 from turnlog.contracts.events import UserRef
 from turnlog.services.adapters.nats.files import SCHEME
 from turnlog.services.adapters.nats.subjects import Subjects
-from turnlog.services.adapters.postgres.erasure_reach import Reach
+from turnlog.services.app.erasure import Purged, Reach
 
 _ALREADY_GONE = 10057  # JetStream: deleting a message that is no longer there
-
-
-class Purged(msgspec.Struct, frozen=True, kw_only=True):
-    """What was deleted from NATS: messages of each stream, files of the file store.
-    ``error``: what stopped the purge (running it again finishes it)."""
-
-    events: int = 0
-    inbound: int = 0
-    dead_letters: int = 0
-    files: int = 0
-    error: str | None = None
 
 
 class _Mentions(msgspec.Struct, frozen=True):

@@ -12,37 +12,29 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import msgspec
 import structlog
-from asyncpg.exceptions import _base as asyncpg_base
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from turnlog.contracts import query as q
 from turnlog.services.adapters.nats.subjects import Subjects
-from turnlog.services.adapters.postgres.queries import QueryService
-from turnlog.services.app.access import Keys, Principal, QueryFailure, invalid, not_found
+from turnlog.services.app.access import (
+    Keys,
+    PayloadTooLarge,
+    Principal,
+    input_failure,
+    invalid,
+    not_found,
+)
+from turnlog.services.app.ports import Queries
 from turnlog.services.app.text import body_problem
 
 log = structlog.get_logger("turnlog.query.bus")
 
 QUEUE = "turnlog-query"
 
-Query = Callable[[QueryService, Principal, dict[str, Any]], Awaitable[msgspec.Struct]]
-
-
-def input_failure(exc: BaseException) -> QueryFailure | None:
-    """``exc`` as the 400 it stands for when the caller's input caused it past the
-    service's own checks: a value PostgreSQL refuses (a NUL character, a number out of
-    range), a string that cannot be encoded, a cursor whose contents do not parse.
-    ``None`` when it is not one of those (a bug or an outage: a 500)."""
-    if isinstance(exc, QueryFailure):
-        return exc
-    if isinstance(exc, asyncpg.exceptions.DataError | asyncpg_base.DataError | ValueError):
-        log.info("query input refused", error=repr(exc))
-        return invalid(f"a value in the request cannot be used: {str(exc)[:300]}")
-    return None
+Query = Callable[[Queries, Principal, dict[str, Any]], Awaitable[msgspec.Struct]]
 
 
 def _params(params: dict[str, Any], kind: type[msgspec.Struct]) -> Any:
@@ -52,7 +44,7 @@ def _params(params: dict[str, Any], kind: type[msgspec.Struct]) -> Any:
         raise invalid(f"params: {e}") from None
 
 
-async def _sessions_list(s: QueryService, who: Principal, raw: dict[str, Any]) -> q.SessionPage:
+async def _sessions_list(s: Queries, who: Principal, raw: dict[str, Any]) -> q.SessionPage:
     p: q.SessionsListParams = _params(raw, q.SessionsListParams)
     return await s.list_sessions(
         who,
@@ -66,44 +58,44 @@ async def _sessions_list(s: QueryService, who: Principal, raw: dict[str, Any]) -
     )
 
 
-async def _sessions_get(s: QueryService, who: Principal, raw: dict[str, Any]) -> q.SessionSummary:
+async def _sessions_get(s: Queries, who: Principal, raw: dict[str, Any]) -> q.SessionSummary:
     p: q.SessionParams = _params(raw, q.SessionParams)
     return await s.get_session(who, p.session_id)
 
 
-async def _sessions_history(s: QueryService, who: Principal, raw: dict[str, Any]) -> q.HistoryPage:
+async def _sessions_history(s: Queries, who: Principal, raw: dict[str, Any]) -> q.HistoryPage:
     p: q.HistoryParams = _params(raw, q.HistoryParams)
     return await s.history(who, p.session_id, limit=p.limit, cursor=p.cursor)
 
 
-async def _sessions_data(s: QueryService, who: Principal, raw: dict[str, Any]) -> q.SessionData:
+async def _sessions_data(s: Queries, who: Principal, raw: dict[str, Any]) -> q.SessionData:
     p: q.SessionParams = _params(raw, q.SessionParams)
     return await s.data(who, p.session_id)
 
 
-async def _sessions_blocks(s: QueryService, who: Principal, raw: dict[str, Any]) -> q.BlockList:
+async def _sessions_blocks(s: Queries, who: Principal, raw: dict[str, Any]) -> q.BlockList:
     p: q.SessionParams = _params(raw, q.SessionParams)
     return await s.blocks(who, p.session_id)
 
 
-async def _sessions_events(s: QueryService, who: Principal, raw: dict[str, Any]) -> q.EventPage:
+async def _sessions_events(s: Queries, who: Principal, raw: dict[str, Any]) -> q.EventPage:
     p: q.EventsParams = _params(raw, q.EventsParams)
     return await s.events(
         who, p.session_id, from_version=p.from_version, limit=p.limit, cursor=p.cursor
     )
 
 
-async def _sessions_state(s: QueryService, who: Principal, raw: dict[str, Any]) -> q.SessionState:
+async def _sessions_state(s: Queries, who: Principal, raw: dict[str, Any]) -> q.SessionState:
     p: q.StateParams = _params(raw, q.StateParams)
     return await s.state(who, p.session_id, as_of_version=p.as_of_version, at=p.at)
 
 
-async def _collections_find(s: QueryService, who: Principal, raw: dict[str, Any]) -> q.DocumentPage:
+async def _collections_find(s: Queries, who: Principal, raw: dict[str, Any]) -> q.DocumentPage:
     return await s.find(who, _params(raw, q.FindRequest))
 
 
 async def _projections_status(
-    s: QueryService, who: Principal, raw: dict[str, Any]
+    s: Queries, who: Principal, raw: dict[str, Any]
 ) -> q.ProjectionStatusList:
     _params(raw, q.NoParams)
     return await s.projection_status(who)
@@ -125,8 +117,8 @@ _request = msgspec.json.Decoder(q.QueryRequest)
 _encode = msgspec.json.Encoder().encode
 
 
-def _error(failure: QueryFailure) -> bytes:
-    return _encode(q.QueryReply(error=q.ErrorBody(code=failure.code, message=failure.message)))
+def _error(code: str, message: str) -> bytes:
+    return _encode(q.QueryReply(error=q.ErrorBody(code=code, message=message)))
 
 
 def _decoded(data: bytes) -> q.QueryRequest:
@@ -148,7 +140,7 @@ class QueryResponder:
         self,
         nc: NATS,
         prefix: str,
-        service: QueryService,
+        service: Queries,
         keys: Keys,
         *,
         concurrency: int = 64,
@@ -194,9 +186,8 @@ class QueryResponder:
                 return
             body = await self.answer(msg.subject, msg.data)
             if len(body) > self.nc.max_payload:
-                body = _error(
-                    QueryFailure("too_large", "the reply is too large: ask for a smaller page", 413)
-                )
+                too_large = PayloadTooLarge("the reply is too large: ask for a smaller page")
+                body = _error(too_large.code, too_large.message)
             await self.nc.publish(msg.reply, body)
         except Exception as e:
             log.warning("could not reply to a query", subject=msg.subject, error=repr(e))
@@ -215,8 +206,8 @@ class QueryResponder:
             who = self.keys.authenticate(request.key)
             return _encode(q.QueryReply(ok=await query(self.service, who, request.params)))
         except Exception as e:
-            failure = input_failure(e)
+            failure = input_failure(e, self.service.refuses)
             if failure is not None:
-                return _error(failure)
+                return _error(failure.code, failure.message)
             log.error("query failed", query=name, exc_info=e)
-            return _error(QueryFailure("internal", "internal error", 500))
+            return _error("internal", "internal error")

@@ -21,7 +21,7 @@ from turnlog.contracts.events import UserErased
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.follow import GlobalReader, follow
-from turnlog.services.app.log.records import RecordedEvent
+from turnlog.services.app.log.records import RecordedEvent, app_of
 
 log = structlog.get_logger("turnlog.relay")
 
@@ -43,7 +43,6 @@ class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _encode = msgspec.json.Encoder().encode
-_app_of = msgspec.json.Decoder(dict[str, object])
 _erasure = msgspec.json.Decoder(UserErased)
 
 
@@ -197,13 +196,6 @@ class Relay:
         self._apps[stream_id] = app
         if len(self._apps) > 100_000:
             self._apps.popitem(last=False)
-
-
-def app_of(payload: bytes) -> str:
-    """The app a stream is published under, from its first event's payload (``_`` for
-    a stream of no app: a user's erasures, their integrations)."""
-    app = _app_of.decode(payload).get("app")
-    return app if isinstance(app, str) and app else "_"
 
 
 def _notified(payload: bytes) -> tuple[str, ...]:

@@ -39,6 +39,8 @@ class StreamSetupError(StoreError):
     """Raised when the NATS server refuses a stream as configured (typically: not enough
     storage for the max bytes asked for)."""
 
+    code = "stream_setup_error"
+
 
 def stream_configs(subjects: Subjects, limits: StreamLimits) -> list[StreamConfig]:
     """The inbound, events and dead-letter streams as ``limits`` has them."""

@@ -20,11 +20,11 @@ import msgspec
 
 from turnlog.contracts.events import UserErased
 from turnlog.projections.collections import Collections
-from turnlog.services.adapters.nats.purge import Purged
-from turnlog.services.adapters.postgres.erasure_reach import Reach, survey
+from turnlog.services.adapters.postgres.erasure_reach import survey
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.writes import Conn, decode, execute, hold, quote
 from turnlog.services.adapters.postgres.rows import COLUMNS, to_record
+from turnlog.services.app.erasure import Purged, Reach
 from turnlog.services.app.log.errors import StoreError
 from turnlog.services.app.log.records import NewEvent
 from turnlog.services.app.sealed import needle
@@ -60,6 +60,8 @@ _STATES = (
 
 class UnknownUser(StoreError):
     """Raised when erase-user names a user turnlog has neither a key nor a session for."""
+
+    code = "unknown_user"
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id

@@ -6,13 +6,13 @@ integrations), the apps those belong to, and the files those streams refer to.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import msgspec
 
-from turnlog.services.adapters.nats.relay import app_of
 from turnlog.services.adapters.postgres.projector.writes import Conn
+from turnlog.services.app.erasure import Reach
 from turnlog.services.app.integrations import integrations_stream
+from turnlog.services.app.log.records import app_of
 from turnlog.services.app.sealed import MARKER, PERSONAL, needle
 
 _encode = msgspec.json.Encoder().encode
@@ -38,25 +38,6 @@ _FILES = (
     "SELECT payload FROM turnlog_events WHERE stream_id = ANY($1::text[])"
     " AND position('nats-object://'::bytea IN payload) > 0"
 )
-
-
-@dataclass(frozen=True)
-class Reach:
-    """A user's data in the log. ``streams``: every stream that held it (their sessions
-    included), with the app it is relayed under; ``apps``: the apps among those;
-    ``files``: the file store references (``nats-object://...``) in them;
-    ``sealed_events``: events sealed with their key; ``documents``: document streams
-    among them; ``unsealed_events``: personal events of their sessions written before
-    sealing existed."""
-
-    user_id: str
-    sessions: tuple[str, ...]
-    streams: dict[str, str]  # stream id -> the app it is relayed under
-    apps: tuple[str, ...]
-    files: tuple[str, ...]
-    sealed_events: int
-    documents: int
-    unsealed_events: int
 
 
 def session_needle(user_id: str) -> bytes:

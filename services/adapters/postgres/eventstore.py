@@ -32,7 +32,7 @@ from turnlog.services.app.log.chain import Chained
 from turnlog.services.app.log.errors import (
     ConcurrencyConflict,
     DuplicateMessage,
-    StoreError,
+    Unavailable,
     transient,
 )
 from turnlog.services.app.log.records import NewEvent, RecordedEvent, Snapshot
@@ -102,7 +102,7 @@ class EventStore:
             )
         except (OSError, asyncpg.PostgresError) as e:
             msg = f"cannot connect to PostgreSQL at {_redact(dsn)}: {e}"
-            raise StoreError(msg) from e
+            raise Unavailable(msg) from e
         async with pool.acquire() as conn:
             applied = await migrate(conn)
         if applied:

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from asyncpg.exceptions import _base as asyncpg_base
 
 from turnlog.contracts import query as q
 from turnlog.domain.errors import DomainError
@@ -19,10 +20,9 @@ from turnlog.services.adapters.postgres.keys import PostgresKeys
 from turnlog.services.adapters.postgres.projector import failures
 from turnlog.services.adapters.postgres.projector.writes import decode
 from turnlog.services.adapters.postgres.rows import COLUMNS, to_record
-from turnlog.services.app.access import Principal, forbidden, invalid, not_found
+from turnlog.services.app.access import MAX_LIMIT, Principal, forbidden, invalid, not_found
 from turnlog.services.app.sealing import KeyRing
 
-MAX_LIMIT = 500
 _json = msgspec.json.Decoder()
 _SESSION_COLUMNS = (
     "session_id, app, user_id, user_email, org_id, channel, started_at, ended_at, end_reason,"
@@ -70,10 +70,17 @@ def _time(text: str | None, name: str) -> datetime | None:
 
 
 class QueryService:
+    """The projection queries on PostgreSQL (``ports.Queries``)."""
+
     def __init__(self, pool: asyncpg.Pool, keyring: KeyRing | None = None) -> None:
         """``keyring``: the process's (its cache of keys); one of its own without."""
         self.pool = pool
         self.keyring = keyring or KeyRing(PostgresKeys(pool))
+
+    def refuses(self, error: BaseException) -> bool:
+        """Whether ``error`` is PostgreSQL (or asyncpg, encoding an argument) refusing a
+        value of the caller's: a NUL character, a number out of range."""
+        return isinstance(error, asyncpg.exceptions.DataError | asyncpg_base.DataError)
 
     async def list_sessions(
         self,

@@ -56,7 +56,10 @@ _ADVANCE_POSITIONS = (
 
 
 class TransferError(StoreError):
-    """An export or import that cannot go on; ``line`` is the input line at fault, if any."""
+    """Raised when an export or import cannot go on; ``line`` is the input line at fault,
+    if any."""
+
+    code = "transfer_error"
 
     def __init__(self, message: str, line: int | None = None) -> None:
         self.line = line

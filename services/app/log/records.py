@@ -45,3 +45,13 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: int
     state: bytes
     hash: bytes
+
+
+_app_of = msgspec.json.Decoder(dict[str, object])
+
+
+def app_of(payload: bytes) -> str:
+    """The app a stream is published under, from its first event's payload (``_`` for
+    a stream of no app: a user's erasures, their integrations)."""
+    app = _app_of.decode(payload).get("app")
+    return app if isinstance(app, str) and app else "_"

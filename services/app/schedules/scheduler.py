@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.app import context
 from turnlog.services.app.context import Runtime
 from turnlog.services.app.integrations import Integrations
@@ -36,9 +37,11 @@ MAX_CLAIM_SECONDS = 30.0
 STOP_GRACE = 10.0
 
 
-class RunCancelled(Exception):
+class RunCancelled(TurnlogError):
     """The error type recorded when a scheduled run is cancelled because its worker
     stopped and the run outlasted the grace period."""
+
+    code = "run_cancelled"
 
 
 def default_worker() -> str:

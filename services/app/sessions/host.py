@@ -37,6 +37,8 @@ _encode = msgspec.json.Encoder().encode
 class SessionEnded(StoreError):
     """Raised when a message arrives for a session that has ended."""
 
+    code = "session_ended"
+
     def __init__(self, session_id: UUID) -> None:
         self.session_id = session_id
         super().__init__(f"session {session_id} has ended")
@@ -44,6 +46,8 @@ class SessionEnded(StoreError):
 
 class SessionOfAnotherApp(StoreError):
     """Raised when a session id given to one app belongs to a session of another."""
+
+    code = "session_of_another_app"
 
     def __init__(self, session_id: UUID, owner: str, app: str) -> None:
         self.session_id, self.owner, self.app = session_id, owner, app
@@ -53,6 +57,8 @@ class SessionOfAnotherApp(StoreError):
 class TurnOpenElsewhere(StoreError):
     """Raised by ``outside_turn`` when the session, read from the log, has a turn open
     that this process is not running (another worker is running it, or died in it)."""
+
+    code = "turn_open_elsewhere"
 
     def __init__(self, session_id: UUID, message_id: str) -> None:
         self.session_id, self.message_id = session_id, message_id

@@ -22,6 +22,8 @@ log = structlog.get_logger("turnlog.repository")
 class SessionNotFound(StoreError):
     """Raised when a session id has no recorded events."""
 
+    code = "session_not_found"
+
     def __init__(self, session_id: UUID) -> None:
         self.session_id = session_id
         super().__init__(f"no session {session_id}")

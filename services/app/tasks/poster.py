@@ -30,6 +30,8 @@ class SessionBusy(StoreError):
     """Raised when a task's effect on a session waited too long for a turn that another
     process has open on it."""
 
+    code = "session_busy"
+
 
 class SessionPoster:
     """Records tasks' effects on sessions through ``host``. A turn this process runs is

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from turnlog.domain.errors import DomainError
+from turnlog.domain.errors import DomainError, TurnlogError
 from turnlog.domain.task import COMPLETED, RUNNING, Task, TaskError
 from turnlog.services.app import context
 from turnlog.services.app.context import Runtime
@@ -30,12 +30,16 @@ from turnlog.services.app.values import UserInfo
 log = structlog.get_logger("turnlog.tasks")
 
 
-class WorkerStopped(Exception):
+class WorkerStopped(TurnlogError):
     """The error type recorded when an attempt is cut off because its worker stopped."""
 
+    code = "worker_stopped"
 
-class WorkerLost(Exception):
+
+class WorkerLost(TurnlogError):
     """The error type recorded for an attempt whose worker died while running it."""
+
+    code = "worker_lost"
 
 
 def card_fields(task: Task) -> dict[str, Any]:

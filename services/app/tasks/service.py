@@ -24,6 +24,8 @@ class TaskNotQueued(StoreError):
     """Raised by ``submit`` when a task is on record but could not be queued (NATS is
     away); the task is recorded cancelled, with the reason."""
 
+    code = "task_not_queued"
+
 
 class TaskService:
     """The tasks of one app: recorded on their streams, queued for workers."""

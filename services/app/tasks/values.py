@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from turnlog.domain.errors import TurnlogError
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.values import UserInfo
 
@@ -16,13 +17,17 @@ if TYPE_CHECKING:
 FINISHED = ("completed", "failed", "cancelled")
 
 
-class TasksNotServed(RuntimeError):
+class TasksNotServed(TurnlogError, RuntimeError):
     """Raised when a task is submitted, or a handle asked about, while turnlog does not
     serve the app (no runtime is running it)."""
 
+    code = "tasks_not_served"
 
-class UnknownTask(LookupError):
+
+class UnknownTask(TurnlogError, LookupError):
     """Raised when a handle names a task that is not on record."""
+
+    code = "unknown_task"
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id

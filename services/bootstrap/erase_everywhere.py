@@ -16,10 +16,11 @@ import msgspec
 import structlog
 
 from turnlog.services.adapters.nats import connection
-from turnlog.services.adapters.nats.purge import Purged, purge
+from turnlog.services.adapters.nats.purge import purge
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.erasure import Erasure, ErasureReport, erase
 from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.erasure import Purged
 from turnlog.services.settings import NatsSecurity
 
 log = structlog.get_logger("turnlog.erasure")
