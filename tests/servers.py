@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -15,6 +16,7 @@ import asyncpg
 import nats
 
 from turnlog.services.adapters.embedded.endpoints import Endpoints
+from turnlog.services.adapters.embedded.processes import InfraError
 from turnlog.services.adapters.embedded.servers import EmbeddedInfra
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.settings import Settings
@@ -30,13 +32,22 @@ def new_home() -> Path:
     return home
 
 
+STALE_AFTER = 600.0
+"""Seconds a test home must be left untouched before it may be reaped: a run that is
+starting its servers holds no lease on them yet."""
+
+
 def reap_stale_homes() -> None:
-    """Stop and remove test homes left by a test run that was killed: no live holder."""
+    """Stop and remove test homes left by a test run that was killed: no live holder (as
+    seen under the home's lock, so not a run of another work tree starting its servers
+    this moment), and untouched for a while."""
     for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*"):
-        infra = EmbeddedInfra(home)
-        if infra.status().holders:
+        try:
+            if time.time() - home.stat().st_mtime < STALE_AFTER:
+                continue
+            EmbeddedInfra(home).down()  # refuses while a live process holds the servers
+        except (InfraError, OSError):
             continue
-        infra.down(force=True)
         shutil.rmtree(home, ignore_errors=True)
 
 
