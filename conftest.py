@@ -17,8 +17,10 @@ namespace, as if typed into ``python -m asyncio``:
   what the page served before; after it, ``HTTP_URL`` is that query API and ``API_KEY`` an
   ``admin`` key of it. Everything is stopped when the page ends.
 - Each page runs in a temporary working directory, and under a NATS subject prefix of its
-  own: ``turnlog.Client.connect``'s default prefix is that one while the page runs, so pages
-  never see each other's streams (nor those of a deployment the servers may hold).
+  own, so pages never see each other's streams (nor those of a deployment the servers may
+  hold): while the page runs, ``turnlog.Client.connect``'s default prefix is that one, and
+  so is ``TURNLOG_SUBJECT_PREFIX`` in the environment, which an example that names
+  subjects itself reads.
 - Blocks that only stand in for a step outside Python (``turnlog run app.py``) or check
   what an example did are kept out of sight in the page:
   ``<!-- invisible-code-block: python`` ... ``-->``.
@@ -161,6 +163,8 @@ def _page(servers: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Itera
     defaults = Client.connect.__kwdefaults__
     assert defaults is not None
     was_prefix, defaults["prefix"] = defaults["prefix"], prefix
+    was_env = os.environ.get("TURNLOG_SUBJECT_PREFIX")
+    os.environ["TURNLOG_SUBJECT_PREFIX"] = prefix
     cwd = Path.cwd()
     os.chdir(workdir)
     try:
@@ -168,6 +172,10 @@ def _page(servers: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         os.chdir(cwd)
         defaults["prefix"] = was_prefix
+        if was_env is None:
+            del os.environ["TURNLOG_SUBJECT_PREFIX"]
+        else:
+            os.environ["TURNLOG_SUBJECT_PREFIX"] = was_env
         try:
             runner.run(page.stop_serving())
         finally:
