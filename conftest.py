@@ -136,6 +136,7 @@ class Page:
             task.result()
         if not ready.is_set():
             raise AssertionError(f"{app!r} was not served within {START_TIMEOUT:g} s")
+        await _listening(port)
         self.namespace.update(HTTP_URL=f"http://127.0.0.1:{port}", API_KEY=DOC_API_KEY)
 
     async def stop_serving(self) -> None:
@@ -149,6 +150,20 @@ class Page:
         error = None if task.cancelled() else task.exception()
         if error is not None:
             raise error
+
+
+async def _listening(port: int) -> None:
+    """Wait until the query API accepts connections (its part starts after ``ready``)."""
+    for _ in range(int(START_TIMEOUT / 0.05)):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise AssertionError(f"the query API did not listen on port {port}")
 
 
 @pytest.fixture(scope="module")
