@@ -44,12 +44,6 @@ async def database_url(servers: Endpoints) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def database_url(servers: Endpoints) -> AsyncIterator[str]:
-    async with fresh_database(servers) as url:
-        yield url
-
-
-@pytest.fixture
 async def store(database_url: str) -> AsyncIterator[EventStore]:
     store = await EventStore.connect(database_url, min_size=2, max_size=20)
     try:
