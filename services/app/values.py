@@ -4,6 +4,7 @@ runtime makes and the SDK hands to handlers (``turnlog.UserInfo``, ``turnlog.Mes
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,16 +57,18 @@ class Attachment:
     """The file store it comes from, when the runtime gave one."""
 
     async def download(self, path: str | Path) -> Path:
-        """Save the file at ``path`` (a directory keeps the attachment's name); the path
-        written. Files sent through turnlog are fetched from its file store."""
-        return await download(self.store, self.url, self.name, Path(path))
+        """Save the file at ``path``; the path written. A directory (an existing one, or a
+        path ending in "/", created if missing) keeps the attachment's name. Files sent
+        through turnlog are fetched from its file store."""
+        return await download(self.store, self.url, self.name, path)
 
 
-async def download(store: Files | None, url: str, name: str, path: Path) -> Path:
-    """Fetch the file ``url`` refers to from turnlog's file store into ``path`` (a
-    directory: under the file's own name, never outside the directory). Only files in
-    the file store are fetched: a URL of anything else (a local path, the web) is the
-    app's to fetch, not turnlog's."""
+async def download(store: Files | None, url: str, name: str, path: str | Path) -> Path:
+    """Fetch the file ``url`` refers to from turnlog's file store into ``path``. A
+    directory (one that exists, or a path ending in "/", which is created with its
+    parents when missing) gets the file under its own name, never outside the directory.
+    Only files in the file store are fetched: a URL of anything else (a local path, the
+    web) is the app's to fetch, not turnlog's."""
     if store is None:
         raise FileError(
             "no file store in this process: files are fetched inside turnlog's runtime"
@@ -73,12 +76,22 @@ async def download(store: Files | None, url: str, name: str, path: Path) -> Path
         )
     if not store.ours(url):
         raise FileError(f"cannot download {url!r}: it is not in turnlog's file store")
-    if await asyncio.to_thread(path.is_dir):
+    target = Path(path)
+    into_directory = _names_a_directory(path)
+    if into_directory or await asyncio.to_thread(target.is_dir):
         base = Path(name).name
         if base in ("", ".", ".."):
             raise FileError(f"{name!r} is no file name to save under")
-        path = path / base
-    return await store.download(url, path)
+        if into_directory:
+            await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
+        target = target / base
+    return await store.download(url, target)
+
+
+def _names_a_directory(path: str | Path) -> bool:
+    """Whether ``path`` was written as a directory ("inbox/"): Path() drops the slash."""
+    text = os.fspath(path)
+    return text.endswith("/") or (os.sep != "/" and text.endswith(os.sep))
 
 
 @dataclass(frozen=True)
@@ -94,8 +107,9 @@ class FileUpload:
     store: Files | None = field(default=None, repr=False, compare=False)
 
     async def download(self, path: str | Path) -> Path:
-        """Save the file at ``path`` (a directory keeps the file's name); the path written."""
-        return await download(self.store, self.url, self.name, Path(path))
+        """Save the file at ``path`` (a directory, existing or written with a trailing "/",
+        keeps the file's name); the path written."""
+        return await download(self.store, self.url, self.name, path)
 
 
 class FileUploadTimeout(TurnlogError, TimeoutError):
