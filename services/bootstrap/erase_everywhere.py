@@ -21,6 +21,7 @@ from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.erasure import Erasure, ErasureReport, erase
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.app.erasure import Purged
+from turnlog.services.bootstrap.commands import open_log
 from turnlog.services.settings import NatsSecurity
 
 log = structlog.get_logger("turnlog.erasure")
@@ -39,12 +40,9 @@ async def erase_everywhere(
 ) -> ErasureReport:
     """Erase ``user_id`` in the log, then purge their data from NATS (connected with
     ``security``'s credentials and TLS); the report of both."""
-    store = await EventStore.connect(database_url, min_size=1, max_size=2)
-    try:
+    async with open_log(database_url) as store:
         erasure = await erase(store, user_id, reason=reason)
         purged = await _purge(store, nats_url, subjects, erasure, security or NatsSecurity())
-    finally:
-        await store.close()
     return msgspec.structs.replace(erasure.report, purged=purged)
 
 

@@ -11,17 +11,15 @@ import msgspec
 
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.verify import verify
+from turnlog.services.bootstrap.commands import open_log
 from turnlog.services.cli.progress import progress_bar
 
 _encode = msgspec.json.Encoder().encode
 
 
 async def print_events(database_url: str, session_id: UUID | str, *, as_json: bool) -> int:
-    store = await EventStore.connect(database_url, min_size=1, max_size=2)
-    try:
+    async with open_log(database_url) as store:
         records = await store.keyring.unseal(await store.read_stream(str(session_id)))
-    finally:
-        await store.close()
     if not records:
         print(f"turnlog: no events for session {session_id}", file=sys.stderr)
         return 1

@@ -46,30 +46,24 @@ def add_events_parser(sub: Any) -> None:
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.rerun:
         return _rerun(args, settings)
+    from turnlog.contracts.query import SessionState
     from turnlog.services.adapters.postgres.eventstore import EventStore
     from turnlog.services.adapters.postgres.replay import render, state_as_of
+    from turnlog.services.bootstrap.commands import on_log
 
-    async def run(url: str) -> None:
-        store = await EventStore.connect(url, min_size=1, max_size=2)
-        try:
-            state = await state_as_of(
-                store, args.session_id, to_version=args.to_version, at=args.at
-            )
-        finally:
-            await store.close()
-        render(state, as_json=args.json)
+    async def run(store: EventStore) -> SessionState:
+        return await state_as_of(store, args.session_id, to_version=args.to_version, at=args.at)
 
-    with endpoints(settings, nats=False) as where:
-        aio.run(run(where.database_url))
+    render(on_log(settings, run), as_json=args.json)
     return 0
 
 
 def _rerun(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.adapters.nats.files import FileStore
     from turnlog.services.adapters.nats.subjects import Subjects
-    from turnlog.services.adapters.postgres.eventstore import EventStore
     from turnlog.services.app.rerun import rerun_session
     from turnlog.services.app.rerun_report import render_report
+    from turnlog.services.bootstrap.commands import open_log
     from turnlog.services.bootstrap.serve import connect_nats
     from turnlog.services.cli.progress import progress_bar
     from turnlog.services.sdk.loader import load_app
@@ -81,16 +75,13 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
         # before the re-run starts refusing new ones.
         nc = await connect_nats(nats_url, settings.nats_security, wait=False)
         files = FileStore(nc.jetstream(), Subjects(settings.subject_prefix).bucket_files)
-        store = await EventStore.connect(url, min_size=1, max_size=2)
-        try:
+        async with open_log(url) as store:
             keyring = store.keyring
             records = await keyring.unseal(await store.read_stream(str(args.session_id)))
             turns = [r.correlation_id for r in records if r.type == "session.message_received"]
             documents = await keyring.unseal(
                 await store.read_documents_written_by([t for t in turns if t])
             )
-        finally:
-            await store.close()
         if not records:
             raise StoreError(f"no events for session {args.session_id}")
         try:

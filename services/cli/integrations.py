@@ -133,27 +133,25 @@ def _with_integrations(
     from turnlog.domain.integrations import IntegrationError
     from turnlog.services.adapters.nats.integrations import NatsNotices
     from turnlog.services.adapters.nats.subjects import Subjects
-    from turnlog.services.adapters.postgres.eventstore import EventStore
-    from turnlog.services.app.integrations import Integrations
     from turnlog.services.app.log.errors import StoreError
+    from turnlog.services.app.ports import NoNotices
+    from turnlog.services.bootstrap.commands import open_log, wired
     from turnlog.services.bootstrap.serve import connect_nats
 
     async def go(database_url: str, nats_url: str | None) -> T:
-        store = await EventStore.connect(database_url, min_size=1, max_size=2)
         nc = None
-        try:
-            if nats_url is not None:
-                try:
-                    nc = await connect_nats(nats_url, settings.nats_security, wait=False)
-                except StoreError as e:
-                    print(f"turnlog: not announced to running apps: {e}", file=sys.stderr)
-            subjects = Subjects(settings.subject_prefix)
-            notices = NatsNotices(nc, subjects) if nc is not None else None
-            return await run(Integrations(store, notices=notices))
-        finally:
-            if nc is not None:
-                await nc.drain()
-            await store.close()
+        async with open_log(database_url) as store:
+            try:
+                if nats_url is not None:
+                    try:
+                        nc = await connect_nats(nats_url, settings.nats_security, wait=False)
+                    except StoreError as e:
+                        print(f"turnlog: not announced to running apps: {e}", file=sys.stderr)
+                notices = NatsNotices(nc, Subjects(settings.subject_prefix)) if nc else NoNotices()
+                return await run(wired(store, settings, notices=notices).integrations)
+            finally:
+                if nc is not None:
+                    await nc.drain()
 
     with endpoints(settings, nats=announce) as where:
         try:

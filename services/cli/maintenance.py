@@ -6,8 +6,6 @@ import argparse
 import sys
 from typing import Any
 
-from turnlog.services.adapters.embedded.endpoints import endpoints
-from turnlog.services.bootstrap import aio
 from turnlog.services.cli import arguments
 from turnlog.services.settings import Settings
 
@@ -72,59 +70,47 @@ def _projections_status(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.projections.catalog import PROJECTIONS
     from turnlog.services.adapters.postgres.eventstore import EventStore
     from turnlog.services.adapters.postgres.projector.writes import ensure
+    from turnlog.services.bootstrap.commands import on_log
     from turnlog.services.cli.projections import print_status, status
 
-    async def run(url: str) -> None:
-        store = await EventStore.connect(url, min_size=1, max_size=2)
-        try:
-            await ensure(store.pool, PROJECTIONS.values())
-            print_status(await status(store), as_json=args.json)
-        finally:
-            await store.close()
+    async def run(store: EventStore) -> None:
+        await ensure(store.pool, PROJECTIONS.values())
+        print_status(await status(store), as_json=args.json)
 
-    with endpoints(settings, nats=False) as where:
-        aio.run(run(where.database_url))
+    on_log(settings, run)
     return 0
 
 
 def _projections_retry(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.adapters.postgres.eventstore import EventStore
     from turnlog.services.adapters.postgres.projector import failures
+    from turnlog.services.bootstrap.commands import on_log
     from turnlog.services.cli.projections import chosen, retry_failed
 
-    async def run(url: str) -> int:
-        store = await EventStore.connect(url, min_size=1, max_size=2)
-        try:
-            if args.all:
-                names = list(await failures.load(store.pool))
-                if not names:
-                    print("no projection has failed")
-                    return 0
-            else:
-                names = [p.name for p in chosen(args.names, False)]
-            return await retry_failed(store, names)
-        finally:
-            await store.close()
+    async def run(store: EventStore) -> int:
+        if args.all:
+            names = list(await failures.load(store.pool))
+            if not names:
+                print("no projection has failed")
+                return 0
+        else:
+            names = [p.name for p in chosen(args.names, False)]
+        return await retry_failed(store, names)
 
-    with endpoints(settings, nats=False) as where:
-        return aio.run(run(where.database_url))
+    return on_log(settings, run)
 
 
 def _projections_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.adapters.postgres.eventstore import EventStore
+    from turnlog.services.bootstrap.commands import on_log
     from turnlog.services.cli.projections import chosen, rebuild_with_progress
 
     projections = chosen(args.names, args.all)
 
-    async def run(url: str) -> None:
-        store = await EventStore.connect(url, min_size=1, max_size=10)
-        try:
-            await rebuild_with_progress(store, projections)
-        finally:
-            await store.close()
+    async def run(store: EventStore) -> None:
+        await rebuild_with_progress(store, projections)
 
-    with endpoints(settings, nats=False) as where:
-        aio.run(run(where.database_url))
+    on_log(settings, run, connections=10)
     return 0
 
 
@@ -140,19 +126,19 @@ def _contracts_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.adapters.postgres.eventstore import EventStore
+    from turnlog.services.bootstrap.commands import on_log
 
-    async def run(url: str) -> None:
-        store = await EventStore.connect(url, min_size=1, max_size=1)
-        await store.close()
+    async def run(store: EventStore) -> None:
+        return None  # opening the log migrated it
 
-    with endpoints(settings, nats=False) as where:
-        aio.run(run(where.database_url))
+    on_log(settings, run, connections=1)
     print("schema is up to date")
     return 0
 
 
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.adapters.postgres.eventstore import EventStore
+    from turnlog.services.bootstrap.commands import on_log
     from turnlog.services.cli.audit import verify_with_progress
 
     if (args.session_id is None) == (not args.all):
@@ -160,27 +146,18 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     stream = str(args.session_id) if args.session_id else None
 
-    async def run(url: str) -> int:
-        store = await EventStore.connect(url, min_size=1, max_size=2)
-        try:
-            return await verify_with_progress(store, stream, as_json=args.json)
-        finally:
-            await store.close()
+    async def run(store: EventStore) -> int:
+        return await verify_with_progress(store, stream, as_json=args.json)
 
-    with endpoints(settings, nats=False) as where:
-        return aio.run(run(where.database_url))
+    return on_log(settings, run)
 
 
 def _audit_check_projections(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.adapters.postgres.eventstore import EventStore
+    from turnlog.services.bootstrap.commands import on_log
     from turnlog.services.cli.projections import check_with_progress
 
-    async def run(url: str) -> int:
-        store = await EventStore.connect(url, min_size=1, max_size=10)
-        try:
-            return await check_with_progress(store, as_json=args.json)
-        finally:
-            await store.close()
+    async def run(store: EventStore) -> int:
+        return await check_with_progress(store, as_json=args.json)
 
-    with endpoints(settings, nats=False) as where:
-        return aio.run(run(where.database_url))
+    return on_log(settings, run, connections=10)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
-from turnlog.services.adapters.embedded.endpoints import endpoints
-from turnlog.services.bootstrap import aio
 from turnlog.services.cli import arguments
 from turnlog.services.settings import Settings
 
@@ -35,25 +34,21 @@ def add_parsers(sub: Any) -> None:
 def _export(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.adapters.postgres.eventstore import EventStore
     from turnlog.services.adapters.postgres.transfer import export
+    from turnlog.services.bootstrap.commands import on_log
     from turnlog.services.cli.progress import progress_bar
 
-    async def run(url: str) -> int:
-        store = await EventStore.connect(url, min_size=1, max_size=2)
-        try:
-            with progress_bar("exporting") as progress:
-                return await export(
-                    store,
-                    sys.stdout.buffer,
-                    session=str(args.session) if args.session else None,
-                    since=args.since,
-                    until=args.until,
-                    progress=progress,
-                )
-        finally:
-            await store.close()
+    async def run(store: EventStore) -> int:
+        with progress_bar("exporting") as progress:
+            return await export(
+                store,
+                sys.stdout.buffer,
+                session=str(args.session) if args.session else None,
+                since=args.since,
+                until=args.until,
+                progress=progress,
+            )
 
-    with endpoints(settings, nats=False) as where:
-        count = aio.run(run(where.database_url))
+    count = on_log(settings, run)
     sys.stdout.flush()
     print(f"exported {count:,} events", file=sys.stderr)
     return 0
@@ -61,25 +56,24 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     from turnlog.services.adapters.postgres.eventstore import EventStore
-    from turnlog.services.adapters.postgres.transfer import import_
+    from turnlog.services.adapters.postgres.transfer import ImportReport, import_
+    from turnlog.services.bootstrap.commands import on_log
     from turnlog.services.cli.progress import progress_bar
 
-    async def run(url: str, source: BinaryIO) -> None:
-        store = await EventStore.connect(url, min_size=1, max_size=2)
-        try:
+    def run(source: BinaryIO) -> Callable[[EventStore], Awaitable[ImportReport]]:
+        async def into(store: EventStore) -> ImportReport:
             with progress_bar("importing") as progress:
-                report = await import_(store, source, progress=progress)
-        finally:
-            await store.close()
-        print(
-            f"read {report.read:,} events: {report.inserted:,} inserted,"
-            f" {report.skipped:,} already there"
-        )
+                return await import_(store, source, progress=progress)
 
-    with endpoints(settings, nats=False) as where:
-        if args.file == "-":
-            aio.run(run(where.database_url, sys.stdin.buffer))
-        else:
-            with open(args.file, "rb") as source:
-                aio.run(run(where.database_url, source))
+        return into
+
+    if args.file == "-":
+        report = on_log(settings, run(sys.stdin.buffer))
+    else:
+        with open(args.file, "rb") as source:
+            report = on_log(settings, run(source))
+    print(
+        f"read {report.read:,} events: {report.inserted:,} inserted,"
+        f" {report.skipped:,} already there"
+    )
     return 0
