@@ -12,7 +12,7 @@ class TurnlogError(Exception):
 
     Each class names itself by ``code``; the adapters turn codes into what their wire
     says (an HTTP status in ``services/adapters/http/errors.py``, a dead letter's reason
-    in ``services/adapters/nats/ingress.py``)."""
+    in ``services/adapters/nats/dead_letters.py``)."""
 
     code: str = "error"
     """A stable snake_case name of the error, shared only by errors that mean the same

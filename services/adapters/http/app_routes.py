@@ -25,7 +25,7 @@ from litestar.handlers import HTTPRouteHandler
 from turnlog.contracts import query as q
 from turnlog.domain import values
 from turnlog.domain.errors import DomainError, InvalidText, TooDeep
-from turnlog.services.adapters.http.api import bearer
+from turnlog.services.adapters.http.auth import bearer
 from turnlog.services.adapters.http.errors import http_status
 from turnlog.services.app import context
 from turnlog.services.app.access import Keys, QueryFailure, forbidden, invalid, unauthorized

@@ -21,7 +21,7 @@ from litestar.params import JSONBody, PathParameter
 
 from turnlog.contracts import query as q
 from turnlog.domain.integrations import Connection, IntegrationError
-from turnlog.services.adapters.http.api import SECURITY, caller
+from turnlog.services.adapters.http.auth import SECURITY, caller
 from turnlog.services.app.access import Keys, Principal, forbidden, invalid, not_found
 from turnlog.services.app.integrations import Integrations, erased
 

@@ -20,7 +20,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from turnlog.contracts import query as q
 from turnlog.contracts.bus import PROMPT_ID
-from turnlog.services.adapters.http.api import SECURITY, caller
+from turnlog.services.adapters.http.auth import SECURITY, caller
 from turnlog.services.adapters.nats.client import Client, ClientError
 from turnlog.services.adapters.nats.files import FileStore
 from turnlog.services.app.access import (

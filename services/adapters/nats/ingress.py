@@ -2,8 +2,8 @@
 
 A message is acked only once its turn is on record; a redelivered or republished one
 whose id is on record runs no second turn (the log accepts each message id once).
-What cannot be handled goes to ``turnlog.dlq.<app>`` with its reason and original bytes,
-and is recorded on its session when that session exists.
+Messages are decoded and checked in ``inbound``; what cannot be handled goes to
+``turnlog.dlq.<app>`` (``dead_letters``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,7 @@ import contextlib
 import time
 import uuid
 import zlib
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from types import MappingProxyType
 
-import msgspec
 import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
@@ -25,9 +21,15 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from turnlog.contracts import bus
-from turnlog.domain import values
-from turnlog.domain.errors import DomainError, TurnlogError
+from turnlog.domain.errors import DomainError
+from turnlog.services.adapters.nats.dead_letters import (
+    DEAD_LETTER_REASONS,
+    DeadLetters,
+    Rejected,
+    dead_letter_reason,
+)
 from turnlog.services.adapters.nats.delivery import BusDelivery
+from turnlog.services.adapters.nats.inbound import decode
 from turnlog.services.adapters.nats.prompts import forward
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.app.log.errors import transient
@@ -36,6 +38,20 @@ from turnlog.services.app.sessions.host import SessionEnded, SessionHost, Sessio
 from turnlog.services.app.sessions.repository import SessionNotFound
 from turnlog.services.app.sessions.turn import Inbound
 from turnlog.services.sdk.types import Attachment, SessionChannel, UserInfo
+
+# DEAD_LETTER_REASONS, dead_letter_reason and Rejected are defined in dead_letters, decode
+# in inbound; importable from here too.
+__all__ = [
+    "CLAIM_CHECK",
+    "DEAD_LETTER_REASONS",
+    "STANDBY_POLL",
+    "Ingress",
+    "Rejected",
+    "dead_letter_reason",
+    "decode",
+    "ensure_runtime_consumer",
+    "runtime_consumer",
+]
 
 log = structlog.get_logger("turnlog.ingress")
 _INGRESS_LOCK = 0x746C69  # advisory lock class: "tli", the app's active ingress
@@ -46,133 +62,6 @@ CLAIM_CHECK = 5.0  # seconds between checks that the claim's connection is alive
 class _StillBound(Exception):
     """The app's consumer stays bound to another subscriber (a runtime that lost its
     claim but not its NATS subscription)."""
-
-
-_decoder = msgspec.json.Decoder(bus.Inbound)
-_encode = msgspec.json.Encoder().encode
-
-DEAD_LETTER_REASONS: Mapping[str, str] = MappingProxyType(
-    {
-        "session_not_found": "unknown_session",
-        "session_of_another_app": "wrong_app",
-        # The model's other refusals have always gone out as "invalid_" and their class's
-        # name; the text policy's (invalid_text, too_deep, invalid_user) as their code.
-        "domain_error": "invalid_domainerror",
-        "session_closed": "invalid_sessionclosed",
-        "turn_in_progress": "invalid_turninprogress",
-        "no_turn_in_progress": "invalid_noturninprogress",
-        "prompt_waiting": "invalid_promptwaiting",
-        "no_prompt_waiting": "invalid_nopromptwaiting",
-        "not_json_encodable": "invalid_notjsonencodable",
-        "too_large": "invalid_toolarge",
-        "invalid_value": "invalid_invalidvalue",
-        "unknown_data_key": "invalid_unknowndatakey",
-        "document_deleted": "invalid_documentdeleted",
-        "invalid_query": "invalid_queryerror",
-        "task_error": "invalid_taskerror",
-        "task_finished": "invalid_taskfinished",
-        "task_not_running": "invalid_tasknotrunning",
-        "task_running": "invalid_taskrunning",
-        "schedule_error": "invalid_scheduleerror",
-        "tick_taken": "invalid_ticktaken",
-        "run_in_progress": "invalid_runinprogress",
-        "no_run_in_progress": "invalid_noruninprogress",
-        "integration_error": "invalid_integrationerror",
-    }
-)
-"""The reason a dead letter gives for an error that stopped its message, by the error's
-code, where the two differ (``session_ended``, ``invalid_text``... are both)."""
-
-
-def dead_letter_reason(error: TurnlogError) -> str:
-    """The dead letter's reason for a message that ``error`` stopped."""
-    return DEAD_LETTER_REASONS.get(error.code, error.code)
-
-
-class Rejected(TurnlogError):
-    """Raised inside the ingress when an inbound message cannot be handled; ``reason`` is
-    the dead letter's (the error's ``code`` stays ``rejected``)."""
-
-    code = "rejected"
-
-    def __init__(
-        self,
-        reason: str,
-        detail: str,
-        session_id: str | None = None,
-        message_id: str | None = None,
-        *,
-        on_record: bool = True,
-    ) -> None:
-        """``on_record``: also record ``session.input_rejected`` on the session (which
-        waits for its turn in progress; not for answers to that turn's prompts)."""
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-        self.session_id, self.message_id = session_id, message_id
-        self.on_record = on_record
-
-
-def decode(subject: str, data: bytes, subjects: Subjects, app: str, max_bytes: int) -> bus.Inbound:
-    """The inbound message in ``data``, checked against its subject; raises Rejected."""
-    parts = subject.split(".")
-    token = parts[3] if len(parts) == 4 else None
-    subject_session = token if token and token != "new" else None
-    if len(parts) != 4 or parts[:2] != [subjects.prefix, "in"]:
-        raise Rejected("bad_subject", f"expected {subjects.inbound_all(app)}, got {subject}")
-    if parts[2] != app:
-        raise Rejected("unknown_app", f"no app {parts[2]!r} is served here", subject_session)
-    if len(data) > max_bytes:
-        raise Rejected("too_large", f"{len(data)} bytes; the limit is {max_bytes}", subject_session)
-    message = _decode(data, subject_session)
-    named = message.session_id
-    if named != subject_session:
-        raise Rejected(
-            "schema_violation",
-            f"subject names session {token!r} but the message names {named!r}",
-            subject_session,
-            message.message_id,
-        )
-    if named is not None:
-        try:
-            uuid.UUID(named)
-        except ValueError:
-            raise Rejected(
-                "schema_violation", f"session_id {named!r} is not a UUID", None, message.message_id
-            ) from None
-    return message
-
-
-def _decode(data: bytes, subject_session: str | None) -> bus.Inbound:
-    """``data`` as an inbound message whose every text is storable (see the text policy
-    in ``turnlog.domain.values``); raises Rejected."""
-    try:
-        message: bus.Inbound = _decoder.decode(data)
-    except msgspec.ValidationError as e:
-        raise Rejected("schema_violation", str(e), subject_session) from None
-    except msgspec.DecodeError as e:
-        problem = values.raw_text_problem(data)
-        if problem is not None:
-            detail = f"the message holds {problem}"
-            raise Rejected("invalid_text", detail, subject_session) from None
-        raise Rejected("undecodable", str(e), subject_session) from None
-    except RecursionError:
-        raise Rejected(
-            "too_deep", "the message nests too deeply to decode", subject_session
-        ) from None
-    try:
-        # What msgspec decoded is UTF-8 without lone surrogates; U+0000 can only have come
-        # as the escape \u0000, and nesting only in set_vars' values: look only then.
-        if b"\\u0000" in data:
-            values.json_value(msgspec.to_builtins(message), "message")
-        elif isinstance(message, bus.SetSessionVars):
-            values.json_value(message.variables, "message variables")
-        if isinstance(message, bus.InboundMessage):
-            values.user_id(message.user.id, "message user.id")
-    except DomainError as e:
-        message_id = values.clean(message.message_id)
-        reason = dead_letter_reason(e) if e.code in values.POLICY_CODES else "schema_violation"
-        raise Rejected(reason, str(e), subject_session, message_id) from None
-    return message
 
 
 def runtime_consumer(subjects: Subjects, app: str, ack_wait: float) -> ConsumerConfig:
@@ -228,6 +117,7 @@ class Ingress:
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[int, tuple[Msg, float]] = {}  # id -> (message, arrival)
         self._held: Claim | None = None
+        self._dead_letters = DeadLetters(host, js, subjects, delivery)
 
     async def run(self) -> None:
         """Consume the app's inbound messages while this process is the app's active
@@ -359,7 +249,7 @@ class Ingress:
             message = decode(msg.subject, msg.data, self.subjects, self.app, self.max_bytes)
             await self._dispatch(message)
         except Rejected as rejected:
-            await self._dead_letter(msg, rejected)
+            await self._dead_letters.send(msg, rejected)
         except Exception as e:
             # Not the message's fault (database or bus away): let JetStream redeliver.
             log.error(
@@ -437,36 +327,3 @@ class Ingress:
             raise Rejected(
                 dead_letter_reason(e), str(e), message.session_id, message.message_id
             ) from None
-
-    async def _dead_letter(self, msg: Msg, rejected: Rejected) -> None:
-        log.warning(
-            "inbound message rejected",
-            subject=msg.subject,
-            reason=rejected.reason,
-            detail=rejected.detail,
-        )
-        letter = bus.DeadLetter(
-            reason=rejected.reason,
-            detail=rejected.detail,
-            subject=msg.subject,
-            app=self.app,
-            session_id=rejected.session_id,
-            original=msg.data,
-            received_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-        )
-        if rejected.session_id and rejected.on_record:  # on record first, then announced
-            with contextlib.suppress(ValueError):
-                await self.host.reject(
-                    uuid.UUID(rejected.session_id),
-                    rejected.message_id,
-                    rejected.reason,
-                    rejected.detail,
-                )
-        await self.js.publish(self.subjects.dlq(self.app), _encode(letter))
-        if rejected.session_id and rejected.message_id:
-            await self.delivery.done(
-                rejected.session_id,
-                rejected.message_id,
-                "rejected",
-                f"{rejected.reason}: {rejected.detail}",
-            )

@@ -1,5 +1,6 @@
 """Runs an App's handlers on the event log: one turn at a time per session, sessions
-concurrently, live sessions cached with a bound, lifecycle hooks at the right moments."""
+concurrently, live sessions cached with a bound, lifecycle hooks at the right moments.
+Sessions are loaded or started in ``slots``; what the host raises is in ``errors``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import MappingProxyType
 from typing import Any
 from uuid import UUID
@@ -16,53 +17,30 @@ from uuid import UUID
 import msgspec
 import structlog
 
-from turnlog.contracts.events import ChannelRef, UserRef
-from turnlog.domain.session import Session as SessionAggregate
 from turnlog.services.app import context
 from turnlog.services.app.context import Runtime
-from turnlog.services.app.log.errors import DuplicateMessage, StoreError
+from turnlog.services.app.log.errors import DuplicateMessage
 from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.sessions.errors import (
+    SessionEnded,
+    SessionOfAnotherApp,
+    TurnOpenElsewhere,
+)
 from turnlog.services.app.sessions.live import Credentials, LiveSession
 from turnlog.services.app.sessions.outbound import Delivery, NoDelivery
 from turnlog.services.app.sessions.prompts import Prompts
 from turnlog.services.app.sessions.repository import SessionNotFound, SessionRepository
+from turnlog.services.app.sessions.slots import Slots, run_hooks
 from turnlog.services.app.sessions.turn import Inbound, Slot, TurnResult, call_hook, run_turn
 from turnlog.services.app.spec import AppError, AppSpec
+
+# SessionEnded, SessionOfAnotherApp and TurnOpenElsewhere are defined in errors;
+# importable from here too.
+__all__ = ["SessionEnded", "SessionHost", "SessionOfAnotherApp", "TurnOpenElsewhere"]
 
 log = structlog.get_logger("turnlog.runtime")
 _copy = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
-
-
-class SessionEnded(StoreError):
-    """Raised when a message arrives for a session that has ended."""
-
-    code = "session_ended"
-
-    def __init__(self, session_id: UUID) -> None:
-        self.session_id = session_id
-        super().__init__(f"session {session_id} has ended")
-
-
-class SessionOfAnotherApp(StoreError):
-    """Raised when a session id given to one app belongs to a session of another."""
-
-    code = "session_of_another_app"
-
-    def __init__(self, session_id: UUID, owner: str, app: str) -> None:
-        self.session_id, self.owner, self.app = session_id, owner, app
-        super().__init__(f"session {session_id} belongs to app {owner!r}, not {app!r}")
-
-
-class TurnOpenElsewhere(StoreError):
-    """Raised by ``outside_turn`` when the session, read from the log, has a turn open
-    that this process is not running (another worker is running it, or died in it)."""
-
-    code = "turn_open_elsewhere"
-
-    def __init__(self, session_id: UUID, message_id: str) -> None:
-        self.session_id, self.message_id = session_id, message_id
-        super().__init__(f"session {session_id} has a turn open elsewhere ({message_id!r})")
 
 
 class _Entry:
@@ -98,6 +76,7 @@ class SessionHost:
         self.idle_timeout = idle_timeout
         self.credentials = credentials
         self.prompts = Prompts()  # prompts waiting for the user in this process
+        self._slots = Slots(app, repo, self.delivery, self.runtime, self.prompts, credentials)
         self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
         self._booted = False
         self._reaper: asyncio.Task[None] | None = None
@@ -138,7 +117,7 @@ class SessionHost:
         entry = self._entry(session_id)
         async with entry.lock:
             try:
-                slot = entry.slot or await self._open(session_id, inbound)
+                slot = entry.slot or await self._slots.open(session_id, inbound)
                 entry.slot = slot
                 if slot.live.aggregate.ended:
                     raise SessionEnded(session_id)
@@ -173,7 +152,7 @@ class SessionHost:
         """Run the exit hooks and end the session. False if it had already ended."""
         entry = self._entry(session_id)
         async with entry.lock:
-            slot = entry.slot or await self._load(session_id)
+            slot = entry.slot or await self._slots.load(session_id)
             entry.slot = None
             self._entries.pop(session_id, None)
             agg = slot.live.aggregate
@@ -182,7 +161,7 @@ class SessionHost:
             slot.live.meta = Metadata(
                 actor=f"app:{self.app.name}", correlation_id=f"close:{reason}"
             )
-            await self._run_hooks(self.app.exit_hooks, slot)
+            await run_hooks(self.app.exit_hooks, slot, self.runtime)
             agg.end(reason, at=self.runtime.clock())
             await slot.live.settle()
             log.info("session ended", session_id=str(session_id), reason=reason)
@@ -194,7 +173,7 @@ class SessionHost:
         """Set ``session.data`` keys from outside a turn; returns the keys that changed."""
         entry = self._entry(session_id)
         async with entry.lock:
-            slot = entry.slot or await self._load(session_id)
+            slot = entry.slot or await self._slots.load(session_id)
             entry.slot = slot
             agg = slot.live.aggregate
             if agg.ended:
@@ -223,7 +202,7 @@ class SessionHost:
         entry = self._entry(session_id)
         async with entry.lock:
             try:
-                slot = entry.slot or await self._load(session_id)
+                slot = entry.slot or await self._slots.load(session_id)
             except SessionNotFound:
                 return False
             entry.slot = slot
@@ -268,66 +247,7 @@ class SessionHost:
             finally:
                 self._trim()
 
-    # -- loading and creating -----------------------------------------------------------
-
-    async def _open(self, session_id: UUID, inbound: Inbound) -> Slot:
-        try:
-            return await self._load(session_id)
-        except SessionNotFound:
-            return await self._create(session_id, inbound)
-
-    async def _load(self, session_id: UUID) -> Slot:
-        agg = await self.repo.load(session_id)
-        if agg.app != self.app.name:
-            raise SessionOfAnotherApp(session_id, agg.app, self.app.name)
-        slot = await self._slot(agg)
-        if agg.open_turn is not None:
-            log.warning(
-                "turn was interrupted", session_id=str(session_id), correlation_id=agg.open_turn
-            )
-            slot.live.meta = Metadata(correlation_id=agg.open_turn, actor="turnlog")
-            if agg.open_prompt is not None:
-                agg.interrupt_prompt(
-                    "the process stopped while the prompt waited", at=self.runtime.clock()
-                )
-            agg.interrupt_turn(
-                "the process stopped before the turn completed", at=self.runtime.clock()
-            )
-            await slot.live.settle()
-        return slot
-
-    async def _create(self, session_id: UUID, inbound: Inbound) -> Slot:
-        user = inbound.user
-        agg = SessionAggregate.start(
-            session_id,
-            app=self.app.name,
-            at=self.runtime.clock(),
-            user=UserRef(id=user.id, email=user.email, org_id=user.org_id),
-            channel=ChannelRef(type=inbound.channel.type, name=inbound.channel.name),
-        )
-        slot = await self._slot(agg)
-        slot.live.meta = Metadata(
-            correlation_id=inbound.message_id,
-            causation_id=inbound.message_id,
-            actor=f"app:{self.app.name}",
-        )
-        await self._run_hooks(self.app.enter_hooks, slot)
-        await slot.live.settle()  # started, and what the enter hooks did, in one commit
-        return slot
-
-    async def _slot(self, agg: SessionAggregate) -> Slot:
-        live = LiveSession(
-            agg,
-            self.repo,
-            self.delivery,
-            prompts=self.prompts,
-            credentials=self.credentials,
-            clock=self.runtime.clock,
-        )
-        data = _copy.decode(_encode(agg.data))
-        integrations = await live.credentials(agg.user.id)
-        session = self.app.facades.session(live, data, integrations, self.runtime)
-        return Slot(live, session)
+    # -- integrations and the app's code ------------------------------------------------
 
     async def integration_changed(self, user_id: str, type: str, connected: bool) -> None:
         """A user's integrations changed (here or in another process): live sessions of
@@ -351,26 +271,6 @@ class SessionHost:
         for slot in slots:
             slot.session.integrations = now
         return len(slots)
-
-    async def _run_hooks(self, hooks: list[Callable[..., Any]], slot: Slot) -> None:
-        token = context.caller.set(slot.session)
-        runtime = context.runtime.set(self.runtime)
-        try:
-            for hook in hooks:
-                try:
-                    await call_hook(hook, slot.session)
-                    await slot.live.settle()
-                except Exception as e:
-                    log.error(
-                        "hook failed",
-                        hook=hook.__qualname__,
-                        session_id=slot.live.id,
-                        error=str(e),
-                        exc_info=(type(e), e, e.__traceback__),
-                    )
-        finally:
-            context.runtime.reset(runtime)
-            context.caller.reset(token)
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:

@@ -1,0 +1,79 @@
+"""Inbound messages off the bus: decoded, and checked against their subject and the text
+policy; what cannot be used raises Rejected (to be dead-lettered)."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from turnlog.contracts import bus
+from turnlog.domain import values
+from turnlog.domain.errors import DomainError
+from turnlog.services.adapters.nats.dead_letters import Rejected, dead_letter_reason
+from turnlog.services.adapters.nats.subjects import Subjects
+
+_decoder = msgspec.json.Decoder(bus.Inbound)
+
+
+def decode(subject: str, data: bytes, subjects: Subjects, app: str, max_bytes: int) -> bus.Inbound:
+    """The inbound message in ``data``, checked against its subject; raises Rejected."""
+    parts = subject.split(".")
+    token = parts[3] if len(parts) == 4 else None
+    subject_session = token if token and token != "new" else None
+    if len(parts) != 4 or parts[:2] != [subjects.prefix, "in"]:
+        raise Rejected("bad_subject", f"expected {subjects.inbound_all(app)}, got {subject}")
+    if parts[2] != app:
+        raise Rejected("unknown_app", f"no app {parts[2]!r} is served here", subject_session)
+    if len(data) > max_bytes:
+        raise Rejected("too_large", f"{len(data)} bytes; the limit is {max_bytes}", subject_session)
+    message = _decode(data, subject_session)
+    named = message.session_id
+    if named != subject_session:
+        raise Rejected(
+            "schema_violation",
+            f"subject names session {token!r} but the message names {named!r}",
+            subject_session,
+            message.message_id,
+        )
+    if named is not None:
+        try:
+            uuid.UUID(named)
+        except ValueError:
+            raise Rejected(
+                "schema_violation", f"session_id {named!r} is not a UUID", None, message.message_id
+            ) from None
+    return message
+
+
+def _decode(data: bytes, subject_session: str | None) -> bus.Inbound:
+    """``data`` as an inbound message whose every text is storable (see the text policy
+    in ``turnlog.domain.values``); raises Rejected."""
+    try:
+        message: bus.Inbound = _decoder.decode(data)
+    except msgspec.ValidationError as e:
+        raise Rejected("schema_violation", str(e), subject_session) from None
+    except msgspec.DecodeError as e:
+        problem = values.raw_text_problem(data)
+        if problem is not None:
+            detail = f"the message holds {problem}"
+            raise Rejected("invalid_text", detail, subject_session) from None
+        raise Rejected("undecodable", str(e), subject_session) from None
+    except RecursionError:
+        raise Rejected(
+            "too_deep", "the message nests too deeply to decode", subject_session
+        ) from None
+    try:
+        # What msgspec decoded is UTF-8 without lone surrogates; U+0000 can only have come
+        # as the escape \u0000, and nesting only in set_vars' values: look only then.
+        if b"\\u0000" in data:
+            values.json_value(msgspec.to_builtins(message), "message")
+        elif isinstance(message, bus.SetSessionVars):
+            values.json_value(message.variables, "message variables")
+        if isinstance(message, bus.InboundMessage):
+            values.user_id(message.user.id, "message user.id")
+    except DomainError as e:
+        message_id = values.clean(message.message_id)
+        reason = dead_letter_reason(e) if e.code in values.POLICY_CODES else "schema_violation"
+        raise Rejected(reason, str(e), subject_session, message_id) from None
+    return message
