@@ -199,6 +199,29 @@ class NoNotices:
         return None
 
 
+class Metrics(Protocol):
+    """What happens in a process, counted for its operators (``/metrics``)."""
+
+    def turn_ended(self, app: str, outcome: str, seconds: float) -> None:
+        """A turn of ``app`` ended (``ok``, ``failed``, ...) after ``seconds``, from its
+        message's arrival to its outcome on record."""
+        ...
+
+    def dead_lettered(self, app: str, reason: str) -> None:
+        """An inbound message for ``app`` went to the dead-letter stream."""
+        ...
+
+
+class NoMetrics:
+    """Nobody counts (tests, one-off commands)."""
+
+    def turn_ended(self, app: str, outcome: str, seconds: float) -> None:
+        return None
+
+    def dead_lettered(self, app: str, reason: str) -> None:
+        return None
+
+
 Clock = Callable[[], datetime]
 """Now, as an aware UTC datetime: the model records what its callers pass it."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 
 from turnlog.contracts import query as q
 from turnlog.projections.catalog import PROJECTIONS
@@ -35,9 +36,12 @@ from turnlog.services.adapters.nats.tasks import TaskQueue
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.adapters.postgres.projector.writes import ensure
+from turnlog.services.adapters.prometheus.metrics import PrometheusMetrics
 from turnlog.services.app.log.errors import Unavailable
+from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.tasks.poster import SessionPoster
 from turnlog.services.bootstrap.health import Beacon, health
+from turnlog.services.bootstrap.metrics import Sampler
 from turnlog.services.bootstrap.supervision import Supervisor
 from turnlog.services.bootstrap.wiring import Wiring
 from turnlog.services.sdk.app import App
@@ -87,12 +91,18 @@ async def serve(
         stack.push_async_callback(store.close)
         supervisor = Supervisor()
         jobs: dict[str, Start] = {"beacon": Beacon(store.pool, supervisor, _what(parts)).run}
+        metrics = PrometheusMetrics()
+        if settings.metrics_port:
+            metrics.serve(settings.http_host, settings.metrics_port)
+            stack.callback(metrics.close)
+        if parts.app is None:  # a runtime samples its app's gauges as well
+            jobs["metrics"] = Sampler(metrics, store).run
         nc: NATS | None = None
         if parts.app is not None or parts.relay or parts.api:
             nc = await connect_nats(nats_url, settings.nats_security)
             stack.push_async_callback(_drained, nc)
         subjects = Subjects(settings.subject_prefix)
-        wiring = _wiring(settings, store, nc, subjects)
+        wiring = _wiring(settings, store, nc, subjects, metrics)
         if nc is not None:
             jobs |= await _bus_jobs(stack, wiring, store, nc, subjects, parts)
         if parts.projector:
@@ -102,18 +112,25 @@ async def serve(
             stack.push_async_callback(projector_store.close)
             jobs["projector"] = Projector(projector_store, list(PROJECTIONS.values())).run
         if parts.api and nc is not None:
-            jobs |= await _api_jobs(wiring, store, nc, supervisor, parts.app)
+            jobs |= await _api_jobs(wiring, store, nc, supervisor, parts.app, metrics.render)
         await _run_until_stopped(supervisor, jobs, ready, handle_signals, parts)
 
 
-def _wiring(settings: Settings, store: EventStore, nc: NATS | None, subjects: Subjects) -> Wiring:
+def _wiring(
+    settings: Settings,
+    store: EventStore,
+    nc: NATS | None,
+    subjects: Subjects,
+    metrics: PrometheusMetrics,
+) -> Wiring:
     """The process's ports: PostgreSQL for the log, documents and claims; with a NATS
     connection, its object store for files, its task queue and its integration notices."""
     if nc is None:
-        return Wiring.postgres(store, settings=settings)
+        return Wiring.postgres(store, settings=settings, metrics=metrics)
     return Wiring.postgres(
         store,
         settings=settings,
+        metrics=metrics,
         files=FileStore(nc.jetstream(), subjects.bucket_files, settings.max_file_bytes),
         queue=TaskQueue(nc, subjects),
         notices=NatsNotices(nc, subjects),
@@ -174,18 +191,7 @@ async def _runtime_jobs(
     prompts = PromptListener(nc, subjects, app.name, host.prompts)
     await prompts.start()
     stack.push_async_callback(prompts.stop)
-    ingress = Ingress(
-        host,
-        js,
-        subjects,
-        delivery,
-        wiring.claims,
-        max_bytes=settings.max_inbound_bytes,
-        ack_wait=settings.ack_wait,
-    )
-    await ensure_runtime_consumer(js, subjects, app.name, settings.ack_wait)
-    await register(js, subjects, app.name)
-    jobs: dict[str, Start] = {"ingress": ingress.run, "router": Router(js, subjects).run}
+    jobs = await _inbound_jobs(wiring, host, delivery, js, subjects)
     queue = wiring.queue  # the bus's task queue, made by _wiring
     if app.tasks and isinstance(queue, TaskQueue):
         worker = TaskWorker(
@@ -200,13 +206,49 @@ async def _runtime_jobs(
     return jobs
 
 
+async def _inbound_jobs(
+    wiring: Wiring,
+    host: SessionHost,
+    delivery: BusDelivery,
+    js: JetStreamContext,
+    subjects: Subjects,
+) -> dict[str, Start]:
+    """The app's inbound side: its ingress (with the consumer it reads), the router that
+    dead-letters messages for unknown apps, and the sampler of its gauges."""
+    settings, app = wiring.settings, host.app
+    ingress = Ingress(
+        host,
+        js,
+        subjects,
+        delivery,
+        wiring.claims,
+        max_bytes=settings.max_inbound_bytes,
+        ack_wait=settings.ack_wait,
+        metrics=wiring.metrics,
+    )
+    await ensure_runtime_consumer(js, subjects, app.name, settings.ack_wait)
+    await register(js, subjects, app.name)
+    jobs: dict[str, Start] = {
+        "ingress": ingress.run,
+        "router": Router(js, subjects, wiring.metrics).run,
+    }
+    if isinstance(wiring.metrics, PrometheusMetrics) and isinstance(wiring.log, EventStore):
+        jobs["metrics"] = Sampler(wiring.metrics, wiring.log, host, js, subjects).run
+    return jobs
+
+
 async def _unsubscribed(subscription: Subscription) -> None:
     with contextlib.suppress(Exception):
         await subscription.unsubscribe()
 
 
 async def _api_jobs(
-    wiring: Wiring, store: EventStore, nc: NATS, supervisor: Supervisor, app: App | None = None
+    wiring: Wiring,
+    store: EventStore,
+    nc: NATS,
+    supervisor: Supervisor,
+    app: App | None = None,
+    metrics: Callable[[], bytes] | None = None,
 ) -> dict[str, Start]:
     """The query API over HTTP and NATS; over HTTP also the integrations routes and
     ``app``'s data and endpoint handlers, when this process runs the app."""
@@ -240,7 +282,7 @@ async def _api_jobs(
     async def healthz() -> q.Health:
         return await health(pool, supervisor)
 
-    served = http_app(service, keys, routes, healthz)
+    served = http_app(service, keys, routes, healthz, metrics)
     return {
         "http": lambda: serve_http(served, settings.http_host, settings.http_port),
         "queries": QueryResponder(nc, settings.subject_prefix, service, keys).run,

@@ -26,6 +26,8 @@ from turnlog.services.app.ports import (
     Clock,
     EventLog,
     Files,
+    Metrics,
+    NoMetrics,
     NoNotices,
     Notices,
     TaskQueue,
@@ -53,6 +55,7 @@ class Wiring:
     queue: TaskQueue | None = None
     notices: Notices = field(default_factory=NoNotices)
     clock: Clock = system_clock
+    metrics: Metrics = field(default_factory=NoMetrics)
     _runtimes: dict[str, Runtime] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod

@@ -74,6 +74,7 @@ class Settings:
     api_keys: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8330
+    metrics_port: int = 0
     streams: StreamLimits = StreamLimits()
 
     @classmethod
@@ -96,6 +97,7 @@ class Settings:
             api_keys=_api_keys(env.get("TURNLOG_API_KEYS", "")),
             http_host=env.get("TURNLOG_HTTP_HOST") or "127.0.0.1",
             http_port=number(env, "TURNLOG_HTTP_PORT", 8330, int),
+            metrics_port=number(env, "TURNLOG_METRICS_PORT", 0, int),
             streams=StreamLimits.from_env(env),
         )
 

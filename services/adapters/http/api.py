@@ -23,6 +23,7 @@ from litestar.types import ControllerRouterHandler, Middleware
 from turnlog.services.adapters.http.auth import SECURITY, bearer, caller
 from turnlog.services.adapters.http.error_handlers import exception_handlers
 from turnlog.services.adapters.http.health import HealthCheck, healthz_route
+from turnlog.services.adapters.http.metrics import Render, metrics_route
 from turnlog.services.adapters.http.openapi import openapi_config
 from turnlog.services.adapters.http.query_routes import query_router
 from turnlog.services.adapters.http.textpolicy import text_policy
@@ -52,12 +53,16 @@ def http_app(
     keys: Keys,
     routes: Sequence[ControllerRouterHandler] = (),
     health: HealthCheck | None = None,
+    metrics: Render | None = None,
 ) -> Litestar:
     """The query API for ``service``, with ``keys`` deciding who sees what; ``routes``
     (an app's data and endpoint handlers) are served beside it, outside its document;
-    ``health`` answers ``/healthz``."""
+    ``health`` answers ``/healthz``, ``metrics`` ``/metrics``."""
+    handlers = [query_router(service, keys), healthz_route(health), *routes]
+    if metrics is not None:
+        handlers.append(metrics_route(metrics))
     return Litestar(
-        route_handlers=[query_router(service, keys), healthz_route(health), *routes],
+        route_handlers=handlers,
         exception_handlers=exception_handlers(service),
         openapi_config=openapi_config(),
         middleware=[cast(Middleware, text_policy)],

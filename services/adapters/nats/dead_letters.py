@@ -18,6 +18,7 @@ from turnlog.contracts import bus
 from turnlog.domain.errors import TurnlogError
 from turnlog.services.adapters.nats.delivery import BusDelivery
 from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.app.ports import Metrics
 from turnlog.services.app.sessions.host import SessionHost
 
 log = structlog.get_logger("turnlog.ingress")
@@ -88,9 +89,15 @@ class DeadLetters:
     """Sends the app's rejected inbound messages to its dead-letter subject."""
 
     def __init__(
-        self, host: SessionHost, js: JetStreamContext, subjects: Subjects, delivery: BusDelivery
+        self,
+        host: SessionHost,
+        js: JetStreamContext,
+        subjects: Subjects,
+        delivery: BusDelivery,
+        metrics: Metrics,
     ) -> None:
         self.host = host
+        self.metrics = metrics
         self.js = js
         self.subjects = subjects
         self.delivery = delivery
@@ -123,6 +130,7 @@ class DeadLetters:
                     rejected.detail,
                 )
         await self.js.publish(self.subjects.dlq(self.app), _encode(letter))
+        self.metrics.dead_lettered(self.app, rejected.reason)
         if rejected.session_id and rejected.message_id:
             await self.delivery.done(
                 rejected.session_id,

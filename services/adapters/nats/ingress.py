@@ -33,7 +33,7 @@ from turnlog.services.adapters.nats.inbound import decode
 from turnlog.services.adapters.nats.prompts import forward
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.app.log.errors import transient
-from turnlog.services.app.ports import Claim, Claims
+from turnlog.services.app.ports import Claim, Claims, Metrics, NoMetrics
 from turnlog.services.app.sessions.host import SessionEnded, SessionHost, SessionOfAnotherApp
 from turnlog.services.app.sessions.repository import SessionNotFound
 from turnlog.services.app.sessions.turn import Inbound
@@ -105,8 +105,10 @@ class Ingress:
         *,
         max_bytes: int = 256 * 1024,
         ack_wait: float = 30.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.host = host
+        self.metrics = metrics or NoMetrics()
         self.js = js
         self.subjects = subjects
         self.delivery = delivery
@@ -117,7 +119,7 @@ class Ingress:
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[int, tuple[Msg, float]] = {}  # id -> (message, arrival)
         self._held: Claim | None = None
-        self._dead_letters = DeadLetters(host, js, subjects, delivery)
+        self._dead_letters = DeadLetters(host, js, subjects, delivery, self.metrics)
 
     async def run(self) -> None:
         """Consume the app's inbound messages while this process is the app's active
@@ -321,9 +323,11 @@ class Ingress:
             ),
             sent_at=message.sent_at or time.time(),
         )
+        started = time.monotonic()
         try:
-            await self.host.handle(inbound)
+            result = await self.host.handle(inbound)
         except (SessionEnded, SessionOfAnotherApp, DomainError) as e:
             raise Rejected(
                 dead_letter_reason(e), str(e), message.session_id, message.message_id
             ) from None
+        self.metrics.turn_ended(self.app, result.outcome, time.monotonic() - started)

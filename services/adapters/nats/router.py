@@ -26,6 +26,7 @@ from nats.js.kv import KeyValue
 
 from turnlog.contracts import bus
 from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.app.ports import Metrics, NoMetrics
 
 log = structlog.get_logger("turnlog.router")
 _encode = msgspec.json.Encoder().encode
@@ -81,9 +82,12 @@ async def ensure_router_consumer(js: JetStreamContext, subjects: Subjects) -> No
 class Router:
     """Dead-letters inbound messages for unregistered apps (reason ``unknown_app``)."""
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects) -> None:
+    def __init__(
+        self, js: JetStreamContext, subjects: Subjects, metrics: Metrics | None = None
+    ) -> None:
         self.js = js
         self.subjects = subjects
+        self.metrics = metrics or NoMetrics()
         self._known: dict[str, float] = {}
 
     async def run(self) -> None:
@@ -148,3 +152,5 @@ class Router:
             original=data,
         )
         await self.js.publish(self.subjects.dlq(app or "_"), _encode(letter))
+        # not labelled by the unknown name: producers choose it, and every label is a series
+        self.metrics.dead_lettered("_unknown", "unknown_app")
