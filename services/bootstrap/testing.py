@@ -79,10 +79,12 @@ class FixedClock:
 
 
 class AppTester:
-    """An app on the memory adapters. ``now``: where the fixed clock starts."""
+    """An app on the memory adapters. ``now``: where the fixed clock starts;
+    ``turn_timeout``: how long a turn may run before the tester gives up on it."""
 
-    def __init__(self, app: AppSpec, *, now: datetime = START) -> None:
+    def __init__(self, app: AppSpec, *, now: datetime = START, turn_timeout: float = 30.0) -> None:
         self.app = app
+        self.turn_timeout = turn_timeout
         self.clock = FixedClock(now)
         self.files = MemoryFiles()
         self.queue = MemoryTaskQueue()
@@ -238,11 +240,18 @@ class TestSession:
         turn = self._turn
         if turn is None:
             raise TesterError("no turn is running in this session")
-        changed = self.tester.delivered.changed
+        changed, limit = self.tester.delivered.changed, self.tester.turn_timeout
+        deadline = asyncio.get_running_loop().time() + limit
         while not turn.done() and not self.tester.host.prompts.waiting_in(self.id):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TesterError(
+                    f"the turn neither completed nor waited on a prompt within {limit:g} s"
+                    " (AppTester(turn_timeout=...))"
+                )
             changed.clear()
             waiter = asyncio.ensure_future(changed.wait())
-            await asyncio.wait({turn, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({turn, waiter}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
         if turn.done():
             self._turn = None

@@ -3,6 +3,7 @@ schedules, prompts, collections and integrations, with no server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -298,3 +299,16 @@ async def test_a_failing_scheduled_run_is_recorded_failed_and_the_next_tick_runs
             ("failed", "RuntimeError"),
             ("ok", None),
         ]
+
+
+async def test_a_turn_that_never_ends_is_given_up_on_clearly() -> None:
+    app = turnlog.App("stuck")
+
+    @app.message()
+    async def on_message(session: turnlog.Session, msg: turnlog.Message) -> None:
+        await asyncio.Event().wait()
+
+    async with AppTester(app, turn_timeout=0.2) as t:
+        s = t.session(user={"id": "u1"})
+        with pytest.raises(TesterError, match=r"neither completed nor waited .* 0\.2 s"):
+            await s.send_message("hello")
