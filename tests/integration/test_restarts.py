@@ -144,6 +144,19 @@ async def healthy(base: str, timeout: float) -> bool:
     return False
 
 
+def stopped(process: subprocess.Popen[bytes], log: Path, within: float = 60) -> None:
+    """Wait for ``process`` to end after its SIGTERM; one that does not is killed (never
+    left running) and the test fails with the end of its log."""
+    try:
+        process.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+        raise AssertionError(
+            f"turnlog run did not stop within {within:g} s of SIGTERM:\n" + log.read_text()[-4000:]
+        ) from None
+
+
 async def test_postgres_and_nats_restarts_under_load_lose_and_double_nothing(
     own: Own, tmp_path: Path
 ) -> None:
@@ -200,7 +213,7 @@ async def test_postgres_and_nats_restarts_under_load_lose_and_double_nothing(
         load.stop = True
         await nc.close()
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        stopped(process, log)
 
     for session_id, ids in load.sent.items():
         recorded = done[session_id]
