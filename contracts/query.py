@@ -314,6 +314,18 @@ class PromptAnswered(msgspec.Struct, frozen=True, kw_only=True):
     answer: str  # "file" | "declined"
 
 
+class RuntimeHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """One app's runtime in a process: ``active`` while it holds the app's claim (it
+    consumes the app's messages; the others stand by), its turns in flight, and its
+    turns per second over the last few seconds."""
+
+    app: str
+    active: bool
+    in_flight: int = 0
+    turns: int = 0
+    turns_per_second: float = 0.0
+
+
 class PartHealth(msgspec.Struct, frozen=True, kw_only=True):
     """One background part of a serving process: ``state`` ``running``, ``restarting``
     (it failed; it is started again after a backoff) or ``stopped``."""

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -25,6 +28,8 @@ LIVE_WITHIN = 30.0  # a process not seen for this long is not listed
 FORGET_AFTER = 3600.0  # rows of processes gone this long are removed
 _encode = msgspec.json.Encoder().encode
 _parts = msgspec.json.Decoder(list[q.PartHealth])
+_runtimes = msgspec.json.Decoder(list[q.RuntimeHealth])
+Runtimes = Callable[[], list[q.RuntimeHealth]]
 
 
 def part_health(p: PartState) -> q.PartHealth:
@@ -66,17 +71,29 @@ class ProcessRow(msgspec.Struct, frozen=True, kw_only=True):
     parts: list[q.PartHealth]
     started_at: datetime
     seen_at: datetime
+    runtimes: list[q.RuntimeHealth] = []
 
 
 class Beacon:
     """Keeps this process's row in ``turnlog_processes`` up to date (a supervised part)
     and removes it when the process stops."""
 
-    def __init__(self, pool: asyncpg.Pool, supervisor: Supervisor, what: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        supervisor: Supervisor,
+        what: str,
+        runtimes: Runtimes | None = None,
+    ) -> None:
+        """``runtimes``: how this process's app runtimes are doing (none without)."""
         self.pool, self.supervisor, self.what = pool, supervisor, what
+        self.runtimes = runtimes
+        self._before: tuple[float, dict[str, int]] | None = None
         self.started_at = datetime.now(UTC)
         self.host, self.pid = socket.gethostname(), os.getpid()
-        self.id = f"{self.host}:{self.pid}:{int(self.started_at.timestamp())}"
+        # unique even for two serve() in one process started in the same second (tests)
+        started, nonce = int(self.started_at.timestamp()), secrets.token_hex(3)
+        self.id = f"{self.host}:{self.pid}:{started}:{nonce}"
 
     async def run(self) -> None:
         try:
@@ -88,18 +105,36 @@ class Beacon:
                 async with asyncio.timeout(2.0):
                     await self.pool.execute("DELETE FROM turnlog_processes WHERE id = $1", self.id)
 
+    def _rates(self) -> list[q.RuntimeHealth]:
+        """The runtimes now, each with its turns per second since the last beacon."""
+        now, current = time.monotonic(), self.runtimes() if self.runtimes else []
+        before, self._before = self._before, (now, {r.app: r.turns for r in current})
+        if before is None or now <= before[0]:
+            return current
+        elapsed, counted = now - before[0], before[1]
+        return [
+            msgspec.structs.replace(
+                r, turns_per_second=round((r.turns - counted.get(r.app, r.turns)) / elapsed, 1)
+            )
+            for r in current
+        ]
+
     async def _write(self) -> None:
         parts = _encode([part_health(p) for p in self.supervisor.snapshot()]).decode()
+        runtimes = _encode(self._rates()).decode()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO turnlog_processes (id, host, pid, what, parts, started_at, seen_at)"
-                " VALUES ($1, $2, $3, $4, $5::jsonb, $6, now())"
-                " ON CONFLICT (id) DO UPDATE SET parts = excluded.parts, seen_at = now()",
+                "INSERT INTO turnlog_processes"
+                " (id, host, pid, what, parts, runtimes, started_at, seen_at)"
+                " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, now())"
+                " ON CONFLICT (id) DO UPDATE SET parts = excluded.parts,"
+                " runtimes = excluded.runtimes, seen_at = now()",
                 self.id,
                 self.host,
                 self.pid,
                 self.what,
                 parts,
+                runtimes,
                 self.started_at,
             )
             await conn.execute(
@@ -110,14 +145,15 @@ class Beacon:
 
 async def live_processes(pool: asyncpg.Pool) -> list[ProcessRow]:
     rows = await pool.fetch(
-        "SELECT id, host, pid, what, parts::text, started_at, seen_at FROM turnlog_processes"
+        "SELECT id, host, pid, what, parts::text, started_at, seen_at, runtimes::text"
+        " FROM turnlog_processes"
         " WHERE seen_at > now() - make_interval(secs => $1) ORDER BY started_at",
         LIVE_WITHIN,
     )
     return [
         ProcessRow(
             id=r[0], host=r[1], pid=r[2], what=r[3], parts=_parts.decode(r[4]),
-            started_at=r[5], seen_at=r[6],
+            started_at=r[5], seen_at=r[6], runtimes=_runtimes.decode(r[7]),
         )
         for r in rows
     ]  # fmt: skip

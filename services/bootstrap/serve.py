@@ -90,7 +90,9 @@ async def serve(
         store = await EventStore.connect(database_url, min_size=2, max_size=20)
         stack.push_async_callback(store.close)
         supervisor = Supervisor()
-        jobs: dict[str, Start] = {"beacon": Beacon(store.pool, supervisor, _what(parts)).run}
+        runtimes: list[Callable[[], q.RuntimeHealth]] = []  # this process's app runtimes
+        beacon = Beacon(store.pool, supervisor, _what(parts), lambda: [r() for r in runtimes])
+        jobs: dict[str, Start] = {"beacon": beacon.run}
         metrics = PrometheusMetrics()
         if settings.metrics_port:
             metrics.serve(settings.http_host, settings.metrics_port)
@@ -104,7 +106,7 @@ async def serve(
         subjects = Subjects(settings.subject_prefix)
         wiring = _wiring(settings, store, nc, subjects, metrics)
         if nc is not None:
-            jobs |= await _bus_jobs(stack, wiring, store, nc, subjects, parts)
+            jobs |= await _bus_jobs(stack, wiring, store, nc, subjects, parts, runtimes)
         if parts.projector:
             # its own pool: the follower holds a connection, and catch-up must not
             # starve the runtime's appends
@@ -149,6 +151,7 @@ async def _bus_jobs(
     nc: NATS,
     subjects: Subjects,
     parts: Parts,
+    runtimes: list[Callable[[], q.RuntimeHealth]],
 ) -> dict[str, Start]:
     """What runs on the bus: the integration commands' responder (for a runtime or the
     API), the streams, the runtime of ``parts.app`` and the relay."""
@@ -162,14 +165,19 @@ async def _bus_jobs(
     js = nc.jetstream()
     await ensure_streams(js, subjects, wiring.settings.streams)
     if parts.app is not None:
-        jobs |= await _runtime_jobs(stack, wiring, nc, subjects, parts.app)
+        jobs |= await _runtime_jobs(stack, wiring, nc, subjects, parts.app, runtimes)
     if parts.relay:
         jobs["relay"] = Relay(store, js, subjects).run
     return jobs
 
 
 async def _runtime_jobs(
-    stack: contextlib.AsyncExitStack, wiring: Wiring, nc: NATS, subjects: Subjects, app: App
+    stack: contextlib.AsyncExitStack,
+    wiring: Wiring,
+    nc: NATS,
+    subjects: Subjects,
+    app: App,
+    runtimes: list[Callable[[], q.RuntimeHealth]],
 ) -> dict[str, Start]:
     """The runtime of ``app``: its sessions fed by the ingress (while this process holds
     the app's claim), its prompts, schedules and tasks, and its outbound router."""
@@ -191,7 +199,7 @@ async def _runtime_jobs(
     prompts = PromptListener(nc, subjects, app.name, host.prompts)
     await prompts.start()
     stack.push_async_callback(prompts.stop)
-    jobs = await _inbound_jobs(wiring, host, delivery, js, subjects)
+    jobs = await _inbound_jobs(wiring, host, delivery, js, subjects, runtimes)
     queue = wiring.queue  # the bus's task queue, made by _wiring
     if app.tasks and isinstance(queue, TaskQueue):
         worker = TaskWorker(
@@ -212,6 +220,7 @@ async def _inbound_jobs(
     delivery: BusDelivery,
     js: JetStreamContext,
     subjects: Subjects,
+    runtimes: list[Callable[[], q.RuntimeHealth]],
 ) -> dict[str, Start]:
     """The app's inbound side: its ingress (with the consumer it reads), the router that
     dead-letters messages for unknown apps, and the sampler of its gauges."""
@@ -226,6 +235,7 @@ async def _inbound_jobs(
         ack_wait=settings.ack_wait,
         metrics=wiring.metrics,
     )
+    runtimes.append(ingress.health)
     await ensure_runtime_consumer(js, subjects, app.name, settings.ack_wait)
     await register(js, subjects, app.name)
     jobs: dict[str, Start] = {

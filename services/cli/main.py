@@ -19,6 +19,7 @@ from turnlog.services.cli import (
     infra,
     integrations,
     maintenance,
+    runtimes,
     serving,
     transfer,
 )
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
     # In the order `turnlog --help` lists them.
     infra.add_parser(sub)
+    runtimes.add_parser(sub)
     serving.add_parsers(sub)  # chat, run, serve
     maintenance.add_parsers(sub)  # projections, contracts, migrate, audit
     transfer.add_parsers(sub)  # export, import

@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from turnlog.contracts import bus
+from turnlog.contracts import query as q
 from turnlog.domain.errors import DomainError
 from turnlog.services.adapters.nats.dead_letters import (
     DEAD_LETTER_REASONS,
@@ -119,6 +120,7 @@ class Ingress:
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[int, tuple[Msg, float]] = {}  # id -> (message, arrival)
         self._held: Claim | None = None
+        self.turns = 0  # turns this process ran to their end
         self._dead_letters = DeadLetters(host, js, subjects, delivery, self.metrics)
 
     async def run(self) -> None:
@@ -137,6 +139,15 @@ class Ingress:
             if done:
                 return
             await asyncio.sleep(STANDBY_POLL)
+
+    def health(self) -> q.RuntimeHealth:
+        """Whether this runtime consumes the app's messages now, and its turns."""
+        return q.RuntimeHealth(
+            app=self.app,
+            active=self._held is not None,
+            in_flight=len(self._working),
+            turns=self.turns,
+        )
 
     async def _let_go(self) -> None:
         held, self._held = self._held, None
@@ -330,4 +341,5 @@ class Ingress:
             raise Rejected(
                 dead_letter_reason(e), str(e), message.session_id, message.message_id
             ) from None
+        self.turns += 1
         self.metrics.turn_ended(self.app, result.outcome, time.monotonic() - started)

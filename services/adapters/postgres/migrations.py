@@ -21,6 +21,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (8, "008_state_snapshots.sql"),
     (9, "009_drop_append_batch.sql"),
     (10, "010_failures_and_processes.sql"),
+    (11, "011_process_runtimes.sql"),
 )
 
 
