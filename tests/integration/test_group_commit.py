@@ -86,3 +86,46 @@ async def test_a_race_with_another_process_still_gives_each_append_its_outcome(
         assert theirs.payload == msgspec.json.encode({"text": "theirs"})
     finally:
         await other.close()
+
+
+async def test_a_batch_cut_off_mid_operation_is_retried_append_by_append(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection cut in the middle of a batch (asyncpg's InternalClientError, as a
+    PostgreSQL restart can leave it) retries each append alone; none is left waiting."""
+    import asyncpg
+
+    from turnlog.services.adapters.postgres.group_commit import GroupCommit
+
+    failed: list[int] = []
+    batch = GroupCommit._append_prepared
+
+    async def cut_once(self: GroupCommit, prepared: list) -> None:  # type: ignore[type-arg]
+        if not failed:
+            failed.append(len(prepared))
+            raise asyncpg.exceptions.InternalClientError("cannot switch to state 12")
+        await batch(self, prepared)
+
+    monkeypatch.setattr(GroupCommit, "_append_prepared", cut_once)
+    async with asyncio.timeout(20):
+        results = await asyncio.gather(*(store.append(f"c{i}", 0, [ev("a")]) for i in range(30)))
+    assert failed and failed[0] > 1  # a batch was cut, not a lone append
+    assert all([r.version for r in records] == [1] for records in results)
+
+
+async def test_an_unexpected_failure_of_a_batch_answers_every_append(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from turnlog.services.adapters.postgres.group_commit import GroupCommit
+
+    async def broken(self: GroupCommit, prepared: list) -> None:  # type: ignore[type-arg]
+        raise RuntimeError("a bug in the batch path")
+
+    monkeypatch.setattr(GroupCommit, "_append_prepared", broken)
+    async with asyncio.timeout(20):
+        outcomes = await asyncio.gather(
+            *(store.append(f"u{i}", 0, [ev("a")]) for i in range(30)), return_exceptions=True
+        )
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert errors and all(isinstance(e, RuntimeError) for e in errors)  # batched ones: the bug
+    assert len(errors) < 30  # the first went straight to the database and succeeded

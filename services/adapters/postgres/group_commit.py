@@ -15,7 +15,7 @@ from turnlog.services.adapters.postgres.rows import APPEND_ROWS, TIPS, Row, docu
 from turnlog.services.adapters.postgres.tips import Tips
 from turnlog.services.app.log import hashing
 from turnlog.services.app.log.chain import Chained
-from turnlog.services.app.log.errors import ConcurrencyConflict
+from turnlog.services.app.log.errors import ConcurrencyConflict, Unavailable
 from turnlog.services.app.log.records import NewEvent, RecordedEvent
 
 Direct = Callable[[str, int, Sequence[NewEvent]], Awaitable[list[RecordedEvent]]]
@@ -102,6 +102,8 @@ class GroupCommit:
                     await self._flush(batch)
                 finally:
                     self._busy.difference_update(r.stream_id for r in batch)
+                    for request in batch:  # cut off (the store closing): answered anyway
+                        _fail(request, Unavailable("the append was cut off; try it again"))
         finally:
             self._inflight -= 1
             if self._queue and self._inflight == 0:
@@ -145,11 +147,20 @@ class GroupCommit:
                 )
             if prepared:
                 await self._append_prepared(prepared)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, msgspec.EncodeError):
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+            OSError,
+            msgspec.EncodeError,
+        ):
             # A writer in another process raced one of these streams (or the connection
-            # failed, or an event cannot be encoded): retry each request on its own, so
-            # each gets its own outcome.
+            # failed, even mid-operation, or an event cannot be encoded): retry each
+            # request on its own, so each gets its own outcome.
             await asyncio.gather(*(self._retry_alone(r) for r in batch if not r.future.done()))
+        except Exception as e:  # whatever else: each request is answered, never left waiting
+            for request in batch:
+                _fail(request, e)
 
     async def _append_prepared(self, prepared: list[tuple[Request, Chained]]) -> None:
         rows: list[Row] = []
