@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import mimetypes
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -33,7 +35,7 @@ from turnlog.services.adapters.memory.files import MemoryFiles
 from turnlog.services.adapters.memory.log import MemoryLog
 from turnlog.services.adapters.memory.notices import LocalNotices
 from turnlog.services.adapters.memory.tasks import MemoryTaskQueue
-from turnlog.services.app.log.records import RecordedEvent
+from turnlog.services.adapters.nats.relay import envelope
 from turnlog.services.app.rounds import Round
 from turnlog.services.app.schedules.scheduler import Scheduler
 from turnlog.services.app.sessions.host import SessionHost
@@ -48,7 +50,7 @@ from turnlog.services.app.values import Attachment, SessionChannel, UserInfo
 from turnlog.services.bootstrap.wiring import Wiring
 
 START = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
-_payload = msgspec.json.Decoder(dict[str, Any])
+_envelope = msgspec.json.Decoder(bus.EventEnvelope).decode
 
 
 class TesterError(TurnlogError):
@@ -286,14 +288,10 @@ class TestSession:
         """Read ``data`` and ``events`` from the log again."""
         log = self.tester.log
         records = await log.keyring.unseal(await log.read_stream(self.id))
-        self.events = [_envelope(r) for r in records]
-        data: dict[str, Any] = {}
-        for e in self.events:
-            if e.type == "session.data_set":
-                data[e.payload["key"]] = e.payload["value"]
-            elif e.type == "session.data_deleted":
-                data.pop(e.payload["key"], None)
-        self.data = data
+        self.events = [_envelope(envelope(r)) for r in records]
+        if records:  # the session as the runtime loads it: its data folded by the model
+            session = await self.tester.wiring.repository().load(self.uuid)
+            self.data = copy.deepcopy(session.data)
 
     async def cancel_waiting(self) -> None:
         if self._turn is not None:
@@ -352,24 +350,7 @@ class _Delivered(Collector):
         self.changed.set()
 
 
-def _envelope(r: RecordedEvent) -> bus.EventEnvelope:
-    return bus.EventEnvelope(
-        position=r.position,
-        stream_id=r.stream_id,
-        version=r.version,
-        type=r.type,
-        schema_version=r.schema_version,
-        recorded_at=r.recorded_at.isoformat(timespec="microseconds"),
-        correlation_id=r.correlation_id,
-        causation_id=r.causation_id,
-        actor=r.actor,
-        payload=_payload.decode(r.payload),
-    )
-
-
 def _guess(name: str) -> str:
-    import mimetypes
-
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 

@@ -142,7 +142,7 @@ class Relay:
             acks: list[asyncio.Future[PubAck]] = []
             try:
                 for r in plain:
-                    body = _body(r)
+                    body = envelope(r)
                     for subject, msg_id in self._targets(r, apps[r.stream_id]):
                         acks.append(
                             await self.js.publish_async(
@@ -207,7 +207,8 @@ def _notified(payload: bytes) -> tuple[str, ...]:
     return tuple(a for a in apps if a and not any(c in a for c in " .*>"))
 
 
-def _body(r: RecordedEvent) -> bytes:
+def envelope(r: RecordedEvent) -> bytes:
+    """``r`` as the relay publishes it (a ``bus.EventEnvelope``), its payload as given."""
     return _encode(
         _Envelope(
             position=r.position,
