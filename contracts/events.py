@@ -46,6 +46,7 @@ from turnlog.contracts.session_events import (
     SessionStarted,
     TurnCompleted,
     TurnInterrupted,
+    TurnResumed,
 )
 from turnlog.contracts.task_events import (
     TASK_PAYLOADS,
@@ -109,6 +110,7 @@ __all__ = [
     "TaskSubmitted",
     "TurnCompleted",
     "TurnInterrupted",
+    "TurnResumed",
     "UserErased",
     "UserRef",
 ]

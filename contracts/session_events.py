@@ -101,6 +101,17 @@ class TurnInterrupted(EventPayload, frozen=True, kw_only=True):
     reason: str
 
 
+class TurnResumed(EventPayload, frozen=True, kw_only=True):
+    """Recorded when a turn cut off by a crash, a kill or a lost lease is taken up again:
+    its handler runs once more for the same message (``attempt`` 2, 3, ...), and what the
+    earlier attempts put on record is handed back rather than done twice."""
+
+    TYPE: ClassVar[str] = "session.turn_resumed"
+    message_id: str
+    attempt: int
+    reason: str
+
+
 class InputRejected(EventPayload, frozen=True, kw_only=True):
     """Recorded when an inbound message for this session could not be handled (it went
     to the dead-letter subject with the same reason)."""
@@ -185,4 +196,5 @@ SESSION_PAYLOADS: tuple[type[EventPayload], ...] = (
     PromptDeclined,
     PromptTimedOut,
     PromptInterrupted,
+    TurnResumed,
 )

@@ -45,6 +45,7 @@ class Session(Aggregate):
     EffectRecorded = events.EffectRecorded
     TurnCompleted = events.TurnCompleted
     TurnInterrupted = events.TurnInterrupted
+    TurnResumed = events.TurnResumed
     InputRejected = events.InputRejected
     Prompted = events.Prompted
     PromptReceived = events.PromptReceived
@@ -260,6 +261,22 @@ class Session(Aggregate):
             reason=values.error_text(reason),
         )
 
+    def resume_turn(self, attempt: int, reason: str, *, at: datetime) -> None:
+        """Take up the open turn again, cut off before it completed: ``attempt`` counts
+        from 2 (the first attempt is the one that received the message)."""
+        self._check_open()
+        if self.open_turn is None:
+            raise NoTurnInProgress()
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 2:
+            raise InvalidValue(f"a resumed turn's attempt must be 2 or more, got {attempt!r}")
+        self.trigger_event(
+            self.TurnResumed,
+            timestamp=at,
+            message_id=self.open_turn,
+            attempt=attempt,
+            reason=values.error_text(reason),
+        )
+
     def reject_input(
         self, message_id: str | None, reason: str, detail: str, *, at: datetime
     ) -> None:
@@ -281,8 +298,16 @@ class Session(Aggregate):
     # -- queries ------------------------------------------------------------------------
 
     def recent_messages(self) -> list[dict[str, Any]]:
-        """Up to HISTORY_LIMIT messages before the current one, oldest first."""
-        past = self.history[:-1] if self.open_turn is not None else self.history
+        """Up to HISTORY_LIMIT messages before the current one, oldest first (without
+        what a cut-off attempt of the current turn already replied)."""
+        past = self.history
+        if self.open_turn is not None:
+            current = [
+                i
+                for i, m in enumerate(past)
+                if m["sender"] == "user" and m["message_id"] == self.open_turn
+            ]
+            past = past[: current[-1]] if current else past[:-1]
         return past[-HISTORY_LIMIT:]
 
     # -- helpers ------------------------------------------------------------------------

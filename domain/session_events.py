@@ -93,6 +93,12 @@ class TurnInterrupted(Aggregate.Event):
         session.open_turn = None
 
 
+class TurnResumed(Aggregate.Event):
+    message_id: str
+    attempt: int
+    reason: str
+
+
 class InputRejected(Aggregate.Event):
     message_id: str | None
     reason: str

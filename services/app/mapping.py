@@ -30,6 +30,7 @@ PAIRS: tuple[tuple[type[Aggregate.Event], type[wire.EventPayload]], ...] = (
     (Session.EffectRecorded, wire.EffectRecorded),
     (Session.TurnCompleted, wire.TurnCompleted),
     (Session.TurnInterrupted, wire.TurnInterrupted),
+    (Session.TurnResumed, wire.TurnResumed),
     (Session.InputRejected, wire.InputRejected),
     (Session.Ended, wire.SessionEnded),
     (Session.Prompted, wire.Prompted),

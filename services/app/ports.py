@@ -211,6 +211,10 @@ class Metrics(Protocol):
         """An inbound message for ``app`` went to the dead-letter stream."""
         ...
 
+    def turn_resumed(self, app: str) -> None:
+        """A turn of ``app`` cut off by a crash was taken up again and ran to its end."""
+        ...
+
 
 class NoMetrics:
     """Nobody counts (tests, one-off commands)."""
@@ -219,6 +223,9 @@ class NoMetrics:
         return None
 
     def dead_lettered(self, app: str, reason: str) -> None:
+        return None
+
+    def turn_resumed(self, app: str) -> None:
         return None
 
 

@@ -34,9 +34,8 @@ from turnlog.services.app.rerun_report import divergence, render_report
 from turnlog.services.app.rerun_sandbox import Collector, Recorded, Stopped, Unrecorded, sealed
 from turnlog.services.app.sessions.live import LiveSession
 from turnlog.services.app.sessions.outbound import NoDelivery
-from turnlog.services.app.sessions.turn import Inbound, Slot, run_turn
+from turnlog.services.app.sessions.turn import Inbound, Slot, recorded_inbound, run_turn
 from turnlog.services.app.spec import AppSpec as App
-from turnlog.services.app.values import Attachment, SessionChannel, UserInfo
 
 # The sandbox and the report are defined in rerun_sandbox and rerun_report.
 __all__ = ["Stopped", "render_report", "rerun_session"]
@@ -140,7 +139,7 @@ async def _rerun_turn(
     session = app.facades.session(live, copy.deepcopy(state.data), {}, runtime)
     session.integrations = Unrecorded(replaying)
     slot = Slot(live, session)
-    inbound = _inbound(message, state, runtime)
+    inbound = recorded_inbound(message, state).with_files(runtime.files)
     outside: list[str] = []
     stopped = await _handle(app.name, handler, slot, inbound, recorded[0].recorded_at, outside)
     await live.settle()  # nothing is written: the collector keeps the events
@@ -158,22 +157,6 @@ def _effects(codec: EventCodec, recorded: Sequence[RecordedEvent]) -> list[tuple
         )
         if isinstance(effect, wire.EffectRecorded)
     ]
-
-
-def _inbound(message: wire.MessageReceived, state: SessionAggregate, runtime: Runtime) -> Inbound:
-    """The recorded message as the runtime handed it to the handler."""
-    return Inbound(
-        message_id=message.message_id,
-        text=message.text,
-        user=UserInfo(id=state.user.id, email=state.user.email, org_id=state.user.org_id),
-        channel=SessionChannel(type=message.channel_type, name=state.channel.name),
-        session_id=state.id,
-        attachments=tuple(
-            Attachment(name=a.name, content_type=a.content_type, url=a.url, size=a.size)
-            for a in message.attachments
-        ),
-        sent_at=message.sent_at,
-    ).with_files(runtime.files)
 
 
 async def _handle(

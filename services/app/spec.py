@@ -104,6 +104,12 @@ class AppSpec(Protocol):
     def message_handler(self) -> Hook | None: ...
 
     @property
+    def resume_turns(self) -> bool:
+        """Whether a turn cut off by a crash is resumed (its handler run again for its
+        message) rather than recorded interrupted."""
+        ...
+
+    @property
     def boot_hooks(self) -> list[Hook]: ...
 
     @property

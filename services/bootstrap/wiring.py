@@ -124,6 +124,7 @@ class Wiring:
             delivery,
             runtime=self.runtime(app),
             credentials=self.integrations.for_user,
+            metrics=self.metrics,
             **options,
         )
 

@@ -23,11 +23,16 @@ class App:
     """A conversational app: ``@app.message()`` handles each user message; ``boot``,
     ``enter``, ``exit`` and ``shutdown`` hooks run around it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, resume_turns: bool = True) -> None:
+        """``resume_turns``: a turn cut off by a crash, a kill or a lost lease is taken up
+        again by the runtime that next owns its session (see docs/durable-turns.md);
+        False records it interrupted instead, for handlers with side effects that must
+        never run twice."""
         if not isinstance(name, str) or not name or any(c in name for c in " .*>"):
             raise AppError(f"app name must be a non-empty word without spaces or dots: {name!r}")
         self.name = name
         self.message_handler: Callable[..., Any] | None = None
+        self.resume_turns = bool(resume_turns)
         self.boot_hooks: list[Callable[..., Any]] = []
         self.enter_hooks: list[Callable[..., Any]] = []
         self.exit_hooks: list[Callable[..., Any]] = []
@@ -62,8 +67,9 @@ class App:
         """How this app's code is handed its sessions (what the runtime calls)."""
         return Facades(self)
 
-    def message(self) -> Callable[[F], F]:
-        """Register the handler called as ``handler(session, msg)`` for every message."""
+    def message(self, *, resume_turns: bool | None = None) -> Callable[[F], F]:
+        """Register the handler called as ``handler(session, msg)`` for every message;
+        ``resume_turns`` (True or False) overrides the app's for this handler."""
 
         def register(fn: F) -> F:
             if self.message_handler is not None:
@@ -72,6 +78,8 @@ class App:
                     f"({self.message_handler.__qualname__})"
                 )
             self.message_handler = fn
+            if resume_turns is not None:
+                self.resume_turns = bool(resume_turns)
             return fn
 
         return register

@@ -126,9 +126,9 @@ class Session(HasCollections):
         A result the model refuses raises here, before the handler uses it. When the turn
         is re-run (``turnlog replay --rerun``), ``fn`` is not called: the recorded result
         is returned."""
-        replaying = self._live.replaying
-        if replaying is not None:
-            result = replaying.take(name)
+        recalled = self._live.recall(name)
+        if recalled is not None:
+            result = recalled.result
         else:
             try:
                 result = fn(*args, **kwargs)
@@ -137,26 +137,29 @@ class Session(HasCollections):
             except Exception as e:  # on record too: a re-run raises it again
                 self._record_effect(name, {FAILED: {"type": type(e).__name__, "error": str(e)}})
                 raise
-        self._record_effect(name, result)
+        if recalled is None or recalled.again:
+            self._record_effect(name, result)
         if isinstance(result, dict) and set(result) == {FAILED}:
             raise _replayed_error(result[FAILED].get("type"), result[FAILED].get("error", ""))
         return result
 
     def now(self) -> datetime:
         """The current time (UTC), recorded as an effect."""
-        replaying = self._live.replaying
-        if replaying is not None:
-            moment = datetime.fromisoformat(replaying.take("now"))
+        recalled = self._live.recall("now")
+        if recalled is not None:
+            moment = datetime.fromisoformat(recalled.result)
         else:
             moment = self._live.clock()
-        self._record_effect("now", moment.isoformat(timespec="microseconds"))
+        if recalled is None or recalled.again:
+            self._record_effect("now", moment.isoformat(timespec="microseconds"))
         return moment
 
     def uuid(self) -> str:
         """A new random id (hex), recorded as an effect."""
-        replaying = self._live.replaying
-        value = str(replaying.take("uuid")) if replaying is not None else uuid.uuid4().hex
-        self._record_effect("uuid", value)
+        recalled = self._live.recall("uuid")
+        value = str(recalled.result) if recalled is not None else uuid.uuid4().hex
+        if recalled is None or recalled.again:
+            self._record_effect("uuid", value)
         return value
 
     def _record_effect(self, name: str, result: Any) -> None:
@@ -194,32 +197,35 @@ class Session(HasCollections):
         The final text is recorded as effect ``stream_reply_from`` (with the error, if the
         stream failed), so a re-run replays it without opening the stream: make the model
         call inside an async generator for it to be skipped too."""
-        replaying = self._live.replaying
-        if replaying is not None:
+        recalled = self._live.recall("stream_reply_from")
+        if recalled is not None:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()  # never started: nothing is called
-            stream = _replayed_stream(replaying.take("stream_reply_from"))
+            stream = _replayed_stream(recalled.result)
         reply = self.stream_reply()
         try:
             async with reply:
                 async for chunk in stream:
                     reply.write(chunk_text(chunk))
         except Exception as e:
-            self._record_effect(
-                "stream_reply_from",
-                {"text": reply.text, "error_type": type(e).__name__, "error": str(e)},
-            )
+            if recalled is None or recalled.again:
+                self._record_effect(
+                    "stream_reply_from",
+                    {"text": reply.text, "error_type": type(e).__name__, "error": str(e)},
+                )
             raise
-        self._record_effect("stream_reply_from", {"text": reply.text})
+        if recalled is None or recalled.again:
+            self._record_effect("stream_reply_from", {"text": reply.text})
         return reply.text
 
     def show(self, block: Block) -> Awaitable[None]:
         """Render a structured block; the same block id again updates it."""
         payload = dict(block.payload)
+        block_id = self._live.block_id(block.id, block.type, payload)
         return self._live.record(
-            lambda at: self._live.aggregate.show_block(block.id, block.type, payload, at=at),
-            BlockView(block.id, block.type, payload),
+            lambda at: self._live.aggregate.show_block(block_id, block.type, payload, at=at),
+            BlockView(block_id, block.type, payload),
         )
 
     def show_task(self, handle_or_id: Any, message: str | None = None) -> Awaitable[None]:

@@ -42,6 +42,11 @@ class PrometheusMetrics:
             "turnlog_dead_letters", "Inbound messages dead-lettered, by app and reason.",
             ["app", "reason"], registry=registry,
         )  # fmt: skip
+        self.turns_resumed = Counter(
+            "turnlog_turns_resumed",
+            "Turns cut off (a crash, a kill, a lost lease) taken up again and run to their end.",
+            ["app"], registry=registry,
+        )  # fmt: skip
         self.inbound_pending = Gauge(
             "turnlog_inbound_pending", "Inbound messages waiting for the app's runtime.",
             ["app"], registry=registry,
@@ -83,6 +88,9 @@ class PrometheusMetrics:
 
     def dead_lettered(self, app: str, reason: str) -> None:
         self.dead_letters.labels(app, reason).inc()
+
+    def turn_resumed(self, app: str) -> None:
+        self.turns_resumed.labels(app).inc()
 
     # -- the sampler's gauges -----------------------------------------------------------
 

@@ -21,6 +21,7 @@ from turnlog.services.app import context
 from turnlog.services.app.context import Runtime
 from turnlog.services.app.log.errors import DuplicateMessage
 from turnlog.services.app.mapping import Metadata
+from turnlog.services.app.ports import Metrics, NoMetrics
 from turnlog.services.app.sessions.errors import (
     SessionEnded,
     SessionOfAnotherApp,
@@ -30,7 +31,7 @@ from turnlog.services.app.sessions.live import Credentials, LiveSession
 from turnlog.services.app.sessions.outbound import Delivery, NoDelivery
 from turnlog.services.app.sessions.prompts import Prompts
 from turnlog.services.app.sessions.repository import SessionNotFound, SessionRepository
-from turnlog.services.app.sessions.slots import Slots, run_hooks
+from turnlog.services.app.sessions.slots import GivenUp, Slots, run_hooks
 from turnlog.services.app.sessions.turn import Inbound, Slot, TurnResult, call_hook, run_turn
 from turnlog.services.app.spec import AppError, AppSpec
 
@@ -62,6 +63,7 @@ class SessionHost:
         max_live: int = 10_000,
         idle_timeout: float | None = None,
         credentials: Credentials | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``credentials`` gives a user's connected integrations (none without it);
         ``runtime`` what the app's code reaches through turnlog (its collections, tasks
@@ -75,11 +77,16 @@ class SessionHost:
         self.max_live = max_live
         self.idle_timeout = idle_timeout
         self.credentials = credentials
+        self.metrics = metrics or NoMetrics()
         self.prompts = Prompts()  # prompts waiting for the user in this process
         self._slots = Slots(app, repo, self.delivery, self.runtime, self.prompts, credentials)
         self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
         self._booted = False
         self._reaper: asyncio.Task[None] | None = None
+
+    def on_given_up(self, told: GivenUp) -> None:
+        """Tell ``told`` of every turn given up after its attempts were cut off."""
+        self._slots.given_up = told
 
     # -- process lifecycle --------------------------------------------------------------
 
@@ -117,42 +124,61 @@ class SessionHost:
         entry = self._entry(session_id)
         async with entry.lock:
             try:
-                slot = entry.slot or await self._slots.open(session_id, inbound)
-                entry.slot = slot
-                if slot.live.aggregate.ended:
-                    raise SessionEnded(session_id)
-                handler = self.app.message_handler
-                assert handler is not None
                 with (
                     structlog.contextvars.bound_contextvars(
                         session_id=str(session_id), correlation_id=inbound.message_id
                     ),
                     self.serving(),
                 ):
-                    try:
-                        inbound = inbound.with_files(self.runtime.files)
-                        result = await run_turn(self.app.name, handler, slot, inbound)
-                    except DuplicateMessage:
+                    if entry.slot is None:
+                        entry.slot = await self._load(session_id, inbound)
+                        resumed = entry.slot.resumed
+                        if resumed is not None and resumed.message_id == inbound.message_id:
+                            return resumed  # the turn of this very message, taken up
+                    result = await self._run(entry.slot, inbound)
+                    if result.outcome == "duplicate":
                         entry.slot = None  # holds the refused message; reload next time
-                        log.info(
-                            "duplicate message skipped",
-                            session_id=str(session_id),
-                            correlation_id=inbound.message_id,
-                        )
-                        return TurnResult(session_id, inbound.message_id, "duplicate", ())
-                slot.live.last_active = time.monotonic()
-                return result
+                    return result
             except BaseException:
                 entry.slot = None  # whatever is in memory may be ahead of the record
                 raise
             finally:
                 self._trim()
 
+    async def _run(self, slot: Slot, inbound: Inbound) -> TurnResult:
+        if slot.live.aggregate.ended:
+            raise SessionEnded(slot.live.aggregate.id)
+        handler = self.app.message_handler
+        assert handler is not None
+        try:
+            result = await run_turn(
+                self.app.name, handler, slot, inbound.with_files(self.runtime.files)
+            )
+        except DuplicateMessage:
+            log.info("duplicate message skipped")
+            return TurnResult(slot.live.aggregate.id, inbound.message_id, "duplicate", ())
+        slot.live.last_active = time.monotonic()
+        return result
+
+    async def _load(self, session_id: UUID, inbound: Inbound | None = None) -> Slot:
+        """The session's slot, loaded (or started by ``inbound``), its cut-off turn taken
+        up first: resumed (``slot.resumed`` has the result) or recorded interrupted."""
+        if inbound is None:
+            slot = await self._slots.load(session_id)
+        else:
+            slot = await self._slots.open(session_id, inbound)
+        if slot.cut_off is not None:
+            with self.serving():
+                slot.resumed = await self._slots.take_up(slot)
+            if slot.resumed is not None:
+                self.metrics.turn_resumed(self.app.name)
+        return slot
+
     async def close(self, session_id: UUID, reason: str = "closed") -> bool:
         """Run the exit hooks and end the session. False if it had already ended."""
         entry = self._entry(session_id)
         async with entry.lock:
-            slot = entry.slot or await self._slots.load(session_id)
+            slot = entry.slot or await self._load(session_id)
             entry.slot = None
             self._entries.pop(session_id, None)
             agg = slot.live.aggregate
@@ -173,7 +199,7 @@ class SessionHost:
         """Set ``session.data`` keys from outside a turn; returns the keys that changed."""
         entry = self._entry(session_id)
         async with entry.lock:
-            slot = entry.slot or await self._slots.load(session_id)
+            slot = entry.slot or await self._load(session_id)
             entry.slot = slot
             agg = slot.live.aggregate
             if agg.ended:
@@ -202,7 +228,7 @@ class SessionHost:
         entry = self._entry(session_id)
         async with entry.lock:
             try:
-                slot = entry.slot or await self._slots.load(session_id)
+                slot = entry.slot or await self._load(session_id)
             except SessionNotFound:
                 return False
             entry.slot = slot

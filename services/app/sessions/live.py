@@ -11,8 +11,9 @@ from typing import Any, Protocol
 from turnlog.domain.session import Session as SessionAggregate
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.ports import Clock, system_clock
-from turnlog.services.app.sessions.outbound import Delivery, Outbound, Reply
+from turnlog.services.app.sessions.outbound import Chunk, Delivery, Outbound, Reply
 from turnlog.services.app.sessions.prompts import Prompts
+from turnlog.services.app.sessions.resume import Recalled, Resumption
 
 
 def utcnow() -> datetime:
@@ -72,6 +73,7 @@ class LiveSession:
         self.repo = repo
         self.delivery = delivery
         self.replaying = replaying
+        self.resuming: Resumption | None = None  # while a cut-off turn is taken up again
         self.prompts = prompts or Prompts()
         self.credentials = credentials or _no_credentials
         self.meta = Metadata()
@@ -87,12 +89,16 @@ class LiveSession:
         return str(self.aggregate.id)
 
     def record(self, command: Callable[[datetime], None], item: Outbound) -> Effect:
-        """Apply ``command`` now; ``item`` is delivered once it is on record."""
-        command(self.clock())
+        """Apply ``command`` now; ``item`` is delivered once it is on record. In a
+        resumed turn, an ``item`` an earlier attempt put on record is neither."""
+        repeated = self.resuming is not None and self.resuming.already_out(item)
+        if not repeated:
+            command(self.clock())
         if isinstance(item, Reply):
             self.turn_replies.append(item.text)
-        self._undelivered.append(item)
-        self._schedule()
+        if not repeated:
+            self._undelivered.append(item)
+            self._schedule()
         return Effect()
 
     def apply(self, command: Callable[[datetime], None]) -> None:
@@ -102,8 +108,28 @@ class LiveSession:
 
     def send_live(self, item: Outbound) -> None:
         """Deliver ``item`` (not recorded) as soon as everything before it is out."""
-        self._undelivered.append(item)
+        if self.resuming is not None and isinstance(item, Chunk):
+            self._undelivered += self.resuming.live(item)
+        else:
+            self._undelivered.append(item)
         self._schedule()
+
+    def block_id(self, block_id: str, block_type: str, payload: dict[str, Any]) -> str:
+        """The id to show a block under: its own, or in a resumed turn the id an earlier
+        attempt showed the same block under."""
+        if self.resuming is None:
+            return block_id
+        return self.resuming.block_id(block_id, block_type, payload)
+
+    def recall(self, name: str) -> Recalled | None:
+        """The recorded result of effect ``name`` when this call's result is on record
+        already (a re-run, or a resumed turn repeating its earlier attempt); None when
+        it is to be obtained now."""
+        if self.replaying is not None:
+            return Recalled(self.replaying.take(name), again=True)
+        if self.resuming is not None:
+            return self.resuming.effect(name)
+        return None
 
     def _schedule(self) -> None:
         if not self._scheduled:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from uuid import UUID
 
 import structlog
 
+from turnlog.contracts import events as wire
 from turnlog.domain.session import Session
 from turnlog.services.app import mapping
 from turnlog.services.app.aggregates import AggregateStore
@@ -67,6 +69,23 @@ class SessionRepository:
         if session is None:
             raise SessionNotFound(session_id)
         return session
+
+    async def open_turn(self, session: Session) -> list[wire.EventPayload]:
+        """The events of ``session``'s open turn, from its ``message_received`` on
+        (personal fields unsealed); empty when no turn is open."""
+        if session.open_turn is None:
+            return []
+        stream_id, tail = str(session.id), 64
+        while True:
+            after = max(0, session.version - tail)
+            read = partial(self.store.read_stream, stream_id, after_version=after)
+            records = await self.store.patiently(read)
+            opened = [i for i, r in enumerate(records) if r.type == wire.MessageReceived.TYPE]
+            if opened or after == 0:
+                break
+            tail *= 8
+        records = await self.keyring.unseal(records[opened[-1] :] if opened else [])
+        return [self.aggregates.codec.decode(r.type, r.schema_version, r.payload) for r in records]
 
     async def save(self, session: Session, meta: Metadata | None = None) -> list[RecordedEvent]:
         """Append the session's pending events; snapshot when a threshold is crossed."""

@@ -13,13 +13,16 @@ from uuid import UUID
 import msgspec
 import structlog
 
+from turnlog.contracts import events as wire
 from turnlog.contracts.events import AttachmentRef
 from turnlog.domain.errors import DomainError
+from turnlog.domain.session import Session as SessionAggregate
 from turnlog.services.app import context
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.ports import Files
 from turnlog.services.app.sessions.live import LiveSession
 from turnlog.services.app.sessions.outbound import Reply
+from turnlog.services.app.sessions.resume import CutOff
 from turnlog.services.app.values import Attachment, Message, SessionChannel, UserInfo
 
 log = structlog.get_logger("turnlog.runtime")
@@ -45,6 +48,23 @@ class Inbound:
         return replace(self, attachments=tuple(replace(a, store=store) for a in self.attachments))
 
 
+def recorded_inbound(message: wire.MessageReceived, session: SessionAggregate) -> Inbound:
+    """A recorded message of ``session`` as the runtime handed it to the handler (to run
+    its turn again: resumed, or re-run)."""
+    return Inbound(
+        message_id=message.message_id,
+        text=message.text,
+        user=UserInfo(id=session.user.id, email=session.user.email, org_id=session.user.org_id),
+        channel=SessionChannel(type=message.channel_type, name=session.channel.name),
+        session_id=session.id,
+        attachments=tuple(
+            Attachment(name=a.name, content_type=a.content_type, url=a.url, size=a.size)
+            for a in message.attachments
+        ),
+        sent_at=message.sent_at,
+    )
+
+
 @dataclass(frozen=True)
 class TurnResult:
     session_id: UUID
@@ -53,6 +73,7 @@ class TurnResult:
     replies: tuple[str, ...]
     error_type: str | None = None
     error_message: str | None = None
+    attempt: int = 1  # 2 and on: a cut-off turn taken up again
 
     @property
     def reply(self) -> str:
@@ -67,6 +88,8 @@ class Slot:
         self.live = live
         self.session = session
         self.recorded: dict[str, bytes] = {k: _encode(v) for k, v in live.aggregate.data.items()}
+        self.cut_off: CutOff | None = None  # the open turn it was loaded with
+        self.resumed: TurnResult | None = None  # that turn, taken up on loading
 
 
 def error_reply(error: BaseException) -> str:
@@ -89,11 +112,15 @@ async def run_turn(
     slot: Slot,
     inbound: Inbound,
     received_at: datetime | None = None,
+    *,
+    resumed: bool = False,
 ) -> TurnResult:
-    """``received_at`` is now, or the recorded time when the turn is re-run."""
+    """``received_at`` is now, or the recorded time when the turn is re-run or
+    ``resumed`` (its message is on record already)."""
     live = slot.live
     received_at = received_at or live.clock()
-    await _record_message(live, inbound, received_at)
+    if not resumed:
+        await _record_message(live, inbound, received_at)
     live.meta = Metadata(
         correlation_id=inbound.message_id, causation_id=inbound.message_id, actor=f"app:{app_name}"
     )
