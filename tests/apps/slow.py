@@ -1,18 +1,23 @@
-"""A test app whose handler records each run in a file and can be made to hang."""
+"""A test app whose handler records each run in a file and hangs on its first run of a
+message "slow" (the run a test kills); SLOW_RESUME=0 turns durable turns off."""
 
 import asyncio
 import os
 
 import turnlog
 
-app = turnlog.App("slow")
+app = turnlog.App("slow", resume_turns=os.environ.get("SLOW_RESUME", "1") != "0")
 
 
 @app.message()
 async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
-    with open(os.environ["SLOW_MARKER"], "a") as runs:  # noqa: ASYNC230 (a tiny test write)
+    marker = os.environ["SLOW_MARKER"]
+    with open(marker) as runs:  # noqa: ASYNC230 (a tiny test file)
+        earlier = [line.split(" ", 1)[0] for line in runs]
+    with open(marker, "a") as runs:  # noqa: ASYNC230
         runs.write(f"{msg.id} {msg.text}\n")
     if msg.text == "slow":
         await session.notify("working")
-        await asyncio.sleep(120)
+        if msg.id not in earlier:
+            await asyncio.sleep(120)
     await session.reply(f"done {msg.text}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import nats
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 import turnlog
@@ -46,16 +47,11 @@ async def eventually(check, timeout: float = 30.0) -> None:  # type: ignore[no-u
         await asyncio.sleep(0.1)
 
 
-async def test_runtime_killed_mid_turn_records_it_interrupted_and_never_reruns_it(
-    cli_env: dict[str, str],
-    prefix: str,
-    servers: Endpoints,
-    store: EventStore,
-    tmp_path: Path,
-) -> None:
-    marker = tmp_path / "runs.txt"
-    marker.touch()
-    env = env_for(cli_env, prefix, SLOW_MARKER=str(marker))
+async def kill_mid_turn(
+    env: dict[str, str], servers: Endpoints, prefix: str
+) -> tuple[turnlog.ClientSession, turnlog.Client]:
+    """A session of the slow app with one turn done and the next cut off by a SIGKILL of
+    its runtime while the handler works (its notification is out)."""
     runtime = spawn(env, "run", str(SLOW))
     client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
     try:
@@ -70,11 +66,74 @@ async def test_runtime_killed_mid_turn_records_it_interrupted_and_never_reruns_i
             )
         )
         await asyncio.wait_for(working.wait(), timeout=30)  # the handler is mid-turn
+    finally:
         runtime.send_signal(signal.SIGKILL)
         runtime.wait(timeout=30)
-        pending.cancel()
+    pending.cancel()
+    return session, client
 
-        runtime = spawn(env, "run", str(SLOW))  # JetStream redelivers the unacked message
+
+async def test_a_turn_cut_off_by_a_kill_is_resumed_by_the_next_runtime_and_answered_once(
+    cli_env: dict[str, str],
+    prefix: str,
+    servers: Endpoints,
+    store: EventStore,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "runs.txt"
+    marker.touch()
+    env = env_for(cli_env, prefix, SLOW_MARKER=str(marker))
+    session, client = await kill_mid_turn(env, servers, prefix)
+    live: list[bus.Live] = []
+
+    async def seen(msg: Msg) -> None:
+        live.append(msgspec.json.decode(msg.data, type=bus.Live))  # type: ignore[arg-type]
+
+    watching = await client.nc.subscribe(Subjects(prefix).live("slow", session.id), cb=seen)
+    runtime = spawn(env, "run", str(SLOW))  # JetStream redelivers the unacked message
+    try:
+
+        async def completed() -> bool:
+            types = [r.type for r in await store.read_stream(session.id)]
+            return types.count("session.turn_completed") == 2
+
+        await eventually(completed, timeout=60)
+        assert (await session.send_message("after", timeout=60)).reply == "done after"
+
+        runs = [line.split(" ", 1)[1] for line in marker.read_text().split("\n") if line]
+        assert runs == ["hello", "slow", "slow", "after"]  # the handler ran again, once
+        types = [r.type for r in await store.read_stream(session.id)]
+        slow_turn = types[types.index("session.notified") :]
+        assert slow_turn[:4] == [
+            "session.notified",  # the first attempt's, not recorded again
+            "session.turn_resumed",
+            "session.reply_sent",
+            "session.turn_completed",
+        ]
+        replies = [m.text for m in live if isinstance(m, bus.LiveReply)]
+        assert replies.count("done slow") == 1 and "working" not in [
+            m.text for m in live if isinstance(m, bus.LiveNotification)
+        ]
+    finally:
+        await watching.unsubscribe()
+        runtime.kill()
+        runtime.wait(timeout=30)
+        await client.close()
+
+
+async def test_without_resumption_a_turn_cut_off_by_a_kill_is_recorded_interrupted(
+    cli_env: dict[str, str],
+    prefix: str,
+    servers: Endpoints,
+    store: EventStore,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "runs.txt"
+    marker.touch()
+    env = env_for(cli_env, prefix, SLOW_MARKER=str(marker), SLOW_RESUME="0")
+    session, client = await kill_mid_turn(env, servers, prefix)
+    runtime = spawn(env, "run", str(SLOW))  # JetStream redelivers the unacked message
+    try:
 
         async def interrupted() -> bool:
             return "session.turn_interrupted" in [

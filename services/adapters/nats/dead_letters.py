@@ -15,11 +15,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from turnlog.contracts import bus
+from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
 from turnlog.domain.errors import TurnlogError
 from turnlog.services.adapters.nats.delivery import BusDelivery
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.app.ports import Metrics
 from turnlog.services.app.sessions.host import SessionHost
+from turnlog.services.app.sessions.turn import Inbound
 
 log = structlog.get_logger("turnlog.ingress")
 _encode = msgspec.json.Encoder().encode
@@ -102,6 +104,36 @@ class DeadLetters:
         self.subjects = subjects
         self.delivery = delivery
         self.app = host.app.name
+
+    async def given_up(self, session_id: uuid.UUID, message: Inbound, reason: str) -> None:
+        """Dead-letter a turn given up after its attempts were cut off (it is on record
+        as interrupted already): its message as the producer sent it, from the record."""
+        sid = str(session_id)
+        log.error("turn given up", session_id=sid, correlation_id=message.message_id)
+        original = bus.InboundMessage(
+            message_id=message.message_id,
+            session_id=sid,
+            user=UserRef(id=message.user.id, email=message.user.email, org_id=message.user.org_id),
+            channel=ChannelRef(type=message.channel.type, name=message.channel.name),
+            text=message.text,
+            attachments=tuple(
+                AttachmentRef(name=a.name, content_type=a.content_type, url=a.url, size=a.size)
+                for a in message.attachments
+            ),
+            sent_at=message.sent_at,
+        )
+        letter = bus.DeadLetter(
+            reason="turn_given_up",
+            detail=reason,
+            subject=self.subjects.inbound(self.app, sid),
+            app=self.app,
+            session_id=sid,
+            original=_encode(original),
+            received_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+        )
+        await self.js.publish(self.subjects.dlq(self.app), _encode(letter))
+        self.metrics.dead_lettered(self.app, "turn_given_up")
+        await self.delivery.done(sid, message.message_id, "rejected", f"turn_given_up: {reason}")
 
     async def send(self, msg: Msg, rejected: Rejected) -> None:
         """Record the rejection on its session (if it names one), publish the dead letter,

@@ -122,6 +122,7 @@ class Ingress:
         self._held: Claim | None = None
         self.turns = 0  # turns this process ran to their end
         self._dead_letters = DeadLetters(host, js, subjects, delivery, self.metrics)
+        host.on_given_up(self._dead_letters.given_up)
 
     async def run(self) -> None:
         """Consume the app's inbound messages while this process is the app's active

@@ -26,7 +26,13 @@ class PrometheusMetrics:
     """Every metric a turnlog process exposes (see docs/operations.md, "Metrics")."""
 
     def __init__(self) -> None:
-        self.registry = registry = CollectorRegistry()
+        self.registry = CollectorRegistry()
+        self._counted(self.registry)
+        self._sampled(self.registry)
+        self._server: Any = None
+
+    def _counted(self, registry: CollectorRegistry) -> None:
+        """What is counted as it happens (the Metrics port)."""
         self.turns = Counter(
             "turnlog_turns", "Turns ended, by app and outcome.", ["app", "outcome"],
             registry=registry,
@@ -47,6 +53,9 @@ class PrometheusMetrics:
             "Turns cut off (a crash, a kill, a lost lease) taken up again and run to their end.",
             ["app"], registry=registry,
         )  # fmt: skip
+
+    def _sampled(self, registry: CollectorRegistry) -> None:
+        """What the sampler sets every few seconds."""
         self.inbound_pending = Gauge(
             "turnlog_inbound_pending", "Inbound messages waiting for the app's runtime.",
             ["app"], registry=registry,
@@ -78,7 +87,6 @@ class PrometheusMetrics:
             ["projection"],
             registry=registry,
         )
-        self._server: Any = None
 
     # -- the Metrics port ---------------------------------------------------------------
 
