@@ -125,6 +125,7 @@ class Wiring:
             runtime=self.runtime(app),
             credentials=self.integrations.for_user,
             metrics=self.metrics,
+            turn_attempts=self.settings.turn_attempts,
             **options,
         )
 

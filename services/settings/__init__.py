@@ -71,6 +71,7 @@ class Settings:
     max_inbound_bytes: int = 256 * 1024
     max_file_bytes: int = 25 * 1024 * 1024
     ack_wait: float = 30.0
+    turn_attempts: int = 5
     api_keys: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8330
@@ -94,6 +95,7 @@ class Settings:
             max_inbound_bytes=number(env, "TURNLOG_MAX_INBOUND_BYTES", 256 * 1024, int),
             max_file_bytes=number(env, "TURNLOG_MAX_FILE_BYTES", 25 * 1024 * 1024, int),
             ack_wait=number(env, "TURNLOG_ACK_WAIT", 30.0, float),
+            turn_attempts=max(1, number(env, "TURNLOG_TURN_ATTEMPTS", 5, int)),
             api_keys=_api_keys(env.get("TURNLOG_API_KEYS", "")),
             http_host=env.get("TURNLOG_HTTP_HOST") or "127.0.0.1",
             http_port=number(env, "TURNLOG_HTTP_PORT", 8330, int),

@@ -14,7 +14,7 @@ import pytest
 import turnlog
 from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.sessions.outbound import Chunk, Notification, Reply
-from turnlog.services.app.sessions.resume import MAX_ATTEMPTS
+from turnlog.services.app.sessions.resume import ATTEMPTS
 from turnlog.services.app.sessions.turn import Inbound
 from turnlog.services.app.values import UserInfo
 from turnlog.services.bootstrap.testing import AppTester
@@ -138,7 +138,7 @@ async def test_a_turn_that_keeps_being_cut_off_is_given_up_and_told() -> None:
     async with AppTester(app_with(crash)) as t:
         sid = uuid.uuid4()
         message = inbound(sid, "m1", "poison")
-        for _ in range(MAX_ATTEMPTS):
+        for _ in range(ATTEMPTS):
             await cut_off(t.wiring.host(t.app, t.delivered), crash, message)
         told: list[tuple[uuid.UUID, str, str]] = []
 
@@ -148,10 +148,10 @@ async def test_a_turn_that_keeps_being_cut_off_is_given_up_and_told() -> None:
         host = t.wiring.host(t.app, t.delivered)
         host.on_given_up(given_up)
         assert (await host.handle(message)).outcome == "duplicate"
-        assert told == [(sid, "poison", f"given up after {MAX_ATTEMPTS} attempts, each cut off"
+        assert told == [(sid, "poison", f"given up after {ATTEMPTS} attempts, each cut off"
                          " before it completed")]  # fmt: skip
         recorded = await types(t, sid)
-        assert recorded.count("session.turn_resumed") == MAX_ATTEMPTS - 1
+        assert recorded.count("session.turn_resumed") == ATTEMPTS - 1
         assert recorded[-1] == "session.turn_interrupted"
 
 

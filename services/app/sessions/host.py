@@ -31,6 +31,7 @@ from turnlog.services.app.sessions.live import Credentials, LiveSession
 from turnlog.services.app.sessions.outbound import Delivery, NoDelivery
 from turnlog.services.app.sessions.prompts import Prompts
 from turnlog.services.app.sessions.repository import SessionNotFound, SessionRepository
+from turnlog.services.app.sessions.resume import ATTEMPTS
 from turnlog.services.app.sessions.slots import GivenUp, Slots, run_hooks
 from turnlog.services.app.sessions.turn import Inbound, Slot, TurnResult, call_hook, run_turn
 from turnlog.services.app.spec import AppError, AppSpec
@@ -64,10 +65,12 @@ class SessionHost:
         idle_timeout: float | None = None,
         credentials: Credentials | None = None,
         metrics: Metrics | None = None,
+        turn_attempts: int = ATTEMPTS,
     ) -> None:
         """``credentials`` gives a user's connected integrations (none without it);
         ``runtime`` what the app's code reaches through turnlog (its collections, tasks
-        and files)."""
+        and files); ``turn_attempts``: how many attempts a turn cut off by crashes is
+        given before it is given up."""
         if app.message_handler is None:
             raise AppError(f"app {app.name!r} has no @app.message() handler")
         self.app = app
@@ -79,7 +82,15 @@ class SessionHost:
         self.credentials = credentials
         self.metrics = metrics or NoMetrics()
         self.prompts = Prompts()  # prompts waiting for the user in this process
-        self._slots = Slots(app, repo, self.delivery, self.runtime, self.prompts, credentials)
+        self._slots = Slots(
+            app,
+            repo,
+            self.delivery,
+            self.runtime,
+            self.prompts,
+            credentials,
+            attempts=turn_attempts,
+        )
         self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
         self._booted = False
         self._reaper: asyncio.Task[None] | None = None

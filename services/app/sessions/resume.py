@@ -21,8 +21,9 @@ import msgspec
 from turnlog.contracts import events as wire
 from turnlog.services.app.sessions.outbound import BlockView, Chunk, Notification, Outbound, Reply
 
-MAX_ATTEMPTS = 3
-"""Attempts a turn is given (the first and two resumptions) before it is given up."""
+ATTEMPTS = 5
+"""Attempts a turn is given by default (the first and four resumptions) before it is
+given up (``TURNLOG_TURN_ATTEMPTS``)."""
 
 _encode = msgspec.json.Encoder().encode
 

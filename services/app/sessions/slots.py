@@ -21,7 +21,7 @@ from turnlog.services.app.sessions.live import Credentials, LiveSession
 from turnlog.services.app.sessions.outbound import BlockView, Delivery
 from turnlog.services.app.sessions.prompts import Prompts
 from turnlog.services.app.sessions.repository import SessionNotFound, SessionRepository
-from turnlog.services.app.sessions.resume import MAX_ATTEMPTS, CutOff, Resumption, cut_off
+from turnlog.services.app.sessions.resume import ATTEMPTS, CutOff, Resumption, cut_off
 from turnlog.services.app.sessions.turn import (
     Inbound,
     Slot,
@@ -38,7 +38,7 @@ _encode = msgspec.json.Encoder().encode
 _CUT_OFF = "the process stopped before the turn completed"
 
 GivenUp = Callable[[UUID, Inbound, str], Awaitable[None]]
-"""Told of a turn given up after MAX_ATTEMPTS cut-off attempts: its session, its message
+"""Told of a turn given up after its attempts were all cut off: its session, its message
 as the runtime had it, and why (the ingress dead-letters the message)."""
 
 
@@ -54,8 +54,10 @@ class Slots:
         prompts: Prompts,
         credentials: Credentials | None,
         given_up: GivenUp | None = None,
+        attempts: int = ATTEMPTS,
     ) -> None:
         self.app = app
+        self.attempts = attempts
         self.given_up = given_up
         self.repo = repo
         self.delivery = delivery
@@ -84,7 +86,7 @@ class Slots:
     async def take_up(self, slot: Slot) -> TurnResult | None:
         """Resume the slot's cut-off turn: its handler runs again for its message, handed
         what the earlier attempts put on record (the result, None when there was none).
-        Without ``resume_turns``, or after MAX_ATTEMPTS, it is recorded interrupted."""
+        Without ``resume_turns``, or after ``attempts``, it is recorded interrupted."""
         turn, slot.cut_off = slot.cut_off, None
         if turn is None:
             return None
@@ -94,7 +96,7 @@ class Slots:
         live.meta = Metadata(correlation_id=message_id, causation_id=message_id, actor="turnlog")
         if agg.open_prompt is not None:
             self._interrupt_prompt(slot)
-        if not self.app.resume_turns or turn.attempts >= MAX_ATTEMPTS:
+        if not self.app.resume_turns or turn.attempts >= self.attempts:
             await self._end(slot, turn)
             return None
         return await self._resume(slot, turn)
