@@ -131,6 +131,9 @@ async def _rerun_turn(
     runtime: Runtime,
 ) -> tuple[str, RerunDivergence] | None:
     codec = mapping.session_codec()
+    # A resumed turn is one run of its handler as far as its outcome goes: what its
+    # attempts recorded, in order, is what one run would have recorded.
+    recorded = [r for r in recorded if r.type != wire.TurnResumed.TYPE]
     message = codec.decode(recorded[0].type, recorded[0].schema_version, recorded[0].payload)
     assert isinstance(message, wire.MessageReceived)
     collector = Collector()

@@ -248,10 +248,13 @@ async def test_prompt_integration_declined_and_timed_out(
         await client.close()
 
 
-async def test_a_prompt_cut_off_by_a_stop_is_recorded_as_interrupted(
+async def test_without_resumption_a_prompt_cut_off_by_a_stop_is_recorded_interrupted(
     store: EventStore, tmp_path: Path
 ) -> None:
     app = prompting_app(tmp_path)
+    app.resume_turns = (
+        False  # resumed, the turn would prompt again (tests/unit/test_durable_turns.py)
+    )
     user = turnlog.UserInfo(id="u1")
     sid = uuid.uuid4()
     host = Wiring.postgres(store).host(app, NoDelivery())
@@ -273,7 +276,12 @@ async def test_a_prompt_cut_off_by_a_stop_is_recorded_as_interrupted(
     events = await plain_events(store, str(sid))
     types = [t for t, _ in events]
     i = types.index("session.prompt_interrupted")
-    assert types[i : i + 2] == ["session.prompt_interrupted", "session.turn_interrupted"]
+    assert types[i : i + 3] == [
+        "session.prompt_interrupted",
+        "session.block_shown",  # the prompt's block, marked interrupted
+        "session.turn_interrupted",
+    ]
+    assert events[i + 1][1]["payload"]["status"] == "interrupted"
     prompted = next(p for t, p in events if t == "session.prompted")
     assert events[i][1]["prompt_id"] == prompted["prompt_id"]
 

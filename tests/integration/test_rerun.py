@@ -285,8 +285,8 @@ async def test_what_cannot_be_rerun_is_said_and_cut_off_turns_are_skipped(
     assert report.divergence.turn == 2
     assert report.divergence.reason == "collection 'notes' (session.db) is not re-run"
 
-    # A turn a crash cut off has no outcome to compare: it is skipped, and said so.
-    plain = turnlog.App("plain")
+    # A turn a crash cut off, not resumed, has no outcome to compare: it is skipped.
+    plain = turnlog.App("plain", resume_turns=False)
     plain.message()(lambda session, msg: session.reply(f"ok {msg.text}"))
     sid = await converse(store, plain, ["hello"])
     repo = SessionRepository(store)
@@ -303,6 +303,46 @@ async def test_what_cannot_be_rerun_is_said_and_cut_off_turns_are_skipped(
     report = await rerun(store, sid, plain)
     assert (report.turns, report.rerun, report.skipped) == (3, 2, 1)
     assert report.result == "identical"
+
+
+async def test_a_resumed_turn_reruns_as_the_one_run_its_attempts_make(
+    store: EventStore,
+) -> None:
+    app = turnlog.App("resumed")
+    cut = asyncio.Event()
+
+    @app.message()
+    async def handle(session: turnlog.Session, msg: turnlog.Message) -> None:
+        ticket = session.uuid()
+        await session.reply(f"first {ticket}")
+        await session.flush()
+        if not cut.is_set():
+            cut.set()
+            await asyncio.Event().wait()  # cut off here, once
+        await session.reply(f"second {ticket}")
+        session.data["ticket"] = ticket
+
+    sid = uuid.uuid4()
+    first = Wiring.postgres(store).host(app, NoDelivery())
+    turn = asyncio.create_task(first.handle(inbound("hello", ALICE, sid)))
+    await asyncio.wait_for(cut.wait(), 10)
+    turn.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await turn
+    await converse_in(store, app, sid, "again")  # resumes the cut-off turn first
+    types = [r.type for r in await recorded(store, sid)]
+    assert types.count("session.turn_resumed") == 1
+    report = await rerun(store, sid, app)
+    assert (report.turns, report.rerun, report.skipped) == (2, 2, 0)
+    assert report.result == "identical", report.divergence
+
+
+async def converse_in(store: EventStore, app: turnlog.App, sid: uuid.UUID, text: str) -> None:
+    host = Wiring.postgres(store).host(app, NoDelivery())
+    try:
+        await host.handle(inbound(text, ALICE, sid))
+    finally:
+        await host.stop()
 
 
 async def test_a_stream_is_not_opened_again(store: EventStore) -> None:
