@@ -43,7 +43,7 @@ NOTES = {
 def _cells(r: Row | None) -> list[str]:
     if r is None:
         return ["—"] * 4
-    return [f"{r.turns_per_s:,.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.tx_per_turn:.1f}"]
+    return [f"{r.turns_per_s:,.0f}", f"{r.p50_ms:,.1f}", f"{r.p99_ms:,.1f}", f"{r.tx_per_turn:.1f}"]
 
 
 def throughput_table(rows: list[Row]) -> str:
