@@ -20,7 +20,10 @@ NOTES = {
         "share commits (group commit). Pool: sessions + 2 connections, at most 40. "
         "Recovery: a fresh process connects (a pool of 2) and hands the runtime the cut-off "
         "message again, as JetStream redelivers an unacknowledged message to `turnlog run`; "
-        "loading the session finds the turn open."
+        "loading the session finds the turn open. Under `turnlog run` the message comes back "
+        "once TURNLOG_ACK_WAIT (30 s by default) has passed since the dead process last "
+        "marked it in progress; here it is handed back at once, as DBOS is timed from its "
+        "launch, not from the crash."
     ),
     "dbos": (
         "an async workflow of three async steps, called in the session's own task under "
