@@ -1,14 +1,15 @@
 """turnlog against DBOS, side by side in one run: turns/s, and the cost of recovering a
 turn that was cut off.
 
-    python -m bench.durable [--seconds 5] [--sessions 1,10,100] [--recoveries 3] [--out DIR]
+    python -m bench.durable [--seconds 5] [--sessions 1,10,100] [--rounds 3] [--recoveries 3]
 
 The same turn on each side, on one PostgreSQL server with a scratch database each: the
 user's message, a reply and one data key (the session's turn counter), all durable before
 the session's next turn. turnlog runs it as a handler on its in-process runtime
 (bench/durable_turnlog.py); DBOS as a workflow of three steps whose id is the message id
-(bench/durable_dbos.py). Each row runs in a child process of its own, the sides
-alternating, each process warmed up before it is measured.
+(bench/durable_dbos.py). Each row runs in a child process of its own, warmed up before
+it is measured, the sides alternating; every row runs ``--rounds`` times and the table
+shows the round of median turns/s.
 
 Recovery: a child process runs a session's second turn and is killed (SIGKILL) once that
 turn's reply is on record; a fresh child recovers it, timing from connecting (turnlog) or
@@ -90,6 +91,7 @@ class Row:
 class Options:
     seconds: float
     sessions: list[int]
+    rounds: int
     recoveries: int
     out: Path | None
 
@@ -150,13 +152,31 @@ async def rate_row(url: str, system: str, db: str, sessions: int, seconds: float
 
 
 async def throughput(
-    url: str, dbs: dict[str, str], seconds: float, concurrency: list[int]
+    url: str, dbs: dict[str, str], seconds: float, concurrency: list[int], rounds: int
 ) -> list[Row]:
+    """Every row ``rounds`` times, the sides alternating from row to row and round to
+    round (on a shared machine a neighbour's load falls on both sides alike)."""
     rows = []
-    for i, sessions in enumerate(concurrency):
-        for system in alternating(i):
-            rows.append(await rate_row(url, system, dbs[system], sessions, seconds))
-    return sorted(rows, key=lambda r: (list(SYSTEMS).index(r.system), r.sessions))
+    for n in range(rounds):
+        for i, sessions in enumerate(concurrency):
+            for system in alternating(n + i):
+                rows.append(await rate_row(url, system, dbs[system], sessions, seconds))
+    return rows
+
+
+def medians(rows: list[Row]) -> list[Row]:
+    """Of each side's rows at a concurrency, the one of median turns/s (the lower of the
+    two middle ones for an even count)."""
+    found = []
+    for system in SYSTEMS:
+        for sessions in sorted({r.sessions for r in rows}):
+            mine = sorted(
+                (r for r in rows if (r.system, r.sessions) == (system, sessions)),
+                key=lambda r: r.turns_per_s,
+            )
+            if mine:
+                found.append(mine[(len(mine) - 1) // 2])
+    return found
 
 
 async def cut_off(system: str, db: str, session_id: str, message_id: str) -> None:
@@ -221,7 +241,10 @@ async def run(options: Options) -> dict[str, Any]:
         found["postgres"] = await postgres_version(url)
         async with scratch_database(url) as turnlog_db, scratch_database(url) as dbos_db:
             dbs = {"turnlog": turnlog_db, "dbos": dbos_db}
-            found["throughput"] = await throughput(url, dbs, options.seconds, options.sessions)
+            found["rounds"] = await throughput(
+                url, dbs, options.seconds, options.sessions, options.rounds
+            )
+            found["throughput"] = medians(found["rounds"])
             found["recovery"] = await recoveries(dbs, options.recoveries)
     return found
 
@@ -249,9 +272,11 @@ def save(found: dict[str, Any], text: str, options: Options, when: str) -> None:
         "options": {
             "seconds": options.seconds,
             "sessions": options.sessions,
+            "rounds": options.rounds,
             "recoveries": options.recoveries,
         },
         "throughput": [asdict(r) for r in found["throughput"]],
+        "rounds": [asdict(r) for r in found["rounds"]],
         "recovery": found["recovery"],
         "notes": report.NOTES,
     }
@@ -266,6 +291,7 @@ def parse(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per row (default 5)")
     parser.add_argument("--sessions", default="1,10,100", help="concurrency levels")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each row (median)")
     parser.add_argument("--recoveries", type=int, default=3, help="cut-off turns per side")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"default {RESULTS}")
     parser.add_argument("--no-save", action="store_true", help="print only, write nothing")
@@ -275,6 +301,7 @@ def parse(argv: list[str] | None = None) -> Options:
     return Options(
         seconds=args.seconds,
         sessions=[int(n) for n in args.sessions.split(",")],
+        rounds=args.rounds,
         recoveries=args.recoveries,
         out=None if args.no_save else args.out,
     )

@@ -135,7 +135,8 @@ def render(found: dict[str, Any], options: Options, machine: str, when: str) -> 
             f"Machine: {machine}, load average {found['load_average'][0]:.2f} at the start; "
             f"PostgreSQL {found['postgres']} (one server, a scratch database per side). "
             f"{options.seconds:g} s per row, sessions talking back to back, each row in a "
-            "process of its own after a warm-up, the sides alternating. A turn is one user "
+            "process of its own after a warm-up, the sides alternating; each row is the "
+            f"round of median turns/s of {options.rounds}. A turn is one user "
             "message, one reply and one data key (the session's turn counter), durable "
             "before the session's next turn. Transactions a turn: the database's commits "
             "over the row's process (reads outside a transaction count), by its turns.",

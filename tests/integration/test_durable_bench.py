@@ -16,7 +16,9 @@ def test_both_sides_run_turns_and_end_their_cut_off_turns_on_record(
     servers: Endpoints, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TURNLOG_DATABASE_URL", servers.database_url)
-    found = durable.main(["--seconds", "0.2", "--sessions", "1", "--recoveries", "1", "--no-save"])
+    found = durable.main(
+        ["--seconds", "0.2", "--sessions", "1", "--rounds", "1", "--recoveries", "1", "--no-save"]
+    )
     assert sorted((r.system, r.sessions) for r in found["throughput"]) == [
         ("dbos", 1),
         ("turnlog", 1),
