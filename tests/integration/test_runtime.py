@@ -423,10 +423,10 @@ async def test_sessions_survive_a_restart(store: EventStore, database_url: str) 
         await other_store.close()
 
 
-async def test_a_turn_cut_off_by_a_crash_is_recorded_as_interrupted(
+async def test_without_resumption_a_turn_cut_off_by_a_crash_is_recorded_interrupted(
     store: EventStore, database_url: str
 ) -> None:
-    app = turnlog.App("crashy")
+    app = turnlog.App("crashy", resume_turns=False)
     gate, reached = asyncio.Event(), asyncio.Event()
 
     @app.message()
