@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import nats
+import pytest
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -149,6 +150,51 @@ async def test_without_resumption_a_turn_cut_off_by_a_kill_is_recorded_interrupt
         assert types.count("session.message_received") == 3
         slow_turn = types[types.index("session.notified") :]
         assert slow_turn[:2] == ["session.notified", "session.turn_interrupted"]
+    finally:
+        runtime.kill()
+        runtime.wait(timeout=30)
+        await client.close()
+
+
+async def test_a_turn_that_kills_its_process_every_time_is_given_up_and_dead_lettered(
+    cli_env: dict[str, str],
+    prefix: str,
+    servers: Endpoints,
+    store: EventStore,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "runs.txt"
+    marker.touch()
+    env = env_for(cli_env, prefix, SLOW_MARKER=str(marker), TURNLOG_TURN_ATTEMPTS="2")
+    client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
+    letters: list[bus.DeadLetter] = []
+
+    async def lettered(msg: Msg) -> None:
+        letters.append(msgspec.json.decode(msg.data, type=bus.DeadLetter))
+
+    await client.nc.subscribe(Subjects(prefix).dlq("slow"), cb=lettered)
+    runtime = spawn(env, "run", str(SLOW))
+    try:
+        session = client.session("slow")
+        assert (await session.send_message("hello", timeout=60)).reply == "done hello"
+        poison = asyncio.create_task(session.send_message("poison", timeout=120))
+        deadline = time.monotonic() + 90
+        while not letters:  # the app's runtime, started again each time it dies
+            assert time.monotonic() < deadline, "the poison turn was never given up"
+            if runtime.poll() is not None:
+                runtime = spawn(env, "run", str(SLOW))
+            await asyncio.sleep(0.2)
+        (letter,) = letters
+        assert (letter.reason, letter.session_id) == ("turn_given_up", session.id)
+        original = msgspec.json.decode(letter.original, type=bus.InboundMessage)
+        assert original.text == "poison"
+        runs = [line.split(" ", 1)[1] for line in marker.read_text().split("\n") if line]
+        assert runs == ["hello", "poison", "poison"]  # two attempts, then given up
+        types = [r.type for r in await store.read_stream(session.id)]
+        assert types[-1] == "session.turn_interrupted" and types.count("session.turn_resumed") == 1
+        assert (await session.send_message("after", timeout=60)).reply == "done after"
+        with pytest.raises(turnlog.ClientError, match="turn_given_up"):
+            await poison  # the producer is told
     finally:
         runtime.kill()
         runtime.wait(timeout=30)
