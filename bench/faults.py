@@ -111,18 +111,21 @@ class Runtimes:
             )  # fmt: skip
 
     async def working(self, marker: Path, left: Callable[[], Awaitable[int]]) -> None:
-        """Wait until every running runtime has started a turn, or no message is left:
-        a kill during start-up cuts nothing off."""
-        deadline = time.monotonic() + 30
+        """Wait until the runtime started last has started a turn (or 15 s, or no message
+        is left): a kill during start-up cuts nothing off."""
+        deadline = time.monotonic() + 15
         while time.monotonic() < deadline and await left():
-            seen = await asyncio.to_thread(_read, marker)
-            pids = {line.split(" ", 1)[0] for line in seen.splitlines()}
-            if all(str(p.pid) in pids for p in self.running):
+            if str(self.running[-1].pid) in _pids(await asyncio.to_thread(_read, marker)):
                 return
             await asyncio.sleep(0.05)
 
-    async def kill_one(self, rng: random.Random) -> None:
-        process = self.running.pop(rng.randrange(len(self.running)))
+    async def kill_one(self, rng: random.Random, marker: Path) -> None:
+        """Kill one of the runtimes that started a turn in the last second (any, when
+        none did)."""
+        lately = _pids(await asyncio.to_thread(_read, marker), since=time.time() - 1.0)
+        busy = [p for p in self.running if str(p.pid) in lately] or self.running
+        process = busy[rng.randrange(len(busy))]
+        self.running.remove(process)
         process.send_signal(signal.SIGKILL)
         self.killed[process.pid] = time.time()
         await process.wait()
@@ -228,7 +231,7 @@ async def faults(
         for _ in range(rounds):
             await procs.working(home / "turns.txt", left)
             await asyncio.sleep(rng.uniform(*pause))
-            await procs.kill_one(rng)
+            await procs.kill_one(rng, home / "turns.txt")
             await procs.start()
         await _until_answered(store, messages, wait)
         seconds = time.monotonic() - started
@@ -311,6 +314,16 @@ async def _resume_costs(store: EventStore) -> list[float]:
         " WHERE r.type = 'session.turn_resumed' GROUP BY 1"
     )
     return [(row["done"] - row["resumed"]).total_seconds() * 1000 for row in rows]
+
+
+def _pids(marks: str, since: float = 0.0) -> set[str]:
+    """The processes that marked a turn's start in ``marks`` at ``since`` or later."""
+    found = set()
+    for line in marks.splitlines():
+        pid, _, _, what, at = line.split(" ")
+        if what == "start" and float(at) >= since:
+            found.add(pid)
+    return found
 
 
 def _read(path: Path) -> str:
