@@ -111,11 +111,13 @@ class Runtimes:
             )  # fmt: skip
 
     async def working(self, marker: Path, left: Callable[[], Awaitable[int]]) -> None:
-        """Wait until the runtime started last has started a turn (or 15 s, or no message
-        is left): a kill during start-up cuts nothing off."""
+        """Wait until a running runtime has started a turn since the last kill (or 15 s,
+        or no message is left): a kill while none works cuts nothing off."""
+        since = max(self.killed.values(), default=0.0)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and await left():
-            if str(self.running[-1].pid) in _pids(await asyncio.to_thread(_read, marker)):
+            started = _pids(await asyncio.to_thread(_read, marker), since=since)
+            if any(str(p.pid) in started for p in self.running):
                 return
             await asyncio.sleep(0.05)
 
