@@ -107,6 +107,10 @@ class Claims(Protocol):
         """The claim on ``key``, or None while someone else holds it."""
         ...
 
+    async def held(self, space: int) -> set[int]:
+        """The ``n`` of every key ``(space, n)`` held now, by any process."""
+        ...
+
 
 class Files(Protocol):
     """The file store: files users send, referenced from the log by URL."""
@@ -211,6 +215,10 @@ class Metrics(Protocol):
         """An inbound message for ``app`` went to the dead-letter stream."""
         ...
 
+    def partitions_owned(self, app: str, count: int) -> None:
+        """This process now owns ``count`` of ``app``'s partitions."""
+        ...
+
 
 class NoMetrics:
     """Nobody counts (tests, one-off commands)."""
@@ -219,6 +227,9 @@ class NoMetrics:
         return None
 
     def dead_lettered(self, app: str, reason: str) -> None:
+        return None
+
+    def partitions_owned(self, app: str, count: int) -> None:
         return None
 
 
