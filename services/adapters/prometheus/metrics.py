@@ -42,6 +42,11 @@ class PrometheusMetrics:
             "turnlog_dead_letters", "Inbound messages dead-lettered, by app and reason.",
             ["app", "reason"], registry=registry,
         )  # fmt: skip
+        self._gauges(registry)
+        self._server: Any = None
+
+    def _gauges(self, registry: CollectorRegistry) -> None:
+        """The gauges the sampler sets."""
         self.inbound_pending = Gauge(
             "turnlog_inbound_pending", "Inbound messages waiting for the app's runtime.",
             ["app"], registry=registry,
@@ -54,6 +59,10 @@ class PrometheusMetrics:
         )
         self.live_sessions = Gauge(
             "turnlog_live_sessions", "Sessions held in memory by the app's runtime.",
+            ["app"], registry=registry,
+        )  # fmt: skip
+        self.partitions = Gauge(
+            "turnlog_partitions_owned", "Partitions of the app this runtime owns.",
             ["app"], registry=registry,
         )  # fmt: skip
         self.relay_lag = Gauge(
@@ -73,7 +82,6 @@ class PrometheusMetrics:
             ["projection"],
             registry=registry,
         )
-        self._server: Any = None
 
     # -- the Metrics port ---------------------------------------------------------------
 
@@ -83,6 +91,9 @@ class PrometheusMetrics:
 
     def dead_lettered(self, app: str, reason: str) -> None:
         self.dead_letters.labels(app, reason).inc()
+
+    def partitions_owned(self, app: str, count: int) -> None:
+        self.partitions.labels(app).set(count)
 
     # -- the sampler's gauges -----------------------------------------------------------
 
