@@ -75,6 +75,7 @@ class Ownership:
         self._rng = random.Random()
         self._checked = time.monotonic()
         self._failing: str | None = None
+        self._member: Claim | None = None
 
     def owned(self) -> list[int]:
         """The partitions this runtime holds now (letting go of some included)."""
@@ -87,7 +88,7 @@ class Ownership:
 
     async def run(self) -> None:
         """Own a share of the partitions until cancelled; then let every one go."""
-        member = await self._join()
+        self._member = await self._join()
         try:
             while True:
                 await self._tick_patiently()
@@ -98,8 +99,9 @@ class Ownership:
             while tasks and not all(t.done() for t in tasks):
                 with contextlib.suppress(BaseException):  # turns in progress finish
                     await asyncio.wait(tasks)
-            with contextlib.suppress(Exception):
-                await member.release()
+            if self._member is not None:
+                with contextlib.suppress(Exception):
+                    await self._member.release()
 
     async def _join(self) -> Claim:
         """This runtime's membership claim (a random key in the app's runtime space)."""
@@ -144,6 +146,8 @@ class Ownership:
         if time.monotonic() - self._checked < CLAIM_CHECK:
             return
         self._checked = time.monotonic()
+        if self._member is None or not await self._member.alive():  # counted again
+            self._member = await self._join()
         lost = [p for p, o in list(self._owned.items()) if not await o.claim.alive()]
         self._let_go(lost, "their claims were lost with their database connection")
 
