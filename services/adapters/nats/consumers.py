@@ -81,11 +81,12 @@ async def ensure_runtime_consumer(
     reads: from then on the inbound stream keeps the app's messages for them, while no
     runtime of it consumes too. A partition consumer made with another ack wait gets
     this one (the ack wait a runtime waits out when it takes a partition over)."""
-    await _ensure(js, subjects, runtime_consumer(subjects, app, ack_wait), update=False)
     if partitions:
         for n in range(PARTITIONS):
             config = partition_consumer(subjects, app, n, ack_wait)
             await _ensure(js, subjects, config, update=True)
+    # last: once it exists, so do the others (what a producer waiting for the app sees)
+    await _ensure(js, subjects, runtime_consumer(subjects, app, ack_wait), update=False)
 
 
 async def _ensure(
