@@ -1,7 +1,8 @@
 """Partitioned inbound subjects on a real nats-server: the server stores each message
 under the partition turnlog computes for it, a runtime taking a partition over gets what
-the last owner left unacknowledged before anything newer, and a message a producer put in
-the wrong partition is dead-lettered."""
+the last owner left unacknowledged before anything newer, a message a producer put in the
+wrong partition is dead-lettered, an inbound stream made without partitions gets them
+after its backlog, and without partitions a partitioned subject is refused."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from turnlog.services.adapters.nats.router import register
 from turnlog.services.adapters.nats.streams import ensure_streams
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.bootstrap import serve
 
 
 @pytest.fixture
@@ -187,3 +189,28 @@ async def test_an_inbound_stream_of_an_earlier_version_gets_its_partitions_after
         if r.type == "session.message_received"
     ]
     assert texts == ["m1", "m2", "m3", "m4"]
+
+
+async def test_without_partitions_a_message_on_a_partitioned_subject_is_dead_lettered(
+    start_serving: Start, servers: Endpoints, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serve, "transforms", lambda nc: False)  # as on NATS before 2.10
+    echo = turnlog.App("echo")
+
+    @echo.message()
+    async def on_message(session: turnlog.Session, msg: turnlog.Message) -> None:
+        await session.reply(msg.text)
+
+    await start_serving(echo)
+    nc = await nats.connect(servers.nats_url)
+    try:
+        subjects = Subjects(prefix)
+        letters = await nc.subscribe(subjects.dlq("echo"))
+        session = str(uuid.uuid4())
+        subject = f"{prefix}.in.echo.{partition_of(session)}.{session}"
+        await nc.jetstream().publish(subject, message(session))
+        letter = msgspec.json.decode((await letters.next_msg(timeout=15)).data, type=bus.DeadLetter)
+        assert (letter.reason, letter.subject) == ("bad_subject", subject)
+        assert "has no partitions" in letter.detail
+    finally:
+        await nc.close()

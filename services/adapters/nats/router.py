@@ -1,12 +1,13 @@
 """Which apps exist, and what happens to messages for any other.
 
 Every runtime registers its app in a JetStream key-value bucket when it starts, once the
-app's durable consumer exists. The router (one consumer shared by all runtimes, made with
+app's durable consumers exist. The router (one consumer shared by all runtimes, made with
 the inbound stream) reads every inbound message and dead-letters those for an app no
-runtime has ever registered; messages for a registered app wait in the stream for its
-consumer, even while the app is down. (A message for a brand-new app that the router
-reads before that app's first runtime has made its consumer is dead-lettered only: the
-inbound stream keeps a message for the consumers that exist.)
+runtime has ever registered, and those on a subject no runtime reads; messages for a
+registered app wait in the stream for its consumers, even while the app is down. (A
+message for a brand-new app that the router reads before that app's first runtime has
+made its consumers is dead-lettered only: the inbound stream keeps a message for the
+consumers that exist.)
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class Router:
             detail = f"no runtime has ever served app {app!r}"
             await self._dead_letter("unknown_app", detail, app, subject, data)
         elif parsed is None or (parsed.partition is not None and not self.partitioned):
-            where = "this NATS server keeps no partitions" if parsed else "no runtime reads it"
+            where = "the inbound stream has no partitions" if parsed else "no runtime reads it"
             detail = f"{subject}: {where}; publish on {self.subjects.inbound(app, '<session>')}"
             await self._dead_letter("bad_subject", detail, app, subject, data)
 
@@ -178,10 +179,12 @@ class Router:
         known = reason != "unknown_app"
         log.warning("inbound message no runtime takes", subject=subject, app=app, reason=reason)
         parsed = parse_inbound(subject, self.subjects.prefix)
+        if self.partitioned:  # else stored as the producer sent it
+            subject = producer_subject(subject, self.subjects.prefix)
         letter = bus.DeadLetter(
             reason=reason,
             detail=detail,
-            subject=producer_subject(subject, self.subjects.prefix),
+            subject=subject,
             app=app or "_",
             session_id=parsed.session_id if parsed else None,
             received_at=datetime.now(UTC).isoformat(timespec="microseconds"),

@@ -3,7 +3,8 @@
 ``TURNLOG_IN`` keeps a message until every consumer that wants it has had it (interest
 retention): the app's runtime acknowledges it once its turn is on record and the router
 reads it without acknowledging, so a handled message is gone, and one for an app whose
-runtime is down waits for it (the app's durable consumer stays). Full, it refuses new
+runtimes are down waits for them (the app's durable consumers stay). From NATS 2.10 it
+stores each message under its session's partition (``partitioning``). Full, it refuses new
 messages (producers get an error) rather than drop unhandled ones. ``TURNLOG_EVENTS`` is
 a fan-out buffer (PostgreSQL keeps the log) and ``TURNLOG_DLQ`` a record for operators:
 both keep messages for a time and up to a size, dropping the oldest first.
