@@ -112,18 +112,19 @@ class Ingress:
         """Consume until cancelled: the partitions this runtime owns and the legacy lane
         (on a server without partitions, the legacy lane alone: one runtime of the app
         consumes, the others stand by); turns in progress finish first."""
-        parts = [self.legacy.run(), self._keep_in_progress()]
-        if self.partitioned:
-            parts.append(self.ownership.run())
-        tasks = [asyncio.create_task(part) for part in parts]
+        lanes = [self.legacy.run(), *([self.ownership.run()] if self.partitioned else [])]
+        consuming = [asyncio.create_task(lane) for lane in lanes]
+        keeping = asyncio.create_task(self._keep_in_progress())
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*consuming, keeping], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
         finally:
-            for task in tasks:
+            for task in consuming:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*consuming, return_exceptions=True)
+            keeping.cancel()  # only once the turns in progress have ended
+            await asyncio.gather(keeping, return_exceptions=True)
 
     def health(self) -> q.RuntimeHealth:
         """Whether this runtime consumes some of the app's messages now (partitions it

@@ -76,6 +76,7 @@ class Ownership:
         self._checked = time.monotonic()
         self._failing: str | None = None
         self._member: Claim | None = None
+        self._failed: dict[int, float] = {}  # partition -> not claimed again before
 
     def owned(self) -> list[int]:
         """The partitions this runtime holds now (letting go of some included)."""
@@ -134,7 +135,8 @@ class Ownership:
         load = {p: o.lane.in_flight for p, o in self._owned.items()}
         moves = self.balance.moves(keep, taken | set(self._owned), live, load)
         self._let_go(list(moves.release), "other runtimes' share")
-        took = [p for p in moves.claim if await self._take(p)]
+        now = time.monotonic()
+        took = [p for p in moves.claim if self._failed.get(p, 0) < now and await self._take(p)]
         if took:
             owned = ranges(set(self._owned))
             log.info("partitions taken", app=self.app, partitions=ranges(set(took)), owns=owned)
@@ -172,6 +174,7 @@ class Ownership:
                 partition=partition,
                 error=str(e) or type(e).__name__,
             )
+            self._failed[partition] = time.monotonic() + CLAIM_CHECK  # not again at once
         finally:
             self.host.forget_idle(_in(partition))
             with contextlib.suppress(Exception):  # one lost with its connection is gone

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -96,11 +98,10 @@ class PullLane:
         deadline = time.monotonic() + self.ack_wait + _POLL
         said = False
         while not self._stopping.is_set():
-            info = await self.js.consumer_info(self.stream, self.durable)
-            waiting = info.num_ack_pending or 0
-            if waiting == 0 or time.monotonic() > deadline:
+            waiting = await self._unacknowledged()
+            if waiting == 0 or (waiting is not None and time.monotonic() > deadline):
                 return True
-            if not said:
+            if waiting and not said:
                 log.info(
                     "waiting for messages another runtime did not acknowledge",
                     consumer=self.durable,
@@ -111,6 +112,18 @@ class PullLane:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), _POLL)
         return False
+
+    async def _unacknowledged(self) -> int | None:
+        """Messages of the consumer handed out and not acknowledged; None while NATS
+        does not answer (a restart)."""
+        try:
+            info = await self.js.consumer_info(self.stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            raise ConsumerGone(f"consumer {self.durable} does not exist") from None
+        except (nats.errors.Error, TimeoutError) as e:
+            log.debug("no consumer info", consumer=self.durable, error=str(e) or type(e).__name__)
+            return None
+        return info.num_ack_pending or 0
 
     async def _request(self, inbox: str) -> None:
         self._ended.clear()

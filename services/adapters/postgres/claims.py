@@ -35,7 +35,7 @@ class PostgresClaim:
 
     async def alive(self) -> bool:
         """Whether the connection that took the lock is still the claims' and answers."""
-        return await self._claims._alive(self)
+        return await asyncio.shield(self._claims._alive(self))  # a query is never cut off
 
     async def release(self) -> None:
         await self._claims._release(self)
@@ -49,13 +49,24 @@ class PostgresClaims:
         self._lock = asyncio.Lock()  # one query at a time on the connection
 
     async def try_claim(self, key: tuple[int, int]) -> PostgresClaim | None:
+        """The claim, or None. A caller cancelled meanwhile (a stopping process) does not
+        cut the query off, which would leave the lock's state unknown: it completes, and
+        a lock it took is let go of again."""
+        claiming = asyncio.ensure_future(self._try_claim(key))
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            claiming.add_done_callback(_unwanted)
+            raise
+
+    async def _try_claim(self, key: tuple[int, int]) -> PostgresClaim | None:
         async with self._lock:
             if key in self._held:
                 return None
             conn = await self._connection()
             try:
                 got = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *key)
-            except BaseException:
+            except Exception:
                 await self._drop()  # the locks it held went with it
                 raise
             if not got:
@@ -86,6 +97,9 @@ class PostgresClaims:
             return True
 
     async def _release(self, claim: PostgresClaim) -> None:
+        await asyncio.shield(self._unlock(claim))  # once asked, done: cancelled or not
+
+    async def _unlock(self, claim: PostgresClaim) -> None:
         """Unlock, if the lock is still held by this claim's connection (one lost with its
         connection is gone; a lock the connection cannot unlock goes with the connection,
         which is closed); the connection goes back to the pool once no claim is held."""
@@ -116,3 +130,16 @@ class PostgresClaims:
                 conn.terminate()
             with contextlib.suppress(Exception):
                 await self.pool.release(conn)
+
+
+def _unwanted(claiming: asyncio.Future[PostgresClaim | None]) -> None:
+    """Let go of a claim taken for a caller that was cancelled meanwhile."""
+    if claiming.cancelled() or claiming.exception() is not None:
+        return
+    claim = claiming.result()
+    if claim is not None:
+        _letting_go.add(task := asyncio.ensure_future(claim.release()))
+        task.add_done_callback(_letting_go.discard)
+
+
+_letting_go: set[asyncio.Future[None]] = set()  # referenced until done
