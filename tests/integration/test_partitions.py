@@ -2,7 +2,8 @@
 under the partition turnlog computes for it, a runtime taking a partition over gets what
 the last owner left unacknowledged before anything newer, a message a producer put in the
 wrong partition is dead-lettered, an inbound stream made without partitions gets them
-after its backlog, and without partitions a partitioned subject is refused."""
+after its backlog, without partitions a partitioned subject is refused, and an erased
+user's messages are purged in their stored form."""
 
 from __future__ import annotations
 
@@ -28,10 +29,12 @@ from turnlog.services.adapters.nats.consumers import (
 )
 from turnlog.services.adapters.nats.partitioning import partition_of, transforms
 from turnlog.services.adapters.nats.pull import PullLane
+from turnlog.services.adapters.nats.purge import purge
 from turnlog.services.adapters.nats.router import register
 from turnlog.services.adapters.nats.streams import ensure_streams
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.eventstore import EventStore
+from turnlog.services.app.erasure import Reach
 from turnlog.services.bootstrap import serve
 
 
@@ -214,3 +217,24 @@ async def test_without_partitions_a_message_on_a_partitioned_subject_is_dead_let
         assert "has no partitions" in letter.detail
     finally:
         await nc.close()
+
+
+async def test_erasure_purges_inbound_messages_stored_under_their_partitions(
+    nc: NATS, prefix: str
+) -> None:
+    js, subjects = nc.jetstream(), Subjects(prefix)
+    await ensure_streams(js, subjects, partitioned=True)
+    await ensure_runtime_consumer(js, subjects, "diary", 2.0, partitions=True)  # keeps them
+    theirs, others = str(uuid.uuid4()), str(uuid.uuid4())
+    await js.publish(subjects.inbound("diary", theirs), message(theirs))
+    first = bus.InboundMessage(message_id="m-new", user=UserRef(id="alice"), text="hello")
+    await js.publish(subjects.inbound("diary", None), msgspec.json.encode(first))
+    await js.publish(subjects.inbound("diary", others), message(others))
+    reach = Reach(
+        user_id="alice", sessions=(theirs,), streams={}, apps=("diary",), files=(),
+        sealed_events=0, documents=0, unsealed_events=0,
+    )  # fmt: skip
+    purged = await purge(js, subjects, reach)
+    assert (purged.inbound, purged.error) == (2, None)
+    left = (await js.get_msg(subjects.stream_in, 3)).subject
+    assert left == f"{prefix}.in.diary.{partition_of(others)}.{others}"
