@@ -68,8 +68,10 @@ class PullLane:
         return len(self._tasks)
 
     def stop(self) -> None:
-        """Ask no more; ``run`` returns once what it was handed is handled."""
+        """Ask no more; ``run`` returns once what it was handed is handled (the request
+        waiting at the server ends with the inbox's draining)."""
         self._stopping.set()
+        self._ended.set()
 
     async def run(self) -> None:
         """Pull until stopped (or cancelled), then drain the inbox and wait for every
@@ -127,6 +129,8 @@ class PullLane:
 
     async def _request(self, inbox: str) -> None:
         self._ended.clear()
+        if self._stopping.is_set():
+            return
         self._left, self._status = BATCH, None
         ask = {"batch": BATCH, "expires": int(EXPIRES * 1e9)}
         await self.nc.publish(self._next, json.dumps(ask).encode(), reply=inbox)
