@@ -1,15 +1,18 @@
 """Round trips through NATS, with ``turnlog run`` serving the app in another process.
 
-    python -m bench.bus [--seconds 5] [--sessions 1,10,100]
+    python -m bench.bus [--seconds 5] [--sessions 1,10,100] [--runtimes 1]
 
 Each producer sends a message and waits for its turn to complete. Two figures per round:
 the reply round trip, from the publish on ``turnlog.in`` to the reply arriving on the
 live subject (sent only once the reply is on record); and the completion, to the turn's
 ``session.turn_completed`` arriving on ``turnlog.events`` through the relay.
+``--runtimes N`` serves the app in N processes (``turnlog run`` and N - 1 ``turnlog serve
+runtime``), which share its sessions by partition (on NATS 2.10 and later).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import random
@@ -22,7 +25,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bench.common import (
-    concurrency_args,
     latency_row,
     machine,
     scratch_database,
@@ -37,6 +39,7 @@ from turnlog.services.bootstrap import aio
 from turnlog.services.settings import Settings
 
 APP = Path(__file__).with_name("echo_app.py")
+SHARING = 12.0  # seconds for several runtimes to start and share the partitions
 
 
 async def converse(
@@ -98,9 +101,10 @@ async def run(
 
 
 @asynccontextmanager
-async def serving(db: str, nats_url: str) -> AsyncIterator[str]:
-    """``turnlog run`` serving the echo app on ``db`` in a child process; yields the
-    subject prefix it listens on."""
+async def serving(db: str, nats_url: str, runtimes: int = 1) -> AsyncIterator[str]:
+    """``turnlog run`` serving the echo app on ``db`` in a child process, and
+    ``runtimes`` - 1 more runtimes of it; yields the subject prefix they listen on once
+    they have had time to share the app's partitions."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     env = dict(
         os.environ,
@@ -110,26 +114,33 @@ async def serving(db: str, nats_url: str) -> AsyncIterator[str]:
         TURNLOG_LOG_LEVEL="warning",
         TURNLOG_HTTP_PORT=str(free_port()),
     )
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "turnlog", "run", str(APP), env=env
-    )
+    commands = [["run", str(APP)]] + [["serve", "runtime", str(APP)]] * (runtimes - 1)
+    servers = [
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "turnlog", *c, env=env)
+        for c in commands
+    ]
     try:
+        if runtimes > 1:
+            await asyncio.sleep(SHARING)
         yield prefix
     finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), timeout=60)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            await asyncio.wait_for(server.wait(), timeout=60)
 
 
-async def main(seconds: float, concurrency: list[int]) -> None:
+async def main(seconds: float, concurrency: list[int], runtimes: int) -> None:
     settings = Settings.from_env()
     with endpoints(settings) as where, server_url() as url:
-        async with scratch_database(url) as db, serving(db, where.nats_url) as prefix:
+        async with scratch_database(url) as db, serving(db, where.nats_url, runtimes) as prefix:
             rows = [await run(where.nats_url, prefix, n, seconds) for n in concurrency]
             # Chat-like load: 10 sessions sending at half the saturated rate, to show
             # the latency of a turn that does not queue behind others.
             rows.append(await run(where.nats_url, prefix, 10, seconds, rate=50))
     print()
-    print(f"producer round trips through NATS, {seconds:.0f} s per row — {machine()}")
+    served = f"{runtimes} runtimes" if runtimes > 1 else "1 runtime"
+    print(f"producer round trips through NATS, {served}, {seconds:.0f} s per row — {machine()}")
     print(
         table(
             [
@@ -147,5 +158,14 @@ async def main(seconds: float, concurrency: list[int]) -> None:
     print("(rows 'N at R/s each' are paced: each session sends R messages a second)")
 
 
+def arguments() -> tuple[float, list[int], int]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--sessions", default="1,10,100")
+    parser.add_argument("--runtimes", type=int, default=1)
+    args = parser.parse_args()
+    return args.seconds, [int(n) for n in args.sessions.split(",")], max(args.runtimes, 1)
+
+
 if __name__ == "__main__":
-    aio.run(main(*concurrency_args(__doc__ or "")))
+    aio.run(main(*arguments()))

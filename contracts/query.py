@@ -315,15 +315,17 @@ class PromptAnswered(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RuntimeHealth(msgspec.Struct, frozen=True, kw_only=True):
-    """One app's runtime in a process: ``active`` while it holds the app's claim (it
-    consumes the app's messages; the others stand by), its turns in flight, and its
-    turns per second over the last few seconds."""
+    """One app's runtime in a process: ``active`` while it consumes some of the app's
+    messages (it owns ``partitions``; on a NATS server without partitions, it holds the
+    app's claim and the others stand by), its turns in flight, and its turns per second
+    over the last few seconds."""
 
     app: str
     active: bool
     in_flight: int = 0
     turns: int = 0
     turns_per_second: float = 0.0
+    partitions: list[int] = []
 
 
 class PartHealth(msgspec.Struct, frozen=True, kw_only=True):

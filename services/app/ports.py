@@ -107,6 +107,10 @@ class Claims(Protocol):
         """The claim on ``key``, or None while someone else holds it."""
         ...
 
+    async def held(self, space: int) -> set[int]:
+        """The ``n`` of every key ``(space, n)`` held now, by any process."""
+        ...
+
 
 class Files(Protocol):
     """The file store: files users send, referenced from the log by URL."""
@@ -215,6 +219,10 @@ class Metrics(Protocol):
         """A turn of ``app`` cut off by a crash was taken up again and ran to its end."""
         ...
 
+    def partitions_owned(self, app: str, count: int) -> None:
+        """This process now owns ``count`` of ``app``'s partitions."""
+        ...
+
 
 class NoMetrics:
     """Nobody counts (tests, one-off commands)."""
@@ -226,6 +234,9 @@ class NoMetrics:
         return None
 
     def turn_resumed(self, app: str) -> None:
+        return None
+
+    def partitions_owned(self, app: str, count: int) -> None:
         return None
 
 

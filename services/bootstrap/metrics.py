@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import nats.js.errors
 import structlog
 from nats.js import JetStreamContext
 
 from turnlog.projections.catalog import PROJECTIONS
+from turnlog.services.adapters.nats.consumers import durables
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector import failures
@@ -51,16 +51,25 @@ class Sampler:
             log.debug("log lag not sampled", error=str(e) or type(e).__name__)
 
     async def _inbound(self, app: str) -> None:
+        """The app's backlog: what its consumers (the partitions' and the legacy lane's)
+        have not handed out yet, and what they handed out more than once."""
         if self.js is None or self.subjects is None:
             return
-        durable = f"{self.subjects.prefix}-runtime-{app}"
-        try:
-            info = await self.js.consumer_info(self.subjects.stream_in, durable)
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
-            log.debug("inbound backlog not sampled", error=str(e) or type(e).__name__)
+        js, stream = self.js, self.subjects.stream_in
+        found = await asyncio.gather(
+            *(js.consumer_info(stream, d) for d in durables(self.subjects, app)),
+            return_exceptions=True,
+        )
+        infos = [i for i in found if not isinstance(i, BaseException)]
+        if not infos:
+            errors = [e for e in found if isinstance(e, BaseException)]
+            log.debug(
+                "inbound backlog not sampled", error=str(errors[0]) or type(errors[0]).__name__
+            )
             return
-        self.metrics.inbound_pending.labels(app).set(info.num_pending or 0)
-        self.metrics.inbound_redelivered.labels(app).set(info.num_redelivered or 0)
+        self.metrics.inbound_pending.labels(app).set(sum(i.num_pending or 0 for i in infos))
+        redelivered = sum(i.num_redelivered or 0 for i in infos)
+        self.metrics.inbound_redelivered.labels(app).set(redelivered)
 
     async def _log(self) -> None:
         pool = self.store.pool

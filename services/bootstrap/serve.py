@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,20 +13,25 @@ from dataclasses import dataclass
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
 
 from turnlog.contracts import query as q
 from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.adapters.nats import connection
 from turnlog.services.adapters.nats.client import Client
+from turnlog.services.adapters.nats.consumers import (
+    ensure_every_app,
+    ensure_runtime_consumer,
+)
+from turnlog.services.adapters.nats.consumers import partitioned as stream_partitioned
 from turnlog.services.adapters.nats.delivery import BusDelivery
 from turnlog.services.adapters.nats.files import FileStore
-from turnlog.services.adapters.nats.ingress import Ingress, ensure_runtime_consumer
+from turnlog.services.adapters.nats.ingress import Ingress
 from turnlog.services.adapters.nats.integrations import (
     IntegrationResponder,
     NatsNotices,
     watch,
 )
+from turnlog.services.adapters.nats.partitioning import explain_unpartitioned, transforms
 from turnlog.services.adapters.nats.prompts import PromptListener
 from turnlog.services.adapters.nats.relay import Relay
 from turnlog.services.adapters.nats.router import Router, register
@@ -162,8 +168,13 @@ async def _bus_jobs(
         stack.push_async_callback(responder.stop)
     if parts.app is None and not parts.relay:
         return jobs
-    js = nc.jetstream()
-    await ensure_streams(js, subjects, wiring.settings.streams)
+    js, settings = nc.jetstream(), wiring.settings
+    before = None  # a runtime gives the inbound stream its partitions, the relay does not
+    if parts.app is not None:
+        before = functools.partial(ensure_every_app, js, subjects, settings.ack_wait)
+    await ensure_streams(
+        js, subjects, settings.streams, partitioned=transforms(nc), before_partitioning=before
+    )
     if parts.app is not None:
         jobs |= await _runtime_jobs(stack, wiring, nc, subjects, parts.app, runtimes)
     if parts.relay:
@@ -181,7 +192,7 @@ async def _runtime_jobs(
 ) -> dict[str, Start]:
     """The runtime of ``app``: its sessions fed by the ingress (while this process holds
     the app's claim), its prompts, schedules and tasks, and its outbound router."""
-    settings, js = wiring.settings, nc.jetstream()
+    settings = wiring.settings
     delivery = BusDelivery(nc, subjects, app.name)
     host = wiring.host(
         app,
@@ -199,7 +210,7 @@ async def _runtime_jobs(
     prompts = PromptListener(nc, subjects, app.name, host.prompts)
     await prompts.start()
     stack.push_async_callback(prompts.stop)
-    jobs = await _inbound_jobs(wiring, host, delivery, js, subjects, runtimes)
+    jobs = await _inbound_jobs(wiring, host, delivery, subjects, runtimes)
     queue = wiring.queue  # the bus's task queue, made by _wiring
     if app.tasks and isinstance(queue, TaskQueue):
         worker = TaskWorker(
@@ -218,13 +229,16 @@ async def _inbound_jobs(
     wiring: Wiring,
     host: SessionHost,
     delivery: BusDelivery,
-    js: JetStreamContext,
     subjects: Subjects,
     runtimes: list[Callable[[], q.RuntimeHealth]],
 ) -> dict[str, Start]:
-    """The app's inbound side: its ingress (with the consumer it reads), the router that
-    dead-letters messages for unknown apps, and the sampler of its gauges."""
-    settings, app = wiring.settings, host.app
+    """The app's inbound side: its ingress (with the consumers it reads: one per
+    partition, and the legacy lane's), the router that dead-letters messages no runtime
+    takes, and the sampler of its gauges."""
+    settings, app, js = wiring.settings, host.app, delivery.nc.jetstream()
+    partitioned = await stream_partitioned(js, subjects)
+    if not partitioned:
+        explain_unpartitioned(delivery.nc, app.name)
     ingress = Ingress(
         host,
         js,
@@ -234,13 +248,14 @@ async def _inbound_jobs(
         max_bytes=settings.max_inbound_bytes,
         ack_wait=settings.ack_wait,
         metrics=wiring.metrics,
+        partitioned=partitioned,
     )
     runtimes.append(ingress.health)
-    await ensure_runtime_consumer(js, subjects, app.name, settings.ack_wait)
+    await ensure_runtime_consumer(js, subjects, app.name, settings.ack_wait, partitions=partitioned)
     await register(js, subjects, app.name)
     jobs: dict[str, Start] = {
         "ingress": ingress.run,
-        "router": Router(js, subjects, wiring.metrics).run,
+        "router": Router(js, subjects, wiring.metrics, partitioned=partitioned).run,
     }
     if isinstance(wiring.metrics, PrometheusMetrics) and isinstance(wiring.log, EventStore):
         jobs["metrics"] = Sampler(wiring.metrics, wiring.log, host, js, subjects).run

@@ -1,5 +1,6 @@
-"""``turnlog runtimes``: the live runtimes of each app, whether each consumes the app's
-messages (active) or stands by, and its turns in flight and per second."""
+"""``turnlog runtimes``: the live runtimes of each app, whether each consumes some of the
+app's messages (active, with the partitions it owns) or stands by, and its turns in
+flight and per second."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from turnlog.services.app.partitions import ranges
 from turnlog.services.settings import Settings
 
 _encode = msgspec.json.Encoder().encode
@@ -17,7 +19,8 @@ _encode = msgspec.json.Encoder().encode
 def add_parser(sub: Any) -> None:
     """The ``runtimes`` command on ``sub`` (the CLI's subparsers)."""
     runtimes = sub.add_parser(
-        "runtimes", help="the live runtimes of each app: active or standby, turns/s, in flight"
+        "runtimes",
+        help="the live runtimes of each app: active or standby, partitions, turns/s, in flight",
     )
     runtimes.add_argument("--json", action="store_true", help="one JSON array")
     runtimes.set_defaults(handler=_runtimes)
@@ -34,6 +37,7 @@ class Runtime(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int
     turns: int
     turns_per_second: float
+    partitions: list[int]
 
 
 def _runtimes(args: argparse.Namespace, settings: Settings) -> int:
@@ -46,6 +50,7 @@ def _runtimes(args: argparse.Namespace, settings: Settings) -> int:
             Runtime(
                 app=r.app, process=p.id, host=p.host, pid=p.pid, active=r.active,
                 in_flight=r.in_flight, turns=r.turns, turns_per_second=r.turns_per_second,
+                partitions=r.partitions,
             )
             for p in await live_processes(store.pool)
             for r in p.runtimes
@@ -65,8 +70,9 @@ def _runtimes(args: argparse.Namespace, settings: Settings) -> int:
             app = r.app
             print(f"app {app}")
         state = "active " if r.active else "standby"
+        owns = f", partitions {ranges(set(r.partitions))}" if r.partitions else ""
         print(
             f"  {state} {r.host} pid {r.pid}: {r.turns_per_second:g} turns/s,"
-            f" {r.in_flight} in flight, {r.turns:,} turns since it started"
+            f" {r.in_flight} in flight, {r.turns:,} turns since it started{owns}"
         )
     return 0

@@ -148,6 +148,18 @@ async def test_a_claim_is_held_by_one_until_released(wiring: Wiring) -> None:
     await again.release()
 
 
+async def test_claims_held_in_a_space_are_listed_until_released(wiring: Wiring) -> None:
+    space = uuid.uuid4().int % 2**31 - 2**30
+    assert await wiring.claims.held(space) == set()
+    claims = [await wiring.claims.try_claim((space, n)) for n in (-5, 0, 2**31 - 1)]
+    other = await wiring.claims.try_claim((space + 1, 3))
+    assert await wiring.claims.held(space) == {-5, 0, 2**31 - 1}
+    for claim in [*claims, other]:
+        assert claim is not None
+        await claim.release()
+    assert await wiring.claims.held(space) == set()
+
+
 # -- documents --------------------------------------------------------------------------
 
 ALICE, BOB = Place("app", "notes", "user", "alice"), Place("app", "notes", "user", "bob")

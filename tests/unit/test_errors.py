@@ -25,8 +25,10 @@ SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
 NOT_ERRORS = {
     # a BaseException, so that a handler's ``except Exception`` cannot swallow it
     "turnlog.services.app.rerun_sandbox.Stopped",
-    # between two methods of the ingress: its consumer is still bound elsewhere
-    "turnlog.services.adapters.nats.ingress._StillBound",
+    # between two methods of the legacy lane: its consumer is still bound elsewhere
+    "turnlog.services.adapters.nats.legacy._StillBound",
+    # from a partition's lane to the ownership, which lets the partition go
+    "turnlog.services.adapters.nats.pull.ConsumerGone",
 }
 
 # Codes more than one class has, because they mean the same on the wire.

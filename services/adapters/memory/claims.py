@@ -26,3 +26,6 @@ class MemoryClaims:
             return None
         self._held.add(key)
         return MemoryClaim(self._held, key)
+
+    async def held(self, space: int) -> set[int]:
+        return {n for s, n in self._held if s == space}

@@ -25,6 +25,7 @@ from turnlog.domain import values
 from turnlog.domain.errors import DomainError
 from turnlog.services.adapters.nats import connection, files
 from turnlog.services.adapters.nats.client_session import ClientError, ClientSession
+from turnlog.services.adapters.nats.partitioning import transforms
 from turnlog.services.adapters.nats.streams import ensure_streams
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.app.log.errors import Unavailable
@@ -91,7 +92,10 @@ class Client:
         client = cls(nc, Subjects(prefix), max_file_bytes)
         if create_streams:
             try:
-                await ensure_streams(client.js, client.subjects, update=False)
+                # a new inbound stream with its partitions (no consumer of one exists yet)
+                await ensure_streams(
+                    client.js, client.subjects, update=False, partitioned=transforms(nc)
+                )
             except nats.errors.Error as e:
                 await nc.close()
                 raise ClientError(

@@ -18,6 +18,7 @@ from turnlog.contracts import bus
 from turnlog.contracts.events import AttachmentRef, ChannelRef, UserRef
 from turnlog.domain.errors import TurnlogError
 from turnlog.services.adapters.nats.delivery import BusDelivery
+from turnlog.services.adapters.nats.partitioning import producer_subject
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.app.ports import Metrics
 from turnlog.services.app.sessions.host import SessionHost
@@ -136,18 +137,20 @@ class DeadLetters:
         await self.delivery.done(sid, message.message_id, "rejected", f"turn_given_up: {reason}")
 
     async def send(self, msg: Msg, rejected: Rejected) -> None:
-        """Record the rejection on its session (if it names one), publish the dead letter,
-        then tell the producer waiting for its outcome."""
+        """Record the rejection on its session (if it names one), publish the dead letter
+        (with the subject the producer sent it on), then tell the producer waiting for
+        its outcome."""
+        subject = producer_subject(msg.subject, self.subjects.prefix)
         log.warning(
             "inbound message rejected",
-            subject=msg.subject,
+            subject=subject,
             reason=rejected.reason,
             detail=rejected.detail,
         )
         letter = bus.DeadLetter(
             reason=rejected.reason,
             detail=rejected.detail,
-            subject=msg.subject,
+            subject=subject,
             app=self.app,
             session_id=rejected.session_id,
             original=msg.data,

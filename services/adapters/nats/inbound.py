@@ -11,20 +11,22 @@ from turnlog.contracts import bus
 from turnlog.domain import values
 from turnlog.domain.errors import DomainError
 from turnlog.services.adapters.nats.dead_letters import Rejected, dead_letter_reason
+from turnlog.services.adapters.nats.partitioning import parse_inbound, partition_of
 from turnlog.services.adapters.nats.subjects import Subjects
 
 _decoder = msgspec.json.Decoder(bus.Inbound)
 
 
 def decode(subject: str, data: bytes, subjects: Subjects, app: str, max_bytes: int) -> bus.Inbound:
-    """The inbound message in ``data``, checked against its subject; raises Rejected."""
-    parts = subject.split(".")
-    token = parts[3] if len(parts) == 4 else None
-    subject_session = token if token and token != "new" else None
-    if len(parts) != 4 or parts[:2] != [subjects.prefix, "in"]:
+    """The inbound message in ``data``, checked against its subject (as the producer
+    sent it, or as the stream stored it, with the session's partition in it); raises
+    Rejected."""
+    parsed = parse_inbound(subject, subjects.prefix)
+    if parsed is None:
         raise Rejected("bad_subject", f"expected {subjects.inbound_all(app)}, got {subject}")
-    if parts[2] != app:
-        raise Rejected("unknown_app", f"no app {parts[2]!r} is served here", subject_session)
+    subject_session = parsed.session_id
+    if parsed.app != app:
+        raise Rejected("unknown_app", f"no app {parsed.app!r} is served here", subject_session)
     if len(data) > max_bytes:
         raise Rejected("too_large", f"{len(data)} bytes; the limit is {max_bytes}", subject_session)
     message = _decode(data, subject_session)
@@ -32,18 +34,41 @@ def decode(subject: str, data: bytes, subjects: Subjects, app: str, max_bytes: i
     if named != subject_session:
         raise Rejected(
             "schema_violation",
-            f"subject names session {token!r} but the message names {named!r}",
+            f"subject names session {parsed.token!r} but the message names {named!r}",
             subject_session,
             message.message_id,
         )
     if named is not None:
-        try:
-            uuid.UUID(named)
-        except ValueError:
-            raise Rejected(
-                "schema_violation", f"session_id {named!r} is not a UUID", None, message.message_id
-            ) from None
+        _check_session_id(named, message.message_id, partitioned=parsed.partition is not None)
+    if parsed.misplaced:
+        raise Rejected(
+            "wrong_partition",
+            f"{subject} is partition {parsed.partition}; session {parsed.token!r} is in"
+            f" partition {partition_of(parsed.token)} (publish on"
+            f" {subjects.inbound(app, subject_session)}: the stream partitions it)",
+            subject_session,
+            message.message_id,
+            on_record=False,  # the session is another runtime's to record on
+        )
     return message
+
+
+def _check_session_id(named: str, message_id: str, *, partitioned: bool) -> None:
+    """A session id is a UUID; in a partitioned subject, in its canonical form (lowercase,
+    hyphenated), so that every message of a session falls into one partition."""
+    try:
+        canonical = str(uuid.UUID(named))
+    except ValueError:
+        raise Rejected(
+            "schema_violation", f"session_id {named!r} is not a UUID", None, message_id
+        ) from None
+    if partitioned and canonical != named:
+        raise Rejected(
+            "schema_violation",
+            f"session_id {named!r} is not a UUID in canonical form ({canonical!r})",
+            None,
+            message_id,
+        )
 
 
 def _decode(data: bytes, subject_session: str | None) -> bus.Inbound:

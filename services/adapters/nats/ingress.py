@@ -2,8 +2,9 @@
 
 A message is acked only once its turn is on record; a redelivered or republished one
 whose id is on record runs no second turn (the log accepts each message id once).
-Messages are decoded and checked in ``inbound``; what cannot be handled goes to
-``turnlog.dlq.<app>`` (``dead_letters``).
+Messages come through the partitions this runtime owns (``ownership``, ``pull``) and
+the app's legacy lane (``legacy``); they are decoded and checked in ``inbound``; what
+cannot be handled goes to ``turnlog.dlq.<app>`` (``dead_letters``).
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import asyncio
 import contextlib
 import time
 import uuid
-import zlib
 
-import nats.js.errors
 import structlog
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from turnlog.contracts import bus
 from turnlog.contracts import query as q
 from turnlog.domain.errors import DomainError
+from turnlog.services.adapters.nats.consumers import (
+    ensure_runtime_consumer,
+    partition_durable,
+    runtime_consumer,
+)
 from turnlog.services.adapters.nats.dead_letters import (
     DEAD_LETTER_REASONS,
     DeadLetters,
@@ -31,17 +35,21 @@ from turnlog.services.adapters.nats.dead_letters import (
 )
 from turnlog.services.adapters.nats.delivery import BusDelivery
 from turnlog.services.adapters.nats.inbound import decode
+from turnlog.services.adapters.nats.legacy import CLAIM_CHECK, STANDBY_POLL, LegacyLane
+from turnlog.services.adapters.nats.ownership import Ownership
+from turnlog.services.adapters.nats.partitioning import partition_of
 from turnlog.services.adapters.nats.prompts import forward
+from turnlog.services.adapters.nats.pull import PullLane
 from turnlog.services.adapters.nats.subjects import Subjects
-from turnlog.services.app.log.errors import transient
-from turnlog.services.app.ports import Claim, Claims, Metrics, NoMetrics
+from turnlog.services.app.ports import Claims, Metrics, NoMetrics
 from turnlog.services.app.sessions.host import SessionEnded, SessionHost, SessionOfAnotherApp
 from turnlog.services.app.sessions.repository import SessionNotFound
 from turnlog.services.app.sessions.turn import Inbound
 from turnlog.services.sdk.types import Attachment, SessionChannel, UserInfo
 
 # DEAD_LETTER_REASONS, dead_letter_reason and Rejected are defined in dead_letters, decode
-# in inbound; importable from here too.
+# in inbound, the consumers in consumers, the lanes in legacy and pull; importable from
+# here too.
 __all__ = [
     "CLAIM_CHECK",
     "DEAD_LETTER_REASONS",
@@ -55,46 +63,12 @@ __all__ = [
 ]
 
 log = structlog.get_logger("turnlog.ingress")
-_INGRESS_LOCK = 0x746C69  # advisory lock class: "tli", the app's active ingress
-STANDBY_POLL = 1.0  # seconds between a standby runtime's attempts to take over
-CLAIM_CHECK = 5.0  # seconds between checks that the claim's connection is alive
-
-
-class _StillBound(Exception):
-    """The app's consumer stays bound to another subscriber (a runtime that lost its
-    claim but not its NATS subscription)."""
-
-
-def runtime_consumer(subjects: Subjects, app: str, ack_wait: float) -> ConsumerConfig:
-    """The app's durable consumer: the active runtime acknowledges each message once its
-    turn is on record, which is what lets the inbound stream drop it."""
-    return ConsumerConfig(
-        durable_name=f"{subjects.prefix}-runtime-{app}",
-        deliver_subject=f"{subjects.prefix}.deliver.runtime.{app}",
-        filter_subject=subjects.inbound_all(app),
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=max(ack_wait, 1.0),
-        max_ack_pending=1000,
-        deliver_policy=DeliverPolicy.ALL,
-    )
-
-
-async def ensure_runtime_consumer(
-    js: JetStreamContext, subjects: Subjects, app: str, ack_wait: float
-) -> None:
-    """Make the app's consumer if it is missing, before the app is registered and its
-    router reads: from then on the inbound stream keeps the app's messages for it, while
-    no runtime of it consumes too."""
-    config = runtime_consumer(subjects, app, ack_wait)
-    assert config.durable_name is not None
-    try:
-        await js.consumer_info(subjects.stream_in, config.durable_name)
-    except nats.js.errors.NotFoundError:
-        await js.add_consumer(subjects.stream_in, config)
+LEGACY_PATIENCE = 60.0  # seconds the legacy lane may stall before partitions go on anyway
 
 
 class Ingress:
-    """Consumes ``turnlog.in.<app>.*`` through a durable consumer and feeds the host."""
+    """Feeds the host with the app's inbound messages: those of the partitions this
+    runtime owns, and those of the app-wide legacy lane while it holds the app's claim."""
 
     def __init__(
         self,
@@ -107,7 +81,10 @@ class Ingress:
         max_bytes: int = 256 * 1024,
         ack_wait: float = 30.0,
         metrics: Metrics | None = None,
+        partitioned: bool = False,
     ) -> None:
+        """``partitioned``: the inbound stream stores messages by partition (NATS 2.10
+        and later); without, the legacy lane is the only one."""
         self.host = host
         self.metrics = metrics or NoMetrics()
         self.js = js
@@ -117,145 +94,80 @@ class Ingress:
         self.app = host.app.name
         self.max_bytes = max_bytes
         self.ack_wait = max(ack_wait, 1.0)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.partitioned = partitioned
         self._working: dict[int, tuple[Msg, float]] = {}  # id -> (message, arrival)
-        self._held: Claim | None = None
         self.turns = 0  # turns this process ran to their end
         self._dead_letters = DeadLetters(host, js, subjects, delivery, self.metrics)
+        self.legacy = LegacyLane(
+            js, subjects, self.app, claims, self._handle, ack_wait=self.ack_wait,
+            on_stop=host.prompts.stop_all, quiet=partitioned,
+        )  # fmt: skip
+        self.ownership = Ownership(
+            host, claims, subjects.prefix, self._lane, self.metrics, ready=self._legacy_drained
+        )
+        self._drained = False
+        self._legacy_seen: tuple[tuple[int, int], float] | None = None
         host.on_given_up(self._dead_letters.given_up)
 
     async def run(self) -> None:
-        """Consume the app's inbound messages while this process is the app's active
-        runtime: one runtime per app and prefix consumes at a time, so a session's turns
-        never run in two processes at once. Others (serving the same app for its tasks
-        and schedules, or as a standby) wait, and the first to notice takes over when the
-        active one stops or dies: the claim (in PostgreSQL, an advisory lock held by a
-        connection of its own) goes with its holder."""
-        while True:
-            self._held = await self._claim()
-            try:
-                done = await self._consume_while_claimed()
-            finally:
-                await self._let_go()
-            if done:
-                return
-            await asyncio.sleep(STANDBY_POLL)
+        """Consume until cancelled: the partitions this runtime owns and the legacy lane
+        (on a server without partitions, the legacy lane alone: one runtime of the app
+        consumes, the others stand by); turns in progress finish first."""
+        lanes = [self.legacy.run(), *([self.ownership.run()] if self.partitioned else [])]
+        consuming = [asyncio.create_task(lane) for lane in lanes]
+        keeping = asyncio.create_task(self._keep_in_progress())
+        try:
+            done, _ = await asyncio.wait([*consuming, keeping], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in consuming:
+                task.cancel()
+            await asyncio.gather(*consuming, return_exceptions=True)
+            keeping.cancel()  # only once the turns in progress have ended
+            await asyncio.gather(keeping, return_exceptions=True)
 
     def health(self) -> q.RuntimeHealth:
-        """Whether this runtime consumes the app's messages now, and its turns."""
+        """Whether this runtime consumes some of the app's messages now (partitions it
+        owns, or the legacy lane while that carries them), and its turns."""
+        partitions = self.ownership.owned()
+        legacy = self.legacy.held is not None and not self._drained
         return q.RuntimeHealth(
             app=self.app,
-            active=self._held is not None,
+            active=bool(partitions) or legacy,
             in_flight=len(self._working),
             turns=self.turns,
+            partitions=partitions,
         )
 
-    async def _let_go(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            with contextlib.suppress(Exception):  # one lost with its connection is gone
-                await held.release()
+    def _lane(self, partition: int) -> PullLane:
+        nc: NATS = self.delivery.nc
+        durable = partition_durable(self.subjects, self.app, partition)
+        return PullLane(
+            nc, self.js, self.subjects.stream_in, durable, self._handle, ack_wait=self.ack_wait
+        )
 
-    def _lock_key(self) -> tuple[int, int]:
-        name = f"{self.subjects.prefix}:{self.app}".encode()
-        return _INGRESS_LOCK, zlib.crc32(name) - 2**31
-
-    async def _claim(self) -> Claim:
-        said = False
-        while (claim := await self.claims.try_claim(self._lock_key())) is None:
-            if not said:
-                log.info("another runtime consumes this app's messages; standing by", app=self.app)
-                said = True
-            await asyncio.sleep(STANDBY_POLL)
-        return claim
-
-    async def _consume_while_claimed(self) -> bool:
-        """Consume until stopped (True), or until the claim is lost or the consumer stays
-        bound to a runtime that lost its claim (False: stand by again)."""
-        consuming = asyncio.create_task(self._consume())
-        watching = asyncio.create_task(self._watch())
-        try:
-            await asyncio.wait([consuming, watching], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (consuming, watching):
-                task.cancel()
-            results = await asyncio.gather(consuming, watching, return_exceptions=True)
-        if isinstance(results[0], _StillBound):
-            log.warning("the app's consumer is still bound elsewhere; standing by", app=self.app)
-            return False
-        if watching.done() and not watching.cancelled():
-            log.error("lost the claim on this app's messages; standing by", app=self.app)
-            return False
-        if isinstance(results[0], BaseException) and not isinstance(
-            results[0], asyncio.CancelledError
-        ):
-            raise results[0]
-        return True
-
-    async def _watch(self) -> None:
-        """Returns when the claim is lost to another runtime. A claim lost with its
-        connection (a database restart) is taken again on a new one while this goes on
-        consuming: no runtime can take it while the database is away, and one that takes
-        it first once it is back cannot bind the app's consumer while this one is bound
-        (it stands by again), so a session's turns never run in two places."""
-        while True:
-            await asyncio.sleep(CLAIM_CHECK)
-            if self._held is not None and await self._held.alive():
-                continue
-            log.warning("the claim's database connection is gone; claiming again", app=self.app)
-            await self._let_go()
-            self._held = await self._reclaim()
-            if self._held is None:
-                return
-            log.info("claimed this app's messages again", app=self.app)
-
-    async def _reclaim(self) -> Claim | None:
-        """The claim again, once the database answers; None if another runtime holds it
-        by then."""
-        while True:
-            try:
-                return await self.claims.try_claim(self._lock_key())
-            except Exception as e:
-                if not transient(e):
-                    raise
-            await asyncio.sleep(STANDBY_POLL / 2)
-
-    async def _consume(self) -> None:
-        durable = f"{self.subjects.prefix}-runtime-{self.app}"
-
-        async def arrived(msg: Msg) -> None:  # in arrival order: per-session FIFO
-            task = asyncio.create_task(self._handle(msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        deadline = time.monotonic() + max(self.ack_wait, 10.0)
-        while True:
-            try:
-                sub = await self.js.subscribe(
-                    self.subjects.inbound_all(self.app),
-                    durable=durable,
-                    stream=self.subjects.stream_in,
-                    cb=arrived,
-                    manual_ack=True,
-                    config=runtime_consumer(self.subjects, self.app, self.ack_wait),
-                )
-                break
-            except nats.js.errors.Error as e:
-                # the runtime that held the claim is gone, its subscription not yet
-                if "already bound" not in str(e):
-                    raise
-                if time.monotonic() > deadline:
-                    raise _StillBound() from e
-                await asyncio.sleep(STANDBY_POLL)
-        log.info("ingress started", app=self.app, consumer=durable)
-        try:
-            await self._keep_in_progress()
-        finally:
-            await sub.unsubscribe()
-            self.host.prompts.stop_all()  # turns waiting on the user end now
-            for task in list(self._tasks):
-                with contextlib.suppress(BaseException):
-                    await task
+    async def _legacy_drained(self) -> bool:
+        """Whether the legacy lane has nothing left (then for good: the stream puts every
+        new message in a partition). Until then partitions are not taken, so a session's
+        older messages run before its newer ones; a lane stalled for LEGACY_PATIENCE
+        (a message that fails again and again) holds them up no longer."""
+        if self._drained:
+            return True
+        durable = runtime_consumer(self.subjects, self.app, self.ack_wait).durable_name
+        assert durable is not None
+        info = await self.js.consumer_info(self.subjects.stream_in, durable)
+        left = (info.num_pending or 0, info.num_ack_pending or 0)
+        now = time.monotonic()
+        if self._legacy_seen is None or self._legacy_seen[0] != left:
+            if self._legacy_seen is None and left != (0, 0):
+                log.info("handling messages stored before the partitions first", app=self.app)
+            self._legacy_seen = (left, now)
+        stalled = now - self._legacy_seen[1] > LEGACY_PATIENCE
+        if stalled:
+            log.warning("the legacy lane is stalled; taking partitions anyway", app=self.app)
+        self._drained = left == (0, 0) or stalled
+        return self._drained
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -344,3 +256,9 @@ class Ingress:
             ) from None
         self.turns += 1
         self.metrics.turn_ended(self.app, result.outcome, time.monotonic() - started)
+        started_here = result.session_id
+        if message.session_id is None and self.partitioned:
+            # a new session, started through the partition of "new": its next turns run
+            # where its own partition is owned, perhaps not here
+            if not self.ownership.keeps(partition_of(str(started_here))):
+                self.host.forget_idle(lambda session_id: session_id == started_here)

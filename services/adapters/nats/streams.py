@@ -3,7 +3,8 @@
 ``TURNLOG_IN`` keeps a message until every consumer that wants it has had it (interest
 retention): the app's runtime acknowledges it once its turn is on record and the router
 reads it without acknowledging, so a handled message is gone, and one for an app whose
-runtime is down waits for it (the app's durable consumer stays). Full, it refuses new
+runtimes are down waits for them (the app's durable consumers stay). From NATS 2.10 it
+stores each message under its session's partition (``partitioning``). Full, it refuses new
 messages (producers get an error) rather than drop unhandled ones. ``TURNLOG_EVENTS`` is
 a fan-out buffer (PostgreSQL keeps the log) and ``TURNLOG_DLQ`` a record for operators:
 both keep messages for a time and up to a size, dropping the oldest first.
@@ -11,11 +12,14 @@ both keep messages for a time and up to a size, dropping the oldest first.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig, StreamInfo
 from nats.js.errors import APIError, NotFoundError
 
+from turnlog.services.adapters.nats.partitioning import subject_transform
 from turnlog.services.adapters.nats.router import ensure_router_consumer
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.app.log.errors import StoreError
@@ -42,8 +46,11 @@ class StreamSetupError(StoreError):
     code = "stream_setup_error"
 
 
-def stream_configs(subjects: Subjects, limits: StreamLimits) -> list[StreamConfig]:
-    """The inbound, events and dead-letter streams as ``limits`` has them."""
+def stream_configs(
+    subjects: Subjects, limits: StreamLimits, *, partitioned: bool = False
+) -> list[StreamConfig]:
+    """The inbound, events and dead-letter streams as ``limits`` has them; the inbound
+    one storing messages by partition if ``partitioned``."""
     p = subjects.prefix
     return [
         StreamConfig(
@@ -53,6 +60,7 @@ def stream_configs(subjects: Subjects, limits: StreamLimits) -> list[StreamConfi
             discard=DiscardPolicy.NEW,
             max_bytes=_bytes(limits.in_max_bytes),
             duplicate_window=INBOUND_DUPLICATE_WINDOW,
+            subject_transform=subject_transform(subjects) if partitioned else None,
         ),
         StreamConfig(
             name=subjects.stream_events,
@@ -81,21 +89,46 @@ async def ensure_streams(
     limits: StreamLimits | None = None,
     *,
     update: bool = True,
+    partitioned: bool = False,
+    before_partitioning: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Create the inbound, events and dead-letter streams, or (``update``) bring their
     config up to date; producers create missing ones only, never overriding what the
     operator configured turnlog's processes with. The router's consumer is made with the
-    inbound stream, so messages sent before any runtime started wait for one."""
-    for config in stream_configs(subjects, limits or StreamLimits()):
+    inbound stream, so messages sent before any runtime started wait for one.
+
+    ``partitioned`` (NATS 2.10 and later): the inbound stream stores messages by
+    partition. An existing one gets its transform only with ``before_partitioning``,
+    called first (it makes every app's partition consumers, so that no message is stored
+    for none), and once it has one keeps it, whoever updates it."""
+    for config in stream_configs(subjects, limits or StreamLimits(), partitioned=partitioned):
         assert config.name is not None
         try:
             info = await js.stream_info(config.name)
         except NotFoundError:
             await _create(js, config)
-        else:
-            if update:
-                await _update(js, config, info)
+            continue
+        if not update:
+            continue
+        if config.name == subjects.stream_in:
+            await _partitioning(config, info, before_partitioning)
+        await _update(js, config, info)
     await ensure_router_consumer(js, subjects)
+
+
+async def _partitioning(
+    config: StreamConfig, info: StreamInfo, before: Callable[[], Awaitable[None]] | None
+) -> None:
+    """The inbound stream's transform: kept once it has one; added only after ``before``."""
+    had = info.config.subject_transform
+    if had is not None:
+        config.subject_transform = had
+    elif config.subject_transform is not None:
+        if before is None:
+            config.subject_transform = None
+            return
+        await before()
+        log.info("inbound stream now stores messages by partition", stream=config.name)
 
 
 async def _create(js: JetStreamContext, config: StreamConfig) -> None:

@@ -70,6 +70,10 @@ class PrometheusMetrics:
             "turnlog_live_sessions", "Sessions held in memory by the app's runtime.",
             ["app"], registry=registry,
         )  # fmt: skip
+        self.partitions = Gauge(
+            "turnlog_partitions_owned", "Partitions of the app this runtime owns.",
+            ["app"], registry=registry,
+        )  # fmt: skip
         self.relay_lag = Gauge(
             "turnlog_relay_lag_events",
             "Events committed to the log but not yet published on the bus by the relay.",
@@ -99,6 +103,9 @@ class PrometheusMetrics:
 
     def turn_resumed(self, app: str) -> None:
         self.turns_resumed.labels(app).inc()
+
+    def partitions_owned(self, app: str, count: int) -> None:
+        self.partitions.labels(app).set(count)
 
     # -- the sampler's gauges -----------------------------------------------------------
 

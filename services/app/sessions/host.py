@@ -9,7 +9,7 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import MappingProxyType
 from typing import Any
 from uuid import UUID
@@ -252,6 +252,15 @@ class SessionHost:
 
     def live_count(self) -> int:
         return sum(1 for e in self._entries.values() if e.slot is not None)
+
+    def forget_idle(self, which: Callable[[UUID], bool]) -> int:
+        """Drop the cached sessions ``which`` holds for that no turn holds now (another
+        process may run their turns meanwhile: their next one loads them afresh); how
+        many were dropped."""
+        idle = [s for s, e in self._entries.items() if which(s) and not e.lock.locked()]
+        for session_id in idle:
+            del self._entries[session_id]
+        return len(idle)
 
     # -- effects from outside a turn (background tasks) ---------------------------------
 

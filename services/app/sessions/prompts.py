@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from turnlog.contracts.events import AttachmentRef
@@ -103,11 +104,14 @@ class Prompts:
                 resolved += 1
         return resolved
 
-    def stop_all(self) -> int:
-        """The process is stopping: every waiting prompt ends now (answered ``stopped``),
-        so its turn can finish instead of holding the shutdown up; how many there were."""
+    def stop_all(self, sessions: Callable[[str], bool] | None = None) -> int:
+        """The process is stopping (or its sessions, ``sessions`` holding for their ids,
+        are moving to another): every waiting prompt ends now (answered ``stopped``), so
+        its turn can finish instead of holding the stop up; how many there were."""
         stopped = 0
         for waiting in self._waiting.values():
+            if sessions is not None and not sessions(waiting.session_id):
+                continue
             if not waiting.future.done():
                 waiting.future.set_result(Answer("stopped"))
                 stopped += 1
