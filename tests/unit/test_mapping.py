@@ -55,8 +55,7 @@ def test_document_events_carry_exactly_their_payload_fields() -> None:
     doc.update({"$inc": {"n": 1}}, at=t)
     doc.delete(at=t)
     records = [
-        mapping.to_new_event(e, mapping.Metadata(actor="app:a"))
-        for e in doc.collect_events()
+        mapping.to_new_event(e, mapping.Metadata(actor="app:a")) for e in doc.collect_events()
     ]
     assert [r.type for r in records] == [
         "document.inserted",
