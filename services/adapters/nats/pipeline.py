@@ -8,7 +8,8 @@ stores a message only right after its predecessor, so a pipeline lands in the or
 was sent or, from the first message it lost (a connection cut while later messages wait
 in nats-py's reconnect buffer), not at all: no later message overtakes a lost one. A
 message that repeats one on record within the stream's duplicate window is acknowledged
-as a duplicate before that check, so a pipeline may start again from any earlier message.
+as a duplicate before that check, so a pipeline started again from an earlier message of
+its own passes the ones on record as duplicates and goes on from the last of them.
 """
 
 from __future__ import annotations
