@@ -34,6 +34,9 @@ from turnlog.services.app.log.records import RecordedEvent
 log = structlog.get_logger("turnlog.projector")
 
 _POSITION = "SELECT position FROM turnlog_projection_positions WHERE name = $1 FOR UPDATE"
+# Seconds the live projector waits after a wake-up before it reads: the appends of a turn
+# (and of other sessions meanwhile) are projected in one transaction, not one each.
+LINGER = 0.005
 _MOVE = "UPDATE turnlog_projection_positions SET position = $2, updated_at = now() WHERE name = $1"
 
 
@@ -47,12 +50,14 @@ class Projector:
         *,
         batch_size: int = 2000,
         retry_poll: float = 2.0,
+        linger: float = LINGER,
     ) -> None:
         self.store = store
         self.keyring = store.keyring
         self.projections = list(projections)
         self.batch_size = batch_size
         self.retry_poll = retry_poll
+        self.linger = linger
         self.positions: dict[str, int] = {}
         self.failed: dict[str, Failure] = {}
         self.schema = ""
@@ -75,7 +80,7 @@ class Projector:
         self.ready.set()
         watching = asyncio.create_task(self._watch_retries())
         try:
-            async with contextlib.aclosing(follow(reader)) as batches:
+            async with contextlib.aclosing(follow(reader, linger=self.linger)) as batches:
                 async for records in batches:
                     await self._step(reader, records)
         finally:
