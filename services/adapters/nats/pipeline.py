@@ -72,6 +72,8 @@ class Pipeline:
         self._last = ""  # the id of the message sent last; "" names none
 
     async def start(self) -> None:
+        """Listen for acknowledgements; the first message names no predecessor."""
+        self._last = ""
         self._inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._answered)
 

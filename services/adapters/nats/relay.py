@@ -120,6 +120,9 @@ class Relay:
         )
         start = await self.saved_position()
         self.published = self._saved = self._sent_to = start
+        self._sent.clear()  # what a run before this one left unconfirmed
+        self._generation += 1
+        self._refused = None
         self.reader = GlobalReader(self.store, start, self.batch_size)
         log.info("relay started", name=self.name, position=start)
         await self._pipeline.start()
