@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.common import machine, table
+from bench.cpu import MACHINE
 
 RESULTS = Path(__file__).with_name("results")
 CORES = 16
@@ -97,13 +98,28 @@ def _cpu_cells(r: Row) -> list[str]:
         cell += " (" + " + ".join(_ms(r.ms_per_turn(k)) for k in runtimes) + ")"
     inside = "in run" if "run" in r.cpu else "—"
     parts = [_ms(r.ms_per_turn(k)) if k in r.cpu else inside for k in ("relay", "projector")]
-    return [cell, *parts, *(_ms(r.ms_per_turn(k)) for k in ("NATS", "PostgreSQL", "producers"))]
+    return [
+        cell,
+        *parts,
+        *(_ms(r.ms_per_turn(k)) for k in ("NATS", "PostgreSQL", "producers")),
+        *_machine_cells(r),
+    ]
+
+
+def _machine_cells(r: Row) -> list[str]:
+    """The machine's busy cores over the row, and those not spent in the benchmark's
+    processes (other work on the machine, and interrupt time the kernel counts apart)."""
+    busy = r.cpu.get(MACHINE)
+    if busy is None:
+        return ["—", "—"]
+    ours = sum(v for k, v in r.cpu.items() if k != MACHINE)
+    return [f"{busy / r.seconds:.2f}", f"{max(0.0, busy - ours) / r.seconds:.2f}"]
 
 
 HEADERS = [
     "layout", "runtimes", "sessions", "turns/s", "reply p50 ms", "p99 ms",
     "completion p50 ms", "p99 ms", "CPU ms/turn: runtimes", "relay", "projector",
-    "NATS", "PostgreSQL", "producers",
+    "NATS", "PostgreSQL", "producers", "machine busy, cores", "of which others",
 ]  # fmt: skip
 
 
@@ -258,7 +274,9 @@ def write_report(labels: Sequence[str]) -> str:
         " per row; runs of the labels alternated on the same machine, each with its own"
         " embedded PostgreSQL and NATS. Medians over each label's runs, then every run.",
         "CPU ms/turn: user + system time of each process over the row's window, divided by"
-        " its turns (producers: the benchmark process itself).",
+        " its turns (producers: the benchmark process itself). Machine busy: cores in use"
+        " over the window, of which others: not by the benchmark's processes (other work on"
+        " this shared machine, and interrupt time the kernel counts apart).",
         "",
     ]
     for label, label_runs in runs.items():
