@@ -205,11 +205,14 @@ class Relay:
                 async with asyncio.timeout_at(sent.due):
                     for ack in sent.acks:
                         await ack
+            # (again: a rewind meanwhile went back to the position before this batch)
+            if sent.generation == self._generation:
                 self.published = sent.last
                 self._delay = _FIRST_DELAY
                 self._publish_progress.set()
         except (PublishRefused, TimeoutError) as e:
-            self._rewind(e, sent.first)
+            if sent.generation == self._generation:
+                self._rewind(e, sent.first)
         finally:
             if sent.generation != self._generation:  # given up, its answers dropped
                 self._pipeline.forget(sent.acks)
