@@ -207,10 +207,10 @@ async def bench_bus(url: str, nats_url: str, seconds: float, concurrency: list[i
     async with scratch_database(url) as db, bus_bench.serving(db, nats_url) as prefix:
         await bus_bench.measure(nats_url, prefix, 4, 0.5)  # warm up (and wait for the server)
         for sessions in concurrency:
-            turns, elapsed, _, completions = await bus_bench.measure(
-                nats_url, prefix, sessions, seconds
+            measured = await bus_bench.measure(nats_url, prefix, sessions, seconds)
+            rows.append(
+                row("bus", sessions, measured.turns, measured.seconds, measured.completions)
             )
-            rows.append(row("bus", sessions, turns, elapsed, completions))
     return rows
 
 

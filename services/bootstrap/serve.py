@@ -178,7 +178,7 @@ async def _bus_jobs(
     if parts.app is not None:
         jobs |= await _runtime_jobs(stack, wiring, nc, subjects, parts.app, runtimes)
     if parts.relay:
-        jobs["relay"] = Relay(store, js, subjects).run
+        jobs["relay"] = Relay(store, nc, subjects).run
     return jobs
 
 

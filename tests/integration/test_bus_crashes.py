@@ -314,7 +314,7 @@ async def test_relay_survives_a_nats_restart_without_gaps(
     try:
         js = nc.jetstream()
         await ensure_streams(js, subjects)
-        relay = Relay(store, js, subjects)
+        relay = Relay(store, nc, subjects)
         relay_task = asyncio.create_task(relay.run())
         version = 0
         for n in range(200):

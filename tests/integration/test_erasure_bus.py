@@ -347,7 +347,7 @@ async def test_the_erasure_notice_reaches_each_app_once_even_when_the_log_is_rel
         js = nc.jetstream()
         await ensure_streams(js, subjects)
         for name in ("relay", "relay-again"):  # the second publishes it all once more
-            relay = Relay(store, js, subjects, name=name)
+            relay = Relay(store, nc, subjects, name=name)
             running = asyncio.create_task(relay.run())
             await until(functools.partial(_relayed, relay, erasure.report.position or 0))
             running.cancel()

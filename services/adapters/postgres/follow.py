@@ -116,6 +116,7 @@ async def follow(
     *,
     idle_timeout: float = 5.0,
     hole_recheck: float = 0.05,
+    linger: float = 0.0,
 ) -> AsyncGenerator[list[RecordedEvent], None]:
     """Batches of events after ``position``, forever: catch-up first, then live.
 
@@ -124,6 +125,9 @@ async def follow(
     nothing. ``idle_timeout`` only bounds how long a lost notification can delay. When
     its listening connection closes (the database restarted) it raises
     ConnectionResetError, for its owner to follow again on a new one.
+
+    ``linger``: once live, wait that long after a wake-up or a batch before reading, so
+    that appends made close together are read (and handled) as one batch.
     """
     async with _listening(reader.store) as wakeup:
         while True:
@@ -133,6 +137,8 @@ async def follow(
             batch = await reader.read()
             if batch:
                 yield batch
+                if linger and len(batch) < reader.batch_size:  # live, not catching up
+                    await asyncio.sleep(linger)
                 continue
             timeout = hole_recheck if reader.waiting_on_hole else idle_timeout
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
@@ -140,6 +146,8 @@ async def follow(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await wakeup.waker.wait()
+                if linger:
+                    await asyncio.sleep(linger)
 
 
 @dataclass

@@ -11,7 +11,9 @@ import structlog
 log = structlog.get_logger("turnlog.store")
 
 CHANNEL = "turnlog_events"
-NOTIFY_EVERY = 0.005
+# At most one NOTIFY per this many seconds: a wake-up hint, coalesced. Short, for a
+# follower in another process (the relay) learns of a commit no sooner.
+NOTIFY_EVERY = 0.001
 
 
 class Wakeups:
@@ -52,11 +54,13 @@ class Wakeups:
         NOTIFY is sent after commit, outside the append's transaction: PostgreSQL
         serialises the commits of notifying transactions, which would cost group commit.
         """
+        loop = asyncio.get_running_loop()
         while self._notify_pending:
             self._notify_pending = False
+            sent = loop.time()
             try:
                 await self.pool.execute("SELECT pg_notify($1, '')", CHANNEL)
             except Exception as e:  # a hint only: followers also wake on their own
                 log.warning("notify failed", error=str(e) or type(e).__name__)
                 return
-            await asyncio.sleep(NOTIFY_EVERY)  # a wake-up hint: one per few ms is plenty
+            await asyncio.sleep(sent + NOTIFY_EVERY - loop.time())

@@ -1,8 +1,9 @@
 """Keeping projections up to date: one follower of the log feeds every projection.
 
-Each batch is applied to each projection in a transaction of its own that also moves the
-projection's position, after checking that position under a row lock: events are applied
-exactly once even with several projector processes, or a rebuild swapping tables in.
+Each batch is applied to every projection in one transaction (``together``) that also
+moves their positions, after checking them under row locks: events are applied exactly
+once even with several projector processes, or a rebuild swapping tables in. A batch one
+of them cannot apply is applied to each in a transaction of its own instead.
 
 No event stops the projector: a projection that cannot apply one stops at the event
 before it, alone, with its failure recorded (``failures``); the others go on. A failure
@@ -23,7 +24,7 @@ import structlog
 from turnlog.projections.base import Event, Projection
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.follow import GlobalReader, follow
-from turnlog.services.adapters.postgres.projector import failures
+from turnlog.services.adapters.postgres.projector import failures, together
 from turnlog.services.adapters.postgres.projector.failures import Failure
 from turnlog.services.adapters.postgres.projector.reading import Batch, read, writes_for
 from turnlog.services.adapters.postgres.projector.writes import ensure, execute, hold
@@ -33,6 +34,9 @@ from turnlog.services.app.log.records import RecordedEvent
 log = structlog.get_logger("turnlog.projector")
 
 _POSITION = "SELECT position FROM turnlog_projection_positions WHERE name = $1 FOR UPDATE"
+# Seconds the live projector waits after a wake-up before it reads: the appends of a turn
+# (and of other sessions meanwhile) are projected in one transaction, not one each.
+LINGER = 0.005
 _MOVE = "UPDATE turnlog_projection_positions SET position = $2, updated_at = now() WHERE name = $1"
 
 
@@ -46,12 +50,14 @@ class Projector:
         *,
         batch_size: int = 2000,
         retry_poll: float = 2.0,
+        linger: float = LINGER,
     ) -> None:
         self.store = store
         self.keyring = store.keyring
         self.projections = list(projections)
         self.batch_size = batch_size
         self.retry_poll = retry_poll
+        self.linger = linger
         self.positions: dict[str, int] = {}
         self.failed: dict[str, Failure] = {}
         self.schema = ""
@@ -74,7 +80,7 @@ class Projector:
         self.ready.set()
         watching = asyncio.create_task(self._watch_retries())
         try:
-            async with contextlib.aclosing(follow(reader)) as batches:
+            async with contextlib.aclosing(follow(reader, linger=self.linger)) as batches:
                 async for records in batches:
                     await self._step(reader, records)
         finally:
@@ -85,7 +91,9 @@ class Projector:
         after, self._cursor = reader.batch_after, records[-1].position
         batch = await read(self.store.pool, self.keyring, records)
         active = [p for p in self.projections if p.name not in self.failed]
-        results = await asyncio.gather(*(self._apply(p, batch, after) for p in active))
+        results = await self._apply_together(active, batch, after)
+        if results is None:
+            results = await asyncio.gather(*(self._apply(p, batch, after) for p in active))
         if batch.poison is not None:
             await self._poisoned(active, batch.poison)
         now = datetime.now(UTC)  # the batch's oldest event waited longest
@@ -99,6 +107,29 @@ class Projector:
             # a projection's position went back (a rebuild), or a poison cut the batch
             reader.seek(behind)
             self._cursor = behind
+
+    async def _apply_together(
+        self, active: list[Projection], batch: Batch, after: int
+    ) -> list[int] | None:
+        """Apply ``batch`` to ``active`` in one transaction; their positions after, or
+        None if one of them cannot apply it (nothing applied: each on its own finds which)."""
+        parts = []
+        for p in active:
+            at = self.positions.get(p.name, 0)
+            events = [e for e in batch.events if e.position > at]
+            if events:
+                parts.append(together.Part(p, events, max(after, at)))
+        if parts:
+            try:
+                reached = await together.commit(self.store.pool, parts, batch, self.schema)
+            except Exception as e:
+                if transient(e):
+                    raise
+                return None
+            self.positions.update(reached)
+            for name, position in reached.items():
+                await self._passed(name, position)
+        return [self.positions.get(p.name, 0) for p in active]
 
     async def _apply(self, projection: Projection, batch: Batch, after: int) -> int:
         """Apply what ``projection`` has not seen of ``batch`` (which follows ``after``);
@@ -145,12 +176,16 @@ class Projector:
             await execute(conn, writes_for(projection, todo, batch), self.schema)
             await conn.execute(_MOVE, name, last)
         self.positions[name] = last
+        await self._passed(name, last)
+        return last
+
+    async def _passed(self, name: str, position: int) -> None:
+        """Clear the failure on record of ``name`` once it is past the event it failed at."""
         recorded = self._recorded.get(name)
-        if recorded is not None and last >= recorded.position:
-            await failures.passed(self.store.pool, name, last)
+        if recorded is not None and position >= recorded.position:
+            await failures.passed(self.store.pool, name, position)
             self._recorded.pop(name, None)
             log.info("projection passed the event it had failed at", projection=name)
-        return last
 
     async def _poisoned(self, active: list[Projection], poison: tuple[Event, Exception]) -> None:
         """An event nobody can read fails every projection that reached it."""
