@@ -135,15 +135,26 @@ def to_domain_event(
 
 
 def take_snapshot(session: Session, last_hash: bytes) -> Snapshot:
+    """The session as it is now, with ``last_hash``, the hash of its last event."""
+    return snapshot_at(session.id, session.version, snapshot_state(session), last_hash)
+
+
+def snapshot_state(session: Session) -> bytes:
+    """The session's state as it is now, encoded: taken when its events are collected to
+    be saved, since a live session goes on changing while they are appended."""
     state = dict(vars(session))
     for private in ("_id", "_version", "_pending_events"):
         state.pop(private)
+    return _snapshot_encoder.encode(state)
+
+
+def snapshot_at(session_id: UUID, version: int, state: bytes, last_hash: bytes) -> Snapshot:
     return Snapshot(
-        stream_id=str(session.id),
-        version=session.version,
+        stream_id=str(session_id),
+        version=version,
         type=SNAPSHOT_TYPE,
         schema_version=SNAPSHOT_SCHEMA_VERSION,
-        state=_snapshot_encoder.encode(state),
+        state=state,
         hash=last_hash,
     )
 

@@ -219,3 +219,62 @@ async def test_chunks_of_a_stream_on_record_are_not_sent_again() -> None:
         crash.armed = False
         await t.wiring.host(t.app, t.delivered).handle(inbound(sid, "m1", "one"))
         assert not [i for i in t.delivered.of(sid)[sent:] if isinstance(i, Chunk | Notification)]
+
+
+async def test_a_snapshot_holds_only_what_its_save_recorded() -> None:
+    """A live session changes while its events are appended: the snapshot taken when a
+    save crosses the threshold is of the events saved, not of what came after them (a
+    snapshot ahead of its stream would stop the session for good)."""
+    from datetime import UTC, datetime
+
+    from turnlog.contracts.events import ChannelRef, UserRef
+    from turnlog.domain.session import Session
+    from turnlog.services.adapters.memory.log import MemoryLog
+    from turnlog.services.app.sessions.repository import SessionRepository
+
+    log = MemoryLog()
+    repo = SessionRepository(log, snapshot_every=4)
+    now = datetime.now(UTC)
+    session = Session.start(
+        uuid.uuid4(), app="a", user=UserRef(id="u"), channel=ChannelRef(), at=now
+    )
+    session.receive_message(message_id="m1", text="hi", at=now)
+    session.reply("one", at=now)
+    session.reply("two", at=now)  # version 4: this save crosses the threshold
+    append = log.append
+
+    async def slow_append(*args: Any, **kwargs: Any) -> Any:
+        session.reply("three", at=now)  # applied while the append is under way
+        return await append(*args, **kwargs)
+
+    log.append = slow_append  # type: ignore[method-assign]
+    await repo.save(session)
+    snapshot = await log.load_snapshot(str(session.id))
+    assert snapshot is not None and snapshot.version == 4
+    log.append = append  # type: ignore[method-assign]
+    loaded = await repo.load(session.id)
+    assert loaded.version == 4 and [m["text"] for m in loaded.history][-1] == "two"
+
+
+async def test_a_snapshot_ahead_of_its_stream_is_ignored() -> None:
+    from datetime import UTC, datetime
+
+    from turnlog.contracts.events import ChannelRef, UserRef
+    from turnlog.domain.session import Session
+    from turnlog.services.adapters.memory.log import MemoryLog
+    from turnlog.services.app import mapping
+    from turnlog.services.app.sessions.repository import SessionRepository
+
+    log = MemoryLog()
+    repo = SessionRepository(log, snapshot_every=0)
+    now = datetime.now(UTC)
+    user, channel = UserRef(id="u"), ChannelRef()
+    session = Session.start(uuid.uuid4(), app="a", user=user, channel=channel, at=now)
+    session.receive_message(message_id="m1", text="hi", at=now)
+    await repo.save(session)
+    session.reply("never appended", at=now)  # as an earlier version could snapshot it
+    await log.save_snapshot(mapping.take_snapshot(session, b"x" * 32))
+    loaded = await repo.load(session.id)
+    assert loaded.version == 2 and loaded.open_turn == "m1"
+    loaded.reply("appended", at=now)
+    await repo.save(loaded)  # the session goes on

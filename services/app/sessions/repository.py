@@ -13,7 +13,7 @@ from turnlog.services.app import mapping
 from turnlog.services.app.aggregates import AggregateStore
 from turnlog.services.app.log.codec import EventCodec
 from turnlog.services.app.log.errors import StoreError, transient
-from turnlog.services.app.log.records import RecordedEvent
+from turnlog.services.app.log.records import RecordedEvent, Snapshot
 from turnlog.services.app.mapping import Metadata
 from turnlog.services.app.ports import EventLog
 from turnlog.services.app.sealing import KeyRing
@@ -68,7 +68,16 @@ class SessionRepository:
         )
         if session is None:
             raise SessionNotFound(session_id)
+        if after and session.version == after and not await self._at_head(stream_id, after):
+            log.warning("snapshot ahead of its stream ignored", stream_id=stream_id, version=after)
+            return await self._load(session_id, use_snapshot=False)
         return session
+
+    async def _at_head(self, stream_id: str, version: int) -> bool:
+        """Whether the stream has an event at ``version``: a snapshot taken by an earlier
+        version of turnlog could hold changes that were never appended, and would refuse
+        every append after it."""
+        return bool(await self.store.read_stream(stream_id, version - 1, version))
 
     async def open_turn(self, session: Session) -> list[wire.EventPayload]:
         """The events of ``session``'s open turn, from its ``message_received`` on
@@ -91,26 +100,28 @@ class SessionRepository:
         """Append the session's pending events; snapshot when a threshold is crossed."""
         expected = session.version - len(session.pending_events)
         user_id = session.user.id
+        every, version = self.snapshot_every, session.version
+        # The state to snapshot is the state these events make, taken now: the session may
+        # change again (a live one does) while they are appended.
+        state = None
+        if every and version // every > expected // every:
+            state = mapping.snapshot_state(session)
         recorded = await self.aggregates.save(
             str(session.id), session, meta or Metadata(), user=user_id
         )
         if not recorded:
             return []
-        last = recorded[-1]
-        if (
-            self.snapshot_every
-            and last.version // self.snapshot_every > expected // self.snapshot_every
-        ):
-            await self._snapshot(session, user_id, last.hash)
+        if state is not None and recorded[-1].version == version:
+            snapshot = mapping.snapshot_at(session.id, version, state, recorded[-1].hash)
+            await self._snapshot(snapshot, user_id)
         return recorded
 
-    async def _snapshot(self, session: Session, user_id: str, last_hash: bytes) -> None:
+    async def _snapshot(self, snapshot: Snapshot, user_id: str) -> None:
         """Keep a snapshot; one that cannot be written now is skipped (the next threshold
         takes one), never a reason to fail what is already on record."""
-        snapshot = mapping.take_snapshot(session, last_hash)
         try:
             await self.store.save_snapshot(await self.keyring.seal_snapshot(user_id, snapshot))
         except Exception as e:
             if not transient(e):
                 raise
-            log.warning("snapshot skipped: the database is away", session_id=str(session.id))
+            log.warning("snapshot skipped: the database is away", stream_id=snapshot.stream_id)
