@@ -48,6 +48,15 @@ async def eventually(check, timeout: float = 30.0) -> None:  # type: ignore[no-u
         await asyncio.sleep(0.1)
 
 
+def ran(marker: Path) -> list[str]:
+    """The texts the slow app's handler ran for, in order (each attempt)."""
+    return [line.split(" ", 1)[1] for line in marker.read_text().split("\n") if line]
+
+
+async def types_of(store: EventStore, session_id: str) -> list[str]:
+    return [r.type for r in await store.read_stream(session_id)]
+
+
 async def kill_mid_turn(
     env: dict[str, str], servers: Endpoints, prefix: str
 ) -> tuple[turnlog.ClientSession, turnlog.Client]:
@@ -95,15 +104,13 @@ async def test_a_turn_cut_off_by_a_kill_is_resumed_by_the_next_runtime_and_answe
     try:
 
         async def completed() -> bool:
-            types = [r.type for r in await store.read_stream(session.id)]
-            return types.count("session.turn_completed") == 2
+            return (await types_of(store, session.id)).count("session.turn_completed") == 2
 
         await eventually(completed, timeout=60)
         assert (await session.send_message("after", timeout=60)).reply == "done after"
 
-        runs = [line.split(" ", 1)[1] for line in marker.read_text().split("\n") if line]
-        assert runs == ["hello", "slow", "slow", "after"]  # the handler ran again, once
-        types = [r.type for r in await store.read_stream(session.id)]
+        assert ran(marker) == ["hello", "slow", "slow", "after"]  # the handler ran again, once
+        types = await types_of(store, session.id)
         slow_turn = types[types.index("session.notified") :]
         assert slow_turn[:4] == [
             "session.notified",  # the first attempt's, not recorded again
@@ -137,16 +144,13 @@ async def test_without_resumption_a_turn_cut_off_by_a_kill_is_recorded_interrupt
     try:
 
         async def interrupted() -> bool:
-            return "session.turn_interrupted" in [
-                r.type for r in await store.read_stream(session.id)
-            ]
+            return "session.turn_interrupted" in await types_of(store, session.id)
 
         await eventually(interrupted)
         assert (await session.send_message("after", timeout=60)).reply == "done after"
 
-        runs = marker.read_text().split("\n")
-        assert [line.split(" ", 1)[1] for line in runs if line] == ["hello", "slow", "after"]
-        types = [r.type for r in await store.read_stream(session.id)]
+        assert ran(marker) == ["hello", "slow", "after"]
+        types = await types_of(store, session.id)
         assert types.count("session.message_received") == 3
         slow_turn = types[types.index("session.notified") :]
         assert slow_turn[:2] == ["session.notified", "session.turn_interrupted"]
@@ -188,9 +192,8 @@ async def test_a_turn_that_kills_its_process_every_time_is_given_up_and_dead_let
         assert (letter.reason, letter.session_id) == ("turn_given_up", session.id)
         original = msgspec.json.decode(letter.original, type=bus.InboundMessage)
         assert original.text == "poison"
-        runs = [line.split(" ", 1)[1] for line in marker.read_text().split("\n") if line]
-        assert runs == ["hello", "poison", "poison"]  # two attempts, then given up
-        types = [r.type for r in await store.read_stream(session.id)]
+        assert ran(marker) == ["hello", "poison", "poison"]  # two attempts, then given up
+        types = await types_of(store, session.id)
         assert types[-1] == "session.turn_interrupted" and types.count("session.turn_resumed") == 1
         assert (await session.send_message("after", timeout=60)).reply == "done after"
         with pytest.raises(turnlog.ClientError, match="turn_given_up"):

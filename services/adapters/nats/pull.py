@@ -61,6 +61,9 @@ class PullLane:
         self._left = 0  # messages the current request may still bring
         self._status: tuple[str, str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._owed = 0  # redeliveries of the last owner's messages still to come
+        self._held: list[Msg] = []  # what came meanwhile, handed out in stream order
+        self._hold_until = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -82,7 +85,10 @@ class PullLane:
         try:
             while not self._stopping.is_set():
                 await self._request(sub.subject)
+                if self._held and time.monotonic() > self._hold_until:
+                    self._hand_out_held()  # not all came back: go on, in stream order
         finally:
+            self._hand_out_held()
             with contextlib.suppress(Exception):
                 await sub.drain()  # type: ignore[no-untyped-call]
             while self._tasks:  # not cancelled with this: turns in progress finish
@@ -102,6 +108,10 @@ class PullLane:
         while not self._stopping.is_set():
             waiting = await self._unacknowledged()
             if waiting == 0 or (waiting is not None and time.monotonic() > deadline):
+                # Redelivered, they need not come back in the order they were sent (each
+                # when its own wait ran out): held until all have, then handed out in order.
+                self._owed = waiting
+                self._hold_until = time.monotonic() + self.ack_wait + EXPIRES
                 return True
             if waiting and not said:
                 log.info(
@@ -147,12 +157,26 @@ class PullLane:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), _BACKOFF)
 
+    def _hand_out(self, msg: Msg) -> None:
+        task = asyncio.create_task(self.handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _hand_out_held(self) -> None:
+        held, self._held, self._owed = self._held, [], 0
+        for msg in sorted(held, key=_stream_sequence):
+            self._hand_out(msg)
+
     async def _arrived(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None
         if status is None:
-            task = asyncio.create_task(self.handle(msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self._owed > 0:
+                self._held.append(msg)
+                self._owed -= _redelivered(msg)
+                if self._owed <= 0:
+                    self._hand_out_held()
+            else:
+                self._hand_out(msg)
             self._left -= 1
             if self._left <= 0:
                 self._ended.set()
@@ -161,3 +185,17 @@ class PullLane:
             return
         self._status = (status, (msg.headers or {}).get("Description", ""))
         self._ended.set()
+
+
+def _redelivered(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered > 1)
+    except Exception:  # not a JetStream message: counts as new
+        return 0
+
+
+def _stream_sequence(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:
+        return 0
