@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -83,6 +84,22 @@ async def kill_mid_turn(
     return session, client
 
 
+@contextlib.asynccontextmanager
+async def started_again_after_a_kill(
+    env: dict[str, str], servers: Endpoints, prefix: str
+) -> AsyncIterator[tuple[turnlog.ClientSession, turnlog.Client]]:
+    """``kill_mid_turn``, then the slow app's runtime started again (JetStream redelivers
+    the unacknowledged message to it); killed, and the client closed, at the end."""
+    session, client = await kill_mid_turn(env, servers, prefix)
+    runtime = spawn(env, "run", str(SLOW))
+    try:
+        yield session, client
+    finally:
+        runtime.kill()
+        runtime.wait(timeout=30)
+        await client.close()
+
+
 async def test_a_turn_cut_off_by_a_kill_is_resumed_by_the_next_runtime_and_answered_once(
     cli_env: dict[str, str],
     prefix: str,
@@ -93,15 +110,13 @@ async def test_a_turn_cut_off_by_a_kill_is_resumed_by_the_next_runtime_and_answe
     marker = tmp_path / "runs.txt"
     marker.touch()
     env = env_for(cli_env, prefix, SLOW_MARKER=str(marker))
-    session, client = await kill_mid_turn(env, servers, prefix)
-    live: list[bus.Live] = []
+    async with started_again_after_a_kill(env, servers, prefix) as (session, client):
+        live: list[bus.Live] = []
 
-    async def seen(msg: Msg) -> None:
-        live.append(msgspec.json.decode(msg.data, type=bus.Live))  # type: ignore[arg-type]
+        async def seen(msg: Msg) -> None:
+            live.append(msgspec.json.decode(msg.data, type=bus.Live))  # type: ignore[arg-type]
 
-    watching = await client.nc.subscribe(Subjects(prefix).live("slow", session.id), cb=seen)
-    runtime = spawn(env, "run", str(SLOW))  # JetStream redelivers the unacked message
-    try:
+        await client.nc.subscribe(Subjects(prefix).live("slow", session.id), cb=seen)
 
         async def completed() -> bool:
             return (await types_of(store, session.id)).count("session.turn_completed") == 2
@@ -122,11 +137,6 @@ async def test_a_turn_cut_off_by_a_kill_is_resumed_by_the_next_runtime_and_answe
         assert replies.count("done slow") == 1 and "working" not in [
             m.text for m in live if isinstance(m, bus.LiveNotification)
         ]
-    finally:
-        await watching.unsubscribe()
-        runtime.kill()
-        runtime.wait(timeout=30)
-        await client.close()
 
 
 async def test_without_resumption_a_turn_cut_off_by_a_kill_is_recorded_interrupted(
@@ -139,9 +149,7 @@ async def test_without_resumption_a_turn_cut_off_by_a_kill_is_recorded_interrupt
     marker = tmp_path / "runs.txt"
     marker.touch()
     env = env_for(cli_env, prefix, SLOW_MARKER=str(marker), SLOW_RESUME="0")
-    session, client = await kill_mid_turn(env, servers, prefix)
-    runtime = spawn(env, "run", str(SLOW))  # JetStream redelivers the unacked message
-    try:
+    async with started_again_after_a_kill(env, servers, prefix) as (session, _):
 
         async def interrupted() -> bool:
             return "session.turn_interrupted" in await types_of(store, session.id)
@@ -154,10 +162,6 @@ async def test_without_resumption_a_turn_cut_off_by_a_kill_is_recorded_interrupt
         assert types.count("session.message_received") == 3
         slow_turn = types[types.index("session.notified") :]
         assert slow_turn[:2] == ["session.notified", "session.turn_interrupted"]
-    finally:
-        runtime.kill()
-        runtime.wait(timeout=30)
-        await client.close()
 
 
 async def test_a_turn_that_kills_its_process_every_time_is_given_up_and_dead_lettered(
