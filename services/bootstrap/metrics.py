@@ -16,6 +16,7 @@ from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector import failures
 from turnlog.services.adapters.prometheus.metrics import PrometheusMetrics
+from turnlog.services.app.cancelling import checkpoint
 from turnlog.services.app.sessions.host import SessionHost
 
 log = structlog.get_logger("turnlog.metrics")
@@ -36,6 +37,7 @@ class Sampler:
 
     async def run(self) -> None:
         while True:
+            checkpoint()
             await self.sample()
             await asyncio.sleep(self.every or SAMPLE_EVERY)
 

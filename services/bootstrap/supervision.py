@@ -17,6 +17,7 @@ import nats.js.errors
 import structlog
 
 from turnlog.domain.values import clean
+from turnlog.services.app.cancelling import cancel_requested
 from turnlog.services.app.log.errors import transient
 
 log = structlog.get_logger("turnlog.supervision")
@@ -93,6 +94,9 @@ class Supervisor:
                 raise
             except Exception as e:
                 error = e
+            if cancel_requested():  # lost on its way (see cancelling.py): stop all the same
+                self._set(state, "stopped")
+                raise asyncio.CancelledError
             if time.monotonic() - began > self.healthy_after:
                 delay = self.min_delay
             state.restarts += 1

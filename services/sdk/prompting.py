@@ -64,7 +64,8 @@ class Prompting:
             await self.session.show(block)
             await self.session.flush()  # the user sees the prompt once it is on record
             try:
-                answer = await asyncio.wait_for(waiting, timeout or None)
+                async with asyncio.timeout(timeout or None):  # wait_for may lose a cancel
+                    answer = await waiting
                 if answer.kind == "stopped":
                     reason = "the runtime stopped while the prompt waited"
                     live.apply(lambda at: agg.interrupt_prompt(reason, at=at))

@@ -41,6 +41,7 @@ from turnlog.services.adapters.nats.partitioning import partition_of
 from turnlog.services.adapters.nats.prompts import forward
 from turnlog.services.adapters.nats.pull import PullLane
 from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.app.cancelling import checkpoint
 from turnlog.services.app.ports import Claims, Metrics, NoMetrics
 from turnlog.services.app.sessions.host import SessionEnded, SessionHost, SessionOfAnotherApp
 from turnlog.services.app.sessions.repository import SessionNotFound
@@ -195,6 +196,7 @@ class Ingress:
         redelivered while they run (only once this process is gone)."""
         interval = self.ack_wait / 3
         while True:
+            checkpoint()
             await asyncio.sleep(interval)
             cutoff = time.monotonic() - interval
             for msg, since in list(self._working.values()):

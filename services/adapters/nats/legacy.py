@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 
 from turnlog.services.adapters.nats.consumers import runtime_consumer
 from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.app.cancelling import checkpoint, until_cancelled
 from turnlog.services.app.log.errors import transient
 from turnlog.services.app.ports import Claim, Claims
 
@@ -65,6 +66,7 @@ class LegacyLane:
         the active one stops or dies: the claim (in PostgreSQL, an advisory lock held by
         a connection of its own) goes with its holder."""
         while True:
+            checkpoint()
             self.held = await self._claim()
             try:
                 done = await self._consume_while_claimed()
@@ -127,6 +129,7 @@ class LegacyLane:
         it first once it is back cannot bind the app's consumer while this one is bound
         (it stands by again), so a session's turns never run in two places."""
         while True:
+            checkpoint()
             await asyncio.sleep(CLAIM_CHECK)
             if self.held is not None and await self.held.alive():
                 continue
@@ -141,6 +144,7 @@ class LegacyLane:
         """The claim again, once the database answers; None if another runtime holds it
         by then."""
         while True:
+            checkpoint()
             try:
                 return await self.claims.try_claim(self._lock_key())
             except Exception as e:
@@ -177,7 +181,7 @@ class LegacyLane:
                 await asyncio.sleep(STANDBY_POLL)
         log.info("ingress started", app=self.app, consumer=config.durable_name)
         try:
-            await asyncio.Event().wait()
+            await until_cancelled()
         finally:
             await sub.unsubscribe()
             self.on_stop()

@@ -24,6 +24,7 @@ import structlog
 
 from turnlog.services.adapters.nats.partitioning import partition_of
 from turnlog.services.adapters.nats.pull import PullLane
+from turnlog.services.app.cancelling import checkpoint
 from turnlog.services.app.partitions import Balance, ranges
 from turnlog.services.app.ports import Claim, Claims, Metrics
 from turnlog.services.app.sessions.host import SessionHost
@@ -92,6 +93,7 @@ class Ownership:
         self._member = await self._join()
         try:
             while True:
+                checkpoint()
                 await self._tick_patiently()
                 await asyncio.sleep(BALANCE_EVERY * self._rng.uniform(0.75, 1.25))
         finally:
@@ -107,6 +109,7 @@ class Ownership:
     async def _join(self) -> Claim:
         """This runtime's membership claim (a random key in the app's runtime space)."""
         while True:
+            checkpoint()
             key = (self.members, self._rng.randrange(-(2**31), 2**31))
             if (claim := await self.claims.try_claim(key)) is not None:
                 return claim

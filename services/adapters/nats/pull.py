@@ -23,6 +23,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from turnlog.services.app.cancelling import checkpoint
+
 log = structlog.get_logger("turnlog.ingress")
 
 EXPIRES = 2.0  # seconds a pull request waits for messages
@@ -84,6 +86,7 @@ class PullLane:
         sub = await self.nc.subscribe(self.nc.new_inbox(), cb=self._arrived)
         try:
             while not self._stopping.is_set():
+                checkpoint()
                 await self._request(sub.subject)
                 if self._held and time.monotonic() > self._hold_until:
                     self._hand_out_held()  # not all came back: go on, in stream order
@@ -106,6 +109,7 @@ class PullLane:
         deadline = time.monotonic() + self.ack_wait + _POLL
         said = False
         while not self._stopping.is_set():
+            checkpoint()
             waiting = await self._unacknowledged()
             if waiting == 0 or (waiting is not None and time.monotonic() > deadline):
                 # Redelivered, they need not come back in the order they were sent (each
@@ -121,8 +125,7 @@ class PullLane:
                     seconds=round(deadline - time.monotonic(), 1),
                 )
                 said = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), _POLL)
+            await _at_most(self._stopping, _POLL)
         return False
 
     async def _unacknowledged(self) -> int | None:
@@ -144,8 +147,7 @@ class PullLane:
         self._left, self._status = BATCH, None
         ask = {"batch": BATCH, "expires": int(EXPIRES * 1e9)}
         await self.nc.publish(self._next, json.dumps(ask).encode(), reply=inbox)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ended.wait(), EXPIRES + _MARGIN)
+        await _at_most(self._ended, EXPIRES + _MARGIN)
         if self._status is None or self._status[0] in ("404", "408"):
             return
         code, description = self._status
@@ -154,8 +156,7 @@ class PullLane:
         log.warning(
             "a pull request was refused", consumer=self.durable, status=code, why=description
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), _BACKOFF)
+        await _at_most(self._stopping, _BACKOFF)
 
     def _hand_out(self, msg: Msg) -> None:
         task = asyncio.create_task(self.handle(msg))
@@ -199,3 +200,11 @@ def _stream_sequence(msg: Msg) -> int:
         return int(msg.metadata.sequence.stream)
     except Exception:
         return 0
+
+
+async def _at_most(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set, for ``seconds`` at most (not with ``wait_for``, which
+    may lose a cancellation: see cancelling.py)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -28,6 +28,7 @@ from turnlog.services.adapters.nats.pipeline import Pipeline, PublishRefused
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.follow import GlobalReader, follow
+from turnlog.services.app.cancelling import checkpoint
 from turnlog.services.app.log.records import RecordedEvent, app_of
 
 log = structlog.get_logger("turnlog.relay")
@@ -190,6 +191,7 @@ class Relay:
     async def _confirm(self) -> None:
         """Confirm what was sent, oldest first, as its acknowledgements come."""
         while True:
+            checkpoint()
             while not self._sent:
                 self._sending.clear()
                 await self._sending.wait()
@@ -242,6 +244,7 @@ class Relay:
         """Keep the saved position close behind what is published, off the hot path: a
         lost save only means republishing a little, which JetStream drops."""
         while True:
+            checkpoint()
             await self._publish_progress.wait()
             self._publish_progress.clear()
             await self._save(self.published)

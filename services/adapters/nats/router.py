@@ -12,7 +12,6 @@ consumers that exist.)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from nats.js.kv import KeyValue
 from turnlog.contracts import bus
 from turnlog.services.adapters.nats.partitioning import parse_inbound, producer_subject
 from turnlog.services.adapters.nats.subjects import Subjects
+from turnlog.services.app.cancelling import until_cancelled
 from turnlog.services.app.ports import Metrics, NoMetrics
 
 log = structlog.get_logger("turnlog.router")
@@ -131,7 +131,7 @@ class Router:
             config=config,
         )
         try:
-            await asyncio.Event().wait()
+            await until_cancelled()
         finally:
             await sub.unsubscribe()
 

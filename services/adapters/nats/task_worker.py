@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 
 from turnlog.contracts.tasks import TaskCancelNotice
 from turnlog.services.adapters.nats.tasks import TaskQueue, queued_decoder
+from turnlog.services.app.cancelling import checkpoint
 from turnlog.services.app.context import Runtime
 from turnlog.services.app.spec import AppSpec
 from turnlog.services.app.tasks.log import TaskLog
@@ -74,6 +75,7 @@ class TaskWorker:
         log.info("task worker started", app=self.app.name, worker=self.worker)
         try:
             while True:
+                checkpoint()
                 await self._room.acquire()
                 try:
                     self._pulled_at = time.monotonic()
@@ -150,6 +152,7 @@ class TaskWorker:
 
     async def _keep_in_progress(self) -> None:
         while True:
+            checkpoint()
             await asyncio.sleep(self.ack_wait / 3)
             for msg in list(self._working.values()):
                 with contextlib.suppress(Exception):

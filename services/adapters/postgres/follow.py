@@ -173,9 +173,9 @@ async def _listening(store: EventStore) -> AsyncIterator[_Wakeup]:
         wakeup.closed = True
         wakeup.waker.set()
 
-    await listener.add_listener(CHANNEL, wake)
-    listener.add_termination_listener(gone)
-    try:
+    try:  # cancelled while it starts to LISTEN, the connection still goes back
+        await listener.add_listener(CHANNEL, wake)
+        listener.add_termination_listener(gone)
         yield wakeup
     finally:
         store.drop_waker(wakeup.waker)

@@ -10,9 +10,11 @@ all in one transaction: readers see the old tables or the new ones, never a mix.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from turnlog.projections.base import Projection
 from turnlog.services.adapters.postgres.eventstore import EventStore
@@ -25,6 +27,7 @@ from turnlog.services.adapters.postgres.projector.writes import (
     hold,
     quote,
 )
+from turnlog.services.app.log.records import RecordedEvent
 
 Progress = Callable[[int, int], None]  # (position reached, last position when started)
 
@@ -85,39 +88,51 @@ async def build(
     (or to position ``until``), outside any lock: the next batch is read while this one
     is written, and each projection writes on a connection of its own, so PostgreSQL
     works on them side by side."""
-    conns = [await pool.acquire() for _ in projections]
     keyring = reader.store.keyring
-    try:
-        pending = asyncio.create_task(reader.read())
-        while True:
-            records = await pending
-            if not records:
-                if not reader.waiting_on_hole:
-                    return
-                await asyncio.sleep(0.01)
-                pending = asyncio.create_task(reader.read())
-                continue
-            done = until is not None and records[-1].position >= until
-            if until is not None:
-                records = [r for r in records if r.position <= until]
-            if not done:
-                pending = asyncio.create_task(reader.read())
-            if records:
-                batch = await read(pool, keyring, records)
-                await asyncio.gather(
-                    *(
-                        _write(c, p, batch, scratch_schema(p, purpose))
-                        for c, p in zip(conns, projections, strict=True)
+    pending: asyncio.Task[list[RecordedEvent]] | None = None
+    async with _connections(pool, len(projections)) as conns:
+        try:
+            pending = asyncio.create_task(reader.read())
+            while True:
+                records = await pending
+                if not records:
+                    if not reader.waiting_on_hole:
+                        return
+                    await asyncio.sleep(0.01)
+                    pending = asyncio.create_task(reader.read())
+                    continue
+                done = until is not None and records[-1].position >= until
+                if until is not None:
+                    records = [r for r in records if r.position <= until]
+                if not done:
+                    pending = asyncio.create_task(reader.read())
+                if records:
+                    batch = await read(pool, keyring, records)
+                    await asyncio.gather(
+                        *(
+                            _write(c, p, batch, scratch_schema(p, purpose))
+                            for c, p in zip(conns, projections, strict=True)
+                        )
                     )
-                )
-                if progress is not None:
-                    progress(records[-1].position, max(target, records[-1].position))
-            if done:
-                return
+                    if progress is not None:
+                        progress(records[-1].position, max(target, records[-1].position))
+                if done:
+                    return
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _connections(pool: asyncpg.Pool, n: int) -> AsyncIterator[list[PoolConnectionProxy]]:
+    """``n`` connections of ``pool``, each taken given back, cancelled or not."""
+    conns: list[PoolConnectionProxy] = []
+    try:
+        for _ in range(n):
+            conns.append(await pool.acquire())
+        yield conns
     finally:
-        if not pending.done():
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
         for conn in conns:
             await pool.release(conn)
 
