@@ -43,6 +43,7 @@ from turnlog.services.adapters.postgres.eventstore import EventStore
 from turnlog.services.adapters.postgres.projector.runner import Projector
 from turnlog.services.adapters.postgres.projector.writes import ensure
 from turnlog.services.adapters.prometheus.metrics import PrometheusMetrics
+from turnlog.services.app.cancelling import checkpoint
 from turnlog.services.app.log.errors import Unavailable
 from turnlog.services.app.sessions.host import SessionHost
 from turnlog.services.app.tasks.poster import SessionPoster
@@ -340,6 +341,7 @@ async def _run_until_stopped(
     if ready is not None:
         ready.set()
     try:
+        checkpoint()  # cancelled while it started, and the cancellation lost (cancelling.py)
         await stop.wait()
     finally:
         for task in tasks:
