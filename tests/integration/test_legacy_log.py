@@ -16,6 +16,7 @@ import pytest
 
 import turnlog
 from tests.conftest import API_KEY
+from turnlog.projections.catalog import PROJECTIONS
 from turnlog.services.adapters.embedded.endpoints import Endpoints
 from turnlog.services.adapters.postgres.eventstore import EventStore
 
@@ -62,6 +63,18 @@ async def healthy(base: str, timeout: float = 60.0) -> dict[str, object]:
     raise AssertionError(f"not healthy within {timeout}s")
 
 
+async def caught_up(http: httpx.AsyncClient, timeout: float = 60.0) -> None:
+    """Wait until every projection has applied the whole log: being healthy does not wait
+    for the projector, which starts from the beginning of the old log."""
+    items: list[dict[str, object]] = []
+    for _ in range(int(timeout * 10)):
+        items = (await http.get("/v1/projections")).json()["items"]
+        if len(items) == len(PROJECTIONS) and all(i["lag_events"] == 0 for i in items):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the projections did not catch up within {timeout}s: {items}")
+
+
 async def test_turnlog_run_serves_a_log_holding_nul_characters(
     legacy: EventStore, cli_env: dict[str, str], servers: Endpoints, prefix: str, tmp_path: Path
 ) -> None:
@@ -74,6 +87,7 @@ async def test_turnlog_run_serves_a_log_holding_nul_characters(
         assert health["failed_projections"] == [] and health["database"] == "ok"
         headers = {"Authorization": f"Bearer {API_KEY}"}
         async with httpx.AsyncClient(base_url=base, headers=headers) as http:
+            await caught_up(http)
             history = (await http.get(f"/v1/sessions/{SESSION}/history")).json()["items"]
             data = (await http.get(f"/v1/sessions/{SESSION}/data")).json()
             blocks = (await http.get(f"/v1/sessions/{SESSION}/blocks")).json()
