@@ -29,6 +29,8 @@ NOT_ERRORS = {
     "turnlog.services.adapters.nats.legacy._StillBound",
     # from a partition's lane to the ownership, which lets the partition go
     "turnlog.services.adapters.nats.pull.ConsumerGone",
+    # within the ingress: a message let go to come back after an earlier one of its session
+    "turnlog.services.adapters.nats.in_order.HandleLater",
 }
 
 # Codes more than one class has, because they mean the same on the wire.

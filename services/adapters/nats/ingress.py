@@ -34,6 +34,7 @@ from turnlog.services.adapters.nats.dead_letters import (
     dead_letter_reason,
 )
 from turnlog.services.adapters.nats.delivery import BusDelivery
+from turnlog.services.adapters.nats.in_order import InOrder
 from turnlog.services.adapters.nats.inbound import decode
 from turnlog.services.adapters.nats.legacy import CLAIM_CHECK, STANDBY_POLL, LegacyLane
 from turnlog.services.adapters.nats.ownership import Ownership
@@ -107,6 +108,7 @@ class Ingress:
             host, claims, subjects.prefix, self._lane, self.metrics, ready=self._legacy_drained
         )
         self._drained = False
+        self._in_order = InOrder(self.ack_wait, permanent=(Rejected,))
         self._legacy_seen: tuple[tuple[int, int], float] | None = None
         host.on_given_up(self._dead_letters.given_up)
 
@@ -174,11 +176,12 @@ class Ingress:
         try:
             self._working[id(msg)] = (msg, time.monotonic())
             message = decode(msg.subject, msg.data, self.subjects, self.app, self.max_bytes)
-            await self._dispatch(message)
+            await self._in_order.run(_session_of(message), lambda: self._dispatch(message))
         except Rejected as rejected:
             await self._dead_letters.send(msg, rejected)
         except Exception as e:
-            # Not the message's fault (database or bus away): let JetStream redeliver.
+            # Not the message's fault (database or bus away), and tried again for a while
+            # already (``InOrder``), or behind one that was: let JetStream redeliver it.
             log.error(
                 "handling an inbound message failed; will retry",
                 subject=msg.subject,
@@ -264,3 +267,11 @@ class Ingress:
             # where its own partition is owned, perhaps not here
             if not self.ownership.keeps(partition_of(str(started_here))):
                 self.host.forget_idle(lambda session_id: session_id == started_here)
+
+
+def _session_of(message: bus.Inbound) -> str | None:
+    """The session whose order ``message`` keeps; None for a prompt's answer, which the
+    session's turn in progress waits for, and a new session's first message."""
+    if isinstance(message, bus.PromptAnswer):
+        return None
+    return message.session_id
