@@ -11,6 +11,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -208,22 +209,22 @@ async def test_a_turn_that_kills_its_process_every_time_is_given_up_and_dead_let
         await client.close()
 
 
+def event(type_name: str, payload: dict[str, object]) -> NewEvent:
+    """A test event of ``type_name`` holding ``payload``, recorded now."""
+    return NewEvent(
+        type=type_name,
+        schema_version=1,
+        recorded_at=datetime.now(UTC),
+        payload=msgspec.json.encode(payload),
+    )
+
+
 async def test_relay_killed_under_load_publishes_every_position_exactly_once(
     cli_env: dict[str, str],
     prefix: str,
     servers: Endpoints,
     store: EventStore,
 ) -> None:
-    from datetime import UTC, datetime
-
-    def event(type_name: str, payload: dict[str, object]) -> NewEvent:
-        return NewEvent(
-            type=type_name,
-            schema_version=1,
-            recorded_at=datetime.now(UTC),
-            payload=msgspec.json.encode(payload),
-        )
-
     streams = [f"load-{i}" for i in range(20)]
     for stream in streams:
         await store.append(stream, 0, [event("test.started", {"app": "load"})])

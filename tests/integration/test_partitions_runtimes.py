@@ -104,6 +104,13 @@ def marks(path: Path) -> list[tuple[str, int, str, str, float]]:
     return [(w, int(pid), sid, mid, float(t)) for w, pid, sid, mid, t in lines]
 
 
+def marking(cli_env: dict[str, str], tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The file the app marks its turns in, and the runtimes' environment naming it."""
+    marked = tmp_path / "marks.txt"
+    marked.touch()
+    return marked, cli_env | {"TURNLOG_ACK_WAIT": str(ACK_WAIT), "MARKED_FILE": str(marked)}
+
+
 async def test_two_runtimes_split_the_partitions_and_move_them_as_one_joins_and_leaves(
     partitioning: None,
     cli_env: dict[str, str],
@@ -112,9 +119,7 @@ async def test_two_runtimes_split_the_partitions_and_move_them_as_one_joins_and_
     store: EventStore,
     tmp_path: Path,
 ) -> None:
-    marked = tmp_path / "marks.txt"
-    marked.touch()
-    env = cli_env | {"TURNLOG_ACK_WAIT": str(ACK_WAIT), "MARKED_FILE": str(marked)}
+    marked, env = marking(cli_env, tmp_path)
     client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
     with processes(env) as started:
         spawn(started, env, "serve", "relay")
@@ -254,9 +259,7 @@ async def test_a_runtime_killed_under_load_hands_its_sessions_to_the_others(
     store: EventStore,
     tmp_path: Path,
 ) -> None:
-    marked = tmp_path / "marks.txt"
-    marked.touch()
-    env = cli_env | {"TURNLOG_ACK_WAIT": str(ACK_WAIT), "MARKED_FILE": str(marked)}
+    marked, env = marking(cli_env, tmp_path)
     client = await turnlog.Client.connect(servers.nats_url, prefix=prefix)
     load = Load(client, sessions=24)
     with processes(env) as started:

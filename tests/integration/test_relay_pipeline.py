@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 
 import msgspec
 import nats
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 
+from tests.integration.test_bus_crashes import event
 from turnlog.contracts import bus
 from turnlog.services.adapters.embedded.endpoints import Endpoints
 from turnlog.services.adapters.nats.pipeline import Pipeline, PublishRefused
@@ -19,7 +19,6 @@ from turnlog.services.adapters.nats.relay import Relay
 from turnlog.services.adapters.nats.streams import ensure_streams
 from turnlog.services.adapters.nats.subjects import Subjects
 from turnlog.services.adapters.postgres.eventstore import EventStore
-from turnlog.services.app.log.records import NewEvent
 
 
 async def stored(js: nats.js.JetStreamContext, stream: str, subject: str) -> list[bytes]:
@@ -61,15 +60,6 @@ async def test_a_pipeline_stores_nothing_after_a_message_it_lost(
     finally:
         await pipeline.close()
         await nc.close()
-
-
-def event(type_name: str, payload: dict[str, object]) -> NewEvent:
-    return NewEvent(
-        type=type_name,
-        schema_version=1,
-        recorded_at=datetime.now(UTC),
-        payload=msgspec.json.encode(payload),
-    )
 
 
 async def test_the_relay_goes_on_in_order_after_jetstream_refuses_its_pipeline(
